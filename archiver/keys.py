@@ -1,0 +1,66 @@
+"""Where an archived entry lives in a bucket: ``<storage>/<partition>/<lsn>.tar``."""
+
+from __future__ import annotations
+
+import re
+
+from archiver.lsn import InvalidLSN, format_lsn, parse_lsn
+
+ARCHIVE_SUFFIX = ".tar"
+MAX_NAME_LENGTH = 64
+_STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_PARTITION = 2**64 - 1
+
+
+class InvalidName(ValueError):
+    """A storage name or partition id that is unsafe as a key component."""
+
+
+def check_storage(storage: str) -> str:
+    """Storage names become path and key components, so only a safe alphabet is allowed."""
+    if not isinstance(storage, str) or not storage:
+        raise InvalidName("storage name must be a non-empty string")
+    if len(storage) > MAX_NAME_LENGTH:
+        raise InvalidName(f"storage name longer than {MAX_NAME_LENGTH} characters")
+    if not _STORAGE_NAME.fullmatch(storage) or ".." in storage:
+        raise InvalidName(
+            f"storage name {storage!r} must use letters, digits, '_', '.', '-' "
+            "and start with a letter or digit"
+        )
+    return storage
+
+
+def check_partition(partition: int) -> int:
+    """Partition ids are positive 64-bit integers, written in decimal in names."""
+    if isinstance(partition, bool) or not isinstance(partition, int):
+        raise InvalidName(f"partition id must be an integer, got {partition!r}")
+    if not 1 <= partition <= MAX_PARTITION:
+        raise InvalidName(f"partition id must be between 1 and 2**64-1, got {partition}")
+    return partition
+
+
+def parse_partition(text: str) -> int:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        raise InvalidName(f"partition id must be a positive decimal integer, got {text!r}")
+    return check_partition(int(text))
+
+
+def partition_prefix(storage: str, partition: int) -> str:
+    """The listing prefix of one partition; the trailing slash keeps 1 apart from 10."""
+    return f"{check_storage(storage)}/{check_partition(partition)}/"
+
+
+def archive_key(storage: str, partition: int, lsn: int) -> str:
+    return f"{partition_prefix(storage, partition)}{format_lsn(lsn)}{ARCHIVE_SUFFIX}"
+
+
+def archive_lsn(key: str) -> int | None:
+    """The LSN of an archive object, or None for anything else (temp files, strays)."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(ARCHIVE_SUFFIX):
+        return None
+    try:
+        return parse_lsn(name[: -len(ARCHIVE_SUFFIX)])
+    except InvalidLSN:
+        return None

@@ -1,0 +1,39 @@
+-- Fold a watermark notification (low, high) into one partition and claim its next entry.
+-- KEYS[1] partition hash, KEYS[2] partition gap list
+-- ARGV[1] low, ARGV[2] high, ARGV[3] lease ms, ARGV[4] gaps kept
+-- Returns {outcome, reacknowledge lsn or '', claimed lsn or '', token, gap expected lsn or ''}
+local key, gaps_key = KEYS[1], KEYS[2]
+local low, high = ARGV[1], ARGV[2]
+local lease_ms, max_gaps = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+
+local f = redis.call('HMGET', key, 'next', 'high', 'acked')
+local nxt, known_high, acked = f[1], f[2], f[3]
+local outcome, gap_expected = 'applied', ''
+
+if not nxt then
+  redis.call('HSET', key, 'next', low, 'high', high, 'token', 0, 'attempts', 0,
+    'created_ms', ms(now), 'progress_ms', ms(now))
+else
+  if lsn_less(high, nxt) then
+    return {'stale', acked or '', '', 0, ''}
+  end
+  if lsn_less(nxt, low) then
+    outcome, gap_expected = 'gap', nxt
+    redis.call('RPUSH', gaps_key, nxt .. ' ' .. low .. ' ' .. ms(now))
+    redis.call('LTRIM', gaps_key, -max_gaps, -1)
+    redis.call('HINCRBY', key, 'gaps_total', 1)
+    redis.call('HSET', key, 'next', low, 'attempts', 0)
+    -- The entry in flight is gone from the producer: its holder is fenced off.
+    redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error')
+  end
+  if lsn_less(known_high, high) then
+    redis.call('HSET', key, 'high', high)
+  end
+end
+
+local c = claim(key, now, lease_ms)
+if c then
+  return {outcome, '', c[1], c[2], gap_expected}
+end
+return {outcome, '', '', 0, gap_expected}

@@ -1,0 +1,54 @@
+-- Shared helpers, prepended to every partition script.
+-- LSNs are unsigned 64-bit integers: they are kept as decimal strings, because Lua numbers are
+-- doubles and lose precision above 2^53.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function ms(n)
+  return string.format('%d', n)
+end
+
+-- a < b for canonical decimal strings (no sign, no leading zeros)
+local function lsn_less(a, b)
+  if #a ~= #b then
+    return #a < #b
+  end
+  return a < b
+end
+
+local function lsn_incr(a)
+  local i = #a
+  while i > 0 do
+    local d = string.byte(a, i) - 48
+    if d < 9 then
+      return string.sub(a, 1, i - 1) .. string.char(d + 49) .. string.rep('0', #a - i)
+    end
+    i = i - 1
+  end
+  return '1' .. string.rep('0', #a)
+end
+
+-- Grant the partition's next LSN when it has work and no live grant.
+-- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
+local function claim(key, now, lease_ms)
+  local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused')
+  local nxt, high, inflight, lease_until, paused = f[1], f[2], f[3], f[4], f[5]
+  if not nxt or paused == '1' or lsn_less(high, nxt) then
+    return false
+  end
+  if inflight and lease_until and tonumber(lease_until) > now then
+    return false
+  end
+  local token = redis.call('HINCRBY', key, 'token', 1)
+  redis.call('HSET', key, 'inflight', nxt, 'lease_until', ms(now + lease_ms))
+  return {nxt, token}
+end
+
+-- True while (lsn, token) is the partition's current grant.
+local function holds(key, lsn, token)
+  local f = redis.call('HMGET', key, 'inflight', 'token')
+  return f[1] == lsn and f[2] == token
+end

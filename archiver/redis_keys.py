@@ -1,0 +1,51 @@
+"""Names of everything the archiver keeps in Redis.
+
+Per-partition keys carry the hash tag ``{storage/partition}`` so that each script touches one
+cluster slot. Stream names are part of the public contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archiver.keys import check_partition, check_storage
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "archiver"
+
+    def partition_id(self, storage: str, partition: int) -> str:
+        return f"{check_storage(storage)}/{check_partition(partition)}"
+
+    def partition(self, storage: str, partition: int) -> str:
+        return f"{self.prefix}:partition:{{{self.partition_id(storage, partition)}}}"
+
+    def gaps(self, storage: str, partition: int) -> str:
+        return self.partition(storage, partition) + ":gaps"
+
+    @property
+    def partitions_index(self) -> str:
+        """A set of every known ``storage/partition``, kept for scans and sweeps."""
+        return f"{self.prefix}:partitions"
+
+    @property
+    def fleet(self) -> str:
+        return f"{self.prefix}:fleet"
+
+    @property
+    def notifications(self) -> str:
+        return f"{self.prefix}:notifications"
+
+    @property
+    def rejected_notifications(self) -> str:
+        return f"{self.prefix}:notifications:rejected"
+
+    @property
+    def acks(self) -> str:
+        return f"{self.prefix}:acks"
+
+
+def split_partition_id(member: str) -> tuple[str, int]:
+    storage, _, partition = member.rpartition("/")
+    return check_storage(storage), check_partition(int(partition))

@@ -1,0 +1,121 @@
+"""The scheduler: applies watermark notifications to partition state and dispatches work.
+
+It never tracks partitions in memory: Redis holds all state, so a restarted (or another)
+scheduler carries on where the last one stopped. Notifications are read through a consumer
+group and deleted only after they were applied, so a crash re-reads them; applying one twice
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from kombu.exceptions import OperationalError
+
+from archiver.config import Settings
+from archiver.notification import InvalidNotification, Notification, parse_notification
+from archiver.partition import NotificationOutcome
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, int, int, int], None]
+BATCH = 500
+BLOCK_MS = 1000
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStateStore,
+        streams: Streams,
+        dispatch: Dispatch,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.streams = streams
+        self.dispatch = dispatch
+        # With storages configured, notifications for any other storage are rejected.
+        self.known_storages = frozenset(settings.storages) or None
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("scheduler started")
+        failures = 0
+        while not stop.is_set():
+            try:
+                self._serve(stop)
+            except (redis.RedisError, OperationalError) as exc:
+                failures += 1
+                wait = min(0.5 * 2**failures, 30.0)
+                log.error("scheduler lost its connection; retrying in %.1fs: %s", wait, exc)
+                stop.wait(wait)
+            else:
+                failures = 0
+        log.info("scheduler stopped")
+
+    def _serve(self, stop: threading.Event) -> None:
+        self.streams.ensure_scheduler_group()
+        # First what an earlier run read but did not finish.
+        while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
+            self.handle(batch)
+            if stop.is_set():
+                return
+        next_sweep = 0.0
+        while not stop.is_set():
+            if time.monotonic() >= next_sweep:
+                self.sweep()
+                next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
+            batch = self.streams.read_notifications(pending=False, count=BATCH, block_ms=BLOCK_MS)
+            self.handle(batch)
+
+    def handle(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        for _message_id, fields in messages:
+            try:
+                notification = parse_notification(fields, self.known_storages)
+            except InvalidNotification as exc:
+                log.error("rejected notification: %s fields=%r", exc, fields)
+                self.streams.reject_notification(fields, str(exc))
+                continue
+            self.apply(notification)
+        self.streams.done_with_notifications([message_id for message_id, _ in messages])
+
+    def apply(self, n: Notification) -> None:
+        result = self.store.apply_notification(
+            n.storage, n.partition, n.low, n.high, self.settings.dispatch_timeout_seconds
+        )
+        if result.gap is not None:
+            log.error(
+                "gap in log sequence storage=%s partition=%d expected_lsn=%d actual_lsn=%d",
+                n.storage,
+                n.partition,
+                result.gap.expected,
+                result.gap.actual,
+            )
+        if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
+            # Everything announced is archived, but the producer may not know: tell it again.
+            self.streams.publish_ack(n.storage, n.partition, result.reacknowledge)
+        if result.claim is not None:
+            self.dispatch(n.storage, n.partition, result.claim.lsn, result.claim.token)
+
+    def sweep(self) -> int:
+        """Dispatch every partition that has work and no live grant: lost task messages and
+        dead workers' expired grants end up here."""
+        dispatched = 0
+        for members in self.store.partition_ids(BATCH):
+            claims = self.store.claim_many(members, self.settings.dispatch_timeout_seconds)
+            for storage, partition, claim in claims:
+                log.info(
+                    "re-dispatching partition with no live grant storage=%s partition=%d lsn=%d",
+                    storage,
+                    partition,
+                    claim.lsn,
+                )
+                self.dispatch(storage, partition, claim.lsn, claim.token)
+                dispatched += 1
+        return dispatched

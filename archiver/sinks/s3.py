@@ -1,0 +1,177 @@
+"""A bucket on S3 or any S3-compatible endpoint, through boto3.
+
+Objects are written once: small entries with a conditional ``put_object`` and larger ones with a
+multipart upload driven by hand, both with ``If-None-Match: *``, so an existing archive is never
+replaced. A multipart upload that fails for any reason is aborted, leaving no object behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from archiver.sinks.base import SinkError, StoredObject, WriteOutcome, WriteResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+log = logging.getLogger(__name__)
+
+# Entries smaller than one part go up in a single request.
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
+_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+# Every call has a deadline: a black-holed endpoint becomes a failed attempt, never a hang.
+CLIENT_CONFIG = Config(
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"max_attempts": 3, "mode": "standard"},
+    # Recent boto3 sends checksums some S3-compatible servers reject.
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Sink:
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "",
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = part_size
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Sink:
+        """``s3://bucket[/prefix]?endpoint_url=...&region=...``; credentials from boto3's chain."""
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ValueError(f"S3 sink URL names no bucket: {url}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"endpoint_url", "region", "addressing_style", "part_size"}
+        if unknown:
+            raise ValueError(f"unknown S3 sink URL parameter(s): {', '.join(sorted(unknown))}")
+        endpoint = query.get("endpoint_url")
+        style = query.get("addressing_style", "path" if endpoint else "auto")
+        config = CLIENT_CONFIG.merge(Config(s3={"addressing_style": style}))  # type: ignore[typeddict-item]
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
+        )
+        part_size = int(query.get("part_size", DEFAULT_PART_SIZE))
+        return cls(client, parts.netloc, parts.path, part_size)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return False
+            raise SinkError(f"checking {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"checking {key}: {exc}") from exc
+        return True
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> WriteResult:
+        stream = iter(chunks)
+        first = _take(stream, self.part_size)
+        try:
+            if len(first) < self.part_size:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=first, IfNoneMatch="*"
+                )
+                return WriteResult(WriteOutcome.CREATED, len(first))
+            return self._write_multipart(key, first, stream)
+        except ClientError as exc:
+            if _error_code(exc) in _PRECONDITION_FAILED:
+                return WriteResult(WriteOutcome.ALREADY_EXISTS, None)
+            raise SinkError(f"writing {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"writing {key}: {exc}") from exc
+
+    def _write_multipart(self, key: str, first: bytes, stream: Iterator[bytes]) -> WriteResult:
+        s3_key = self._key(key)
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key)["UploadId"]
+        completed = False
+        try:
+            parts: list[CompletedPartTypeDef] = []
+            size = 0
+            body = first
+            while body:
+                number = len(parts) + 1
+                response = self.client.upload_part(
+                    Bucket=self.bucket, Key=s3_key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+                parts.append({"ETag": response["ETag"], "PartNumber": number})
+                size += len(body)
+                body = _take(stream, self.part_size)
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+            completed = True
+            return WriteResult(WriteOutcome.CREATED, size)
+        finally:
+            if not completed:
+                self._abort(s3_key, upload_id)
+
+    def _abort(self, s3_key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            # The bucket's lifecycle rule for incomplete uploads is the backstop.
+            log.warning("could not abort multipart upload %s of %s", upload_id, s3_key)
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"][len(self.prefix) :], item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"listing {prefix}: {exc}") from exc
+
+    def read(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"reading {key}: {exc}") from exc
+
+
+def _take(stream: Iterator[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes from ``stream``; fewer only at its end."""
+    buffer = bytearray()
+    for chunk in stream:
+        buffer += chunk
+        if len(buffer) >= size:
+            break
+    # A chunk may overshoot; keep parts at most ``size`` plus one chunk, which S3 accepts.
+    return bytes(buffer)

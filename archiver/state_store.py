@@ -1,0 +1,286 @@
+"""Partition state in Redis: every transition is one Lua script over one partition's keys.
+
+The scripts in ``archiver/lua/`` implement the transitions of ``archiver.partition``; this module
+only names keys, passes arguments and turns replies back into the core's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from archiver.partition import Claim, Gap, NotificationOutcome, PartitionState
+from archiver.redis_keys import RedisKeys, split_partition_id
+
+# Gaps kept per partition; the total count is kept separately.
+MAX_GAPS_KEPT = 100
+
+
+def _lua(name: str) -> str:
+    package = resources.files("archiver") / "lua"
+    common = (package / "common.lua").read_text()
+    return common + "\n" + (package / f"{name}.lua").read_text()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+@dataclass(frozen=True)
+class NotificationResult:
+    outcome: NotificationOutcome
+    reacknowledge: int | None
+    claim: Claim | None
+    gap: Gap | None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    committed: bool
+    next_claim: Claim | None = None
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    """A partition's state as stored, with the bookkeeping the core does not need."""
+
+    storage: str
+    partition: int
+    state: PartitionState
+    gaps_total: int
+    created_ms: int | None
+    progress_ms: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "storage": self.storage,
+            "partition": self.partition,
+            "next_lsn": s.next_lsn,
+            "high_water_mark": s.high_water_mark,
+            "in_flight_lsn": s.in_flight_lsn,
+            "acknowledged_lsn": s.acknowledged_lsn,
+            "backlog": s.high_water_mark - (s.acknowledged_lsn or s.next_lsn - 1),
+            "fencing_token": s.fencing_token,
+            "lease_expires_ms": s.lease_expires_ms,
+            "attempts": s.attempts,
+            "paused": s.paused,
+            "gaps": [{"expected": g.expected, "actual": g.actual} for g in s.gaps],
+            "gaps_total": self.gaps_total,
+            "last_error": s.last_error,
+            "created_ms": self.created_ms,
+            "progress_ms": self.progress_ms,
+        }
+
+
+class RedisStateStore:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._scripts = {
+            name: client.register_script(_lua(name))
+            for name in (
+                "apply_notification",
+                "claim_next_entry",
+                "renew_lease",
+                "commit_success",
+                "record_failure",
+                "fleet_failure",
+                "fleet_success",
+                "fleet_pause_left",
+            )
+        }
+
+    def _partition_keys(self, storage: str, partition: int) -> list[str]:
+        return [self.keys.partition(storage, partition), self.keys.gaps(storage, partition)]
+
+    def apply_notification(
+        self, storage: str, partition: int, low: int, high: int, lease_seconds: float
+    ) -> NotificationResult:
+        pipe = self.client.pipeline(transaction=False)
+        # The index lives outside the partition's slot; sweeps repair it if this step is lost.
+        pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
+        self._scripts["apply_notification"](
+            keys=self._partition_keys(storage, partition),
+            args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT],
+            client=pipe,
+        )
+        reply = pipe.execute()[1]
+        outcome, reack, lsn, token, gap_expected = (_text(v) for v in reply)
+        return NotificationResult(
+            outcome=NotificationOutcome(outcome),
+            reacknowledge=int(reack) if reack else None,
+            claim=Claim(int(lsn), int(token)) if lsn else None,
+            gap=Gap(int(gap_expected), low) if gap_expected else None,
+        )
+
+    def claim_next_entry(self, storage: str, partition: int, lease_seconds: float) -> Claim | None:
+        reply = self._scripts["claim_next_entry"](
+            keys=[self.keys.partition(storage, partition)], args=[_ms(lease_seconds)]
+        )
+        return Claim(int(reply[0]), int(reply[1])) if reply else None
+
+    def claim_many(
+        self, partitions: list[tuple[str, int]], lease_seconds: float
+    ) -> list[tuple[str, int, Claim]]:
+        """Claim the next entry of each partition that has work, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for storage, partition in partitions:
+            self._scripts["claim_next_entry"](
+                keys=[self.keys.partition(storage, partition)],
+                args=[_ms(lease_seconds)],
+                client=pipe,
+            )
+        return [
+            (storage, partition, Claim(int(reply[0]), int(reply[1])))
+            for (storage, partition), reply in zip(partitions, pipe.execute(), strict=True)
+            if reply
+        ]
+
+    def renew_lease(
+        self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
+    ) -> bool:
+        return bool(
+            self._scripts["renew_lease"](
+                keys=[self.keys.partition(storage, partition)],
+                args=[lsn, token, _ms(lease_seconds)],
+            )
+        )
+
+    def start_attempt(
+        self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
+    ) -> tuple[bool, float]:
+        """Renew the grant for a running attempt and read the fleet pause, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        self._scripts["renew_lease"](
+            keys=[self.keys.partition(storage, partition)],
+            args=[lsn, token, _ms(lease_seconds)],
+            client=pipe,
+        )
+        self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[], client=pipe)
+        held, pause_ms = pipe.execute()
+        return bool(held), int(pause_ms) / 1000
+
+    def commit_success(
+        self,
+        storage: str,
+        partition: int,
+        lsn: int,
+        token: int,
+        lease_seconds: float,
+        claim_next: bool = True,
+    ) -> CommitResult:
+        reply = self._scripts["commit_success"](
+            keys=[self.keys.partition(storage, partition)],
+            args=[lsn, token, _ms(lease_seconds), 1 if claim_next else 0],
+        )
+        if not int(reply[0]):
+            return CommitResult(committed=False)
+        next_claim = Claim(int(reply[1]), int(reply[2])) if len(reply) > 1 else None
+        return CommitResult(committed=True, next_claim=next_claim)
+
+    def record_failure(
+        self, storage: str, partition: int, lsn: int, token: int, error: str, hold_seconds: float
+    ) -> int | None:
+        """Returns the failed attempts so far, or None when the caller was fenced off."""
+        attempts = int(
+            self._scripts["record_failure"](
+                keys=[self.keys.partition(storage, partition)],
+                args=[lsn, token, error[:2000], _ms(hold_seconds)],
+            )
+        )
+        return None if attempts < 0 else attempts
+
+    def fleet_failure(self, min_seconds: float, max_seconds: float) -> float:
+        """Start (or join) a fleet-wide pause; returns the seconds left in it."""
+        left = self._scripts["fleet_failure"](
+            keys=[self.keys.fleet], args=[_ms(min_seconds), _ms(max_seconds)]
+        )
+        return int(left) / 1000
+
+    def fleet_success(self, min_seconds: float) -> None:
+        self._scripts["fleet_success"](keys=[self.keys.fleet], args=[_ms(min_seconds)])
+
+    def fleet_pause_left(self) -> float:
+        return int(self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[])) / 1000
+
+    def load(self, storage: str, partition: int) -> PartitionRecord | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.partition(storage, partition))
+        pipe.lrange(self.keys.gaps(storage, partition), 0, -1)
+        fields, gaps = pipe.execute()
+        if not fields:
+            return None
+        return _record(storage, partition, fields, gaps)
+
+    def partition_ids(self, batch: int = 500) -> Iterator[list[tuple[str, int]]]:
+        """The index in batches, paged with SSCAN: never one unbounded read."""
+        members: list[tuple[str, int]] = []
+        for raw in self.client.sscan_iter(self.keys.partitions_index, count=batch):
+            members.append(split_partition_id(_text(raw)))
+            if len(members) >= batch:
+                yield members
+                members = []
+        if members:
+            yield members
+
+    def partitions(self, storage: str | None = None, batch: int = 500) -> Iterator[PartitionRecord]:
+        for members in self.partition_ids(batch):
+            if storage is not None:
+                members = [m for m in members if m[0] == storage]
+            yield from self._load_many(members)
+
+    def _load_many(self, members: list[tuple[str, int]]) -> Iterator[PartitionRecord]:
+        if not members:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for storage, partition in members:
+            pipe.hgetall(self.keys.partition(storage, partition))
+            pipe.lrange(self.keys.gaps(storage, partition), 0, -1)
+        replies = pipe.execute()
+        for i, (storage, partition) in enumerate(members):
+            fields, gaps = replies[2 * i], replies[2 * i + 1]
+            if fields:
+                yield _record(storage, partition, fields, gaps)
+
+
+def _record(
+    storage: str, partition: int, raw_fields: dict[Any, Any], raw_gaps: list[Any]
+) -> PartitionRecord:
+    fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+
+    def opt(name: str) -> int | None:
+        return int(fields[name]) if fields.get(name) else None
+
+    gaps = []
+    for raw in raw_gaps:
+        expected, actual, _at = _text(raw).split(" ")
+        gaps.append(Gap(int(expected), int(actual)))
+    state = PartitionState(
+        next_lsn=int(fields["next"]),
+        high_water_mark=int(fields["high"]),
+        in_flight_lsn=opt("inflight"),
+        fencing_token=int(fields.get("token", 0)),
+        lease_expires_ms=opt("lease_until"),
+        acknowledged_lsn=opt("acked"),
+        gaps=gaps,
+        last_error=fields.get("last_error"),
+        attempts=int(fields.get("attempts", 0)),
+        paused=fields.get("paused") == "1",
+    )
+    return PartitionRecord(
+        storage=storage,
+        partition=partition,
+        state=state,
+        gaps_total=int(fields.get("gaps_total", 0)),
+        created_ms=opt("created_ms"),
+        progress_ms=opt("progress_ms"),
+    )

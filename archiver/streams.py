@@ -1,0 +1,115 @@
+"""The two public streams: watermark notifications in, acknowledgements out.
+
+Any program may ``XADD`` a notification; the producer reads acknowledgements to learn which
+entries it may delete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from archiver.notification import Notification
+from archiver.redis_keys import RedisKeys
+
+SCHEDULER_GROUP = "scheduler"
+# Every scheduler reads as the same consumer, so a successor re-reads its predecessor's
+# pending notifications (ID 0) before new ones.
+SCHEDULER_CONSUMER = "scheduler"
+# Acknowledgements are positional and repeated, so an old one can be trimmed safely.
+ACKS_MAXLEN = 100_000
+REJECTED_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    storage: str
+    partition: int
+    lsn: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Streams:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def publish_notification(self, notification: Notification) -> str:
+        return _text(self.client.xadd(self.keys.notifications, notification.fields()))  # type: ignore[arg-type]
+
+    def publish_ack(self, storage: str, partition: int, lsn: int) -> None:
+        self.client.xadd(
+            self.keys.acks,
+            {"storage": storage, "partition": str(partition), "lsn": str(lsn)},
+            maxlen=ACKS_MAXLEN,
+            approximate=True,
+        )
+
+    def read_acks(
+        self, after_id: str, count: int = 1000, block_ms: int | None = None
+    ) -> tuple[str, list[Acknowledgement]]:
+        """Acknowledgements after ``after_id``; returns the last ID read and the acks."""
+        reply = self.client.xread({self.keys.acks: after_id}, count=count, block=block_ms)
+        acks = []
+        last_id = after_id
+        for _stream, messages in reply or []:
+            for message_id, raw in messages:
+                last_id = _text(message_id)
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                acks.append(
+                    Acknowledgement(fields["storage"], int(fields["partition"]), int(fields["lsn"]))
+                )
+        return last_id, acks
+
+    def ensure_scheduler_group(self) -> None:
+        """Create the consumer group from the stream's start, so nothing published earlier is
+        missed, even before the first scheduler ever ran."""
+        try:
+            self.client.xgroup_create(self.keys.notifications, SCHEDULER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_notifications(
+        self, pending: bool, count: int, block_ms: int | None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Our pending notifications (``pending=True``) or new ones."""
+        reply = self.client.xreadgroup(
+            SCHEDULER_GROUP,
+            SCHEDULER_CONSUMER,
+            {self.keys.notifications: "0" if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        messages = []
+        for _stream, entries in reply or []:
+            for message_id, raw in entries:
+                if raw is None:  # deleted while pending
+                    messages.append((_text(message_id), {}))
+                    continue
+                messages.append(
+                    (_text(message_id), {_text(k): _text(v) for k, v in raw.items()})
+                )
+        return messages
+
+    def done_with_notifications(self, message_ids: list[str]) -> None:
+        """Acknowledge and delete handled notifications: the stream holds only unhandled ones."""
+        if not message_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.keys.notifications, SCHEDULER_GROUP, *message_ids)
+        pipe.xdel(self.keys.notifications, *message_ids)
+        pipe.execute()
+
+    def reject_notification(self, fields: Mapping[str, str], reason: str) -> None:
+        record = {f"field:{k}"[:64]: v[:256] for k, v in list(fields.items())[:16]}
+        record["reason"] = reason
+        self.client.xadd(
+            self.keys.rejected_notifications, record, maxlen=REJECTED_MAXLEN, approximate=True  # type: ignore[arg-type]
+        )

@@ -1,0 +1,69 @@
+"""The Celery side shared by the scheduler (which sends) and the workers (which run).
+
+Redelivery settings, and why:
+- ``acks_late`` with ``reject_on_worker_lost``: a task message is only acknowledged once the
+  attempt ended, so a worker killed mid-upload leaves the message to be delivered again.
+- prefetch 1: a worker holds no more messages than it runs, so a dead worker strands none.
+- ``visibility_timeout`` above the hard time limit plus the longest retry wait: Redis
+  redelivers unacknowledged messages after it, also while the first worker still runs them.
+- cancel long-running tasks on connection loss: their messages are redelivered anyway.
+Redelivered or duplicated tasks are harmless: a task only acts while it holds the partition's
+current fencing token, and archive objects are written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+from archiver.config import Settings
+
+TASK_NAME = "archiver.archive_entry"
+QUEUE_PREFIX = "archiver."
+
+
+def queue_name(storage: str) -> str:
+    """Only the host holding a storage's files can read its entries: one queue per storage."""
+    return QUEUE_PREFIX + storage
+
+
+def make_celery(settings: Settings, name: str = "archiver") -> Celery:
+    hard_limit = settings.task_time_limit_seconds
+    app = Celery(name, broker=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=hard_limit,
+        task_soft_time_limit=max(hard_limit - 30, hard_limit * 0.9),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": int(hard_limit + settings.retry_max_seconds + 300),
+            # Sends fail rather than hang when the broker is unreachable.
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        task_default_queue=queue_name("default"),
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return app
+
+
+@dataclass
+class CeleryDispatcher:
+    """Sends archive tasks; the scheduler and the workers both dispatch through it."""
+
+    app: Celery
+
+    def dispatch(self, storage: str, partition: int, lsn: int, token: int) -> None:
+        self.app.send_task(
+            TASK_NAME, args=[storage, partition, lsn, token], queue=queue_name(storage)
+        )

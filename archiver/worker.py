@@ -1,0 +1,174 @@
+"""One archiving attempt, from grant to acknowledgement, independent of Celery.
+
+The order of steps is what keeps acknowledgements behind the archive: the object is durably
+written first, then the partition advances (only if our fencing token is still current), and
+only then is the acknowledgement published.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from archiver.archiving import archive_entry
+from archiver.config import Settings
+from archiver.partition import Claim
+from archiver.sinks import Sink
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, int, int, int], None]
+
+
+class AttemptOutcome(enum.StrEnum):
+    ARCHIVED = "archived"
+    # The object was already in the sink; nothing was uploaded.
+    SKIPPED = "skipped"
+    # Our grant is gone (expired and re-granted, or the partition moved on): we did nothing.
+    FENCED = "fenced"
+    # Try again after ``delay`` seconds.
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: AttemptOutcome
+    delay: float = 0.0
+    error: str | None = None
+    size: int | None = None
+    next_claim: Claim | None = None
+
+
+class LeaseKeeper:
+    """Renews a grant in the background while an upload runs, so a slow upload keeps it."""
+
+    def __init__(
+        self, store: RedisStateStore, storage: str, partition: int, claim: Claim, lease: float
+    ) -> None:
+        self._renew = lambda: store.renew_lease(storage, partition, claim.lsn, claim.token, lease)
+        self._interval = lease / 3
+        self._stop = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self._renew():
+                    self.lost.set()
+                    return
+            except Exception:  # a Redis blip: try again at the next tick
+                log.warning("lease renewal failed; retrying", exc_info=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def guard(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """Stop streaming as soon as the grant is lost: the write is then aborted."""
+        for chunk in chunks:
+            if self.lost.is_set():
+                raise LeaseLost("grant lost while uploading")
+            yield chunk
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class EntryArchiver:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStateStore,
+        streams: Streams,
+        sink: Sink,
+        dispatch: Dispatch,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.streams = streams
+        self.sink = sink
+        self.dispatch = dispatch
+
+    def run(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
+        fields = f"storage={storage} partition={partition} lsn={lsn}"
+        lease = self.settings.lease_seconds
+        held, pause = self.store.start_attempt(storage, partition, lsn, token, lease)
+        if not held:
+            log.info("fenced off before archiving: grant is no longer current %s", fields)
+            return Attempt(AttemptOutcome.FENCED)
+        if pause > 0:
+            # The fleet is backing off after a failure elsewhere: wait our turn, keeping the grant.
+            self.store.renew_lease(storage, partition, lsn, token, pause + lease)
+            return Attempt(AttemptOutcome.RETRY, delay=pause)
+
+        claim = Claim(lsn, token)
+        started = time.monotonic()
+        try:
+            root = self.settings.storage_root(storage)
+            with LeaseKeeper(self.store, storage, partition, claim, lease) as keeper:
+                archived = archive_entry(
+                    self.sink, storage, root, partition, lsn, guard=keeper.guard
+                )
+        except Exception as exc:
+            return self._failed(storage, partition, claim, exc, fields)
+
+        commit = self.store.commit_success(
+            storage, partition, lsn, token, self.settings.dispatch_timeout_seconds
+        )
+        if not commit.committed:
+            log.warning("fenced off after archiving; not acknowledging %s", fields)
+            return Attempt(AttemptOutcome.FENCED)
+        self.streams.publish_ack(storage, partition, lsn)
+        self.store.fleet_success(self.settings.retry_min_seconds)
+        outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
+        log.info(
+            "%s %s key=%s bytes=%s seconds=%.3f",
+            outcome.value,
+            fields,
+            archived.key,
+            archived.size,
+            time.monotonic() - started,
+        )
+        if commit.next_claim is not None:
+            next_claim = commit.next_claim
+            self.dispatch(storage, partition, next_claim.lsn, next_claim.token)
+        return Attempt(outcome, size=archived.size, next_claim=commit.next_claim)
+
+    def _failed(
+        self, storage: str, partition: int, claim: Claim, exc: Exception, fields: str
+    ) -> Attempt:
+        error = f"{type(exc).__name__}: {exc}"
+        lease = self.settings.lease_seconds
+        hold = self.settings.retry_max_seconds + lease
+        attempts = self.store.record_failure(storage, partition, claim.lsn, claim.token, error, hold)
+        if attempts is None:
+            log.warning("attempt failed and grant is gone %s error=%s", fields, error)
+            return Attempt(AttemptOutcome.FENCED, error=error)
+        pause = self.store.fleet_failure(
+            self.settings.retry_min_seconds, self.settings.retry_max_seconds
+        )
+        delay = max(self.settings.retry_delay(attempts), pause)
+        self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
+        log.error(
+            "archiving failed; retrying in %.3fs %s attempt=%d error=%s",
+            delay,
+            fields,
+            attempts,
+            error,
+        )
+        return Attempt(AttemptOutcome.RETRY, delay=delay, error=error)

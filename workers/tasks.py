@@ -1,0 +1,45 @@
+"""The archive task: a thin Celery shell around ``archiver.worker.EntryArchiver``."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Task
+
+from archiver.keys import InvalidName, check_partition, check_storage
+from archiver.lsn import InvalidLSN, check_lsn
+from archiver.taskqueue import TASK_NAME
+from archiver.worker import AttemptOutcome
+from workers.application import app, entry_archiver, settings
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=None)
+def archive_entry(self: Task, storage: str, partition: int, lsn: int, token: int) -> str:  # type: ignore[type-arg]
+    try:
+        check_storage(storage)
+        check_partition(partition)
+        check_lsn(lsn)
+        if isinstance(token, bool) or not isinstance(token, int) or token < 1:
+            raise InvalidName(f"fencing token must be a positive integer, got {token!r}")
+    except (InvalidName, InvalidLSN) as exc:
+        # Nothing to retry: a malformed task can never become valid. The partition's grant
+        # expires and the scheduler dispatches a correct task.
+        log.error("rejected archive task with invalid arguments: %s", exc)
+        return "rejected"
+    try:
+        attempt = entry_archiver().run(storage, partition, lsn, token)
+    except redis.RedisError as exc:
+        log.warning(
+            "state store unavailable; retrying storage=%s partition=%s lsn=%s error=%s",
+            storage,
+            partition,
+            lsn,
+            exc,
+        )
+        raise self.retry(countdown=settings.retry_min_seconds) from exc
+    if attempt.outcome is AttemptOutcome.RETRY:
+        raise self.retry(countdown=attempt.delay)
+    return attempt.outcome.value
