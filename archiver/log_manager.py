@@ -20,9 +20,7 @@ def wal_dir(storage_root: Path, partition: int) -> Path:
     return storage_root / str(partition) / "wal"
 
 
-def write_entry(
-    storage_root: Path, partition: int, lsn: int, files: Mapping[str, bytes]
-) -> Path:
+def write_entry(storage_root: Path, partition: int, lsn: int, files: Mapping[str, bytes]) -> Path:
     """Write one entry atomically: a hidden directory, renamed into place when complete."""
     wal = wal_dir(storage_root, partition)
     wal.mkdir(parents=True, exist_ok=True)

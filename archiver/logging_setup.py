@@ -13,9 +13,7 @@ def configure_logging(level: str | None = None) -> None:
     if getattr(root, "_archiver_configured", False):
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # boto's and urllib3's debug chatter is not ours to show.

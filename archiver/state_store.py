@@ -234,9 +234,7 @@ class RedisStateStore:
 
     def partitions(self, storage: str | None = None, batch: int = 500) -> Iterator[PartitionRecord]:
         for members in self.partition_ids(batch):
-            if storage is not None:
-                members = [m for m in members if m[0] == storage]
-            yield from self._load_many(members)
+            yield from self._load_many([m for m in members if storage in (None, m[0])])
 
     def _load_many(self, members: list[tuple[str, int]]) -> Iterator[PartitionRecord]:
         if not members:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -41,7 +41,7 @@ class Streams:
         self.keys = keys
 
     def publish_notification(self, notification: Notification) -> str:
-        return _text(self.client.xadd(self.keys.notifications, notification.fields()))  # type: ignore[arg-type]
+        return _text(self.client.xadd(self.keys.notifications, cast(Any, notification.fields())))
 
     def publish_ack(self, storage: str, partition: int, lsn: int) -> None:
         self.client.xadd(
@@ -55,7 +55,7 @@ class Streams:
         self, after_id: str, count: int = 1000, block_ms: int | None = None
     ) -> tuple[str, list[Acknowledgement]]:
         """Acknowledgements after ``after_id``; returns the last ID read and the acks."""
-        reply = self.client.xread({self.keys.acks: after_id}, count=count, block=block_ms)
+        reply: Any = self.client.xread({self.keys.acks: after_id}, count=count, block=block_ms)
         acks = []
         last_id = after_id
         for _stream, messages in reply or []:
@@ -71,7 +71,9 @@ class Streams:
         """Create the consumer group from the stream's start, so nothing published earlier is
         missed, even before the first scheduler ever ran."""
         try:
-            self.client.xgroup_create(self.keys.notifications, SCHEDULER_GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(
+                self.keys.notifications, SCHEDULER_GROUP, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -80,22 +82,20 @@ class Streams:
         self, pending: bool, count: int, block_ms: int | None
     ) -> list[tuple[str, dict[str, str]]]:
         """Our pending notifications (``pending=True``) or new ones."""
-        reply = self.client.xreadgroup(
+        reply: Any = self.client.xreadgroup(
             SCHEDULER_GROUP,
             SCHEDULER_CONSUMER,
             {self.keys.notifications: "0" if pending else ">"},
             count=count,
             block=None if pending else block_ms,
         )
-        messages = []
+        messages: list[tuple[str, dict[str, str]]] = []
         for _stream, entries in reply or []:
             for message_id, raw in entries:
                 if raw is None:  # deleted while pending
                     messages.append((_text(message_id), {}))
                     continue
-                messages.append(
-                    (_text(message_id), {_text(k): _text(v) for k, v in raw.items()})
-                )
+                messages.append((_text(message_id), {_text(k): _text(v) for k, v in raw.items()}))
         return messages
 
     def done_with_notifications(self, message_ids: list[str]) -> None:
@@ -111,5 +111,8 @@ class Streams:
         record = {f"field:{k}"[:64]: v[:256] for k, v in list(fields.items())[:16]}
         record["reason"] = reason
         self.client.xadd(
-            self.keys.rejected_notifications, record, maxlen=REJECTED_MAXLEN, approximate=True  # type: ignore[arg-type]
+            self.keys.rejected_notifications,
+            cast(Any, record),
+            maxlen=REJECTED_MAXLEN,
+            approximate=True,
         )

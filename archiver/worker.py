@@ -52,7 +52,9 @@ class LeaseKeeper:
     def __init__(
         self, store: RedisStateStore, storage: str, partition: int, claim: Claim, lease: float
     ) -> None:
-        self._renew = lambda: store.renew_lease(storage, partition, claim.lsn, claim.token, lease)
+        self._renew: Callable[[], bool] = lambda: store.renew_lease(
+            storage, partition, claim.lsn, claim.token, lease
+        )
         self._interval = lease / 3
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -72,7 +74,10 @@ class LeaseKeeper:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._stop.set()
         self._thread.join()
@@ -155,7 +160,9 @@ class EntryArchiver:
         error = f"{type(exc).__name__}: {exc}"
         lease = self.settings.lease_seconds
         hold = self.settings.retry_max_seconds + lease
-        attempts = self.store.record_failure(storage, partition, claim.lsn, claim.token, error, hold)
+        attempts = self.store.record_failure(
+            storage, partition, claim.lsn, claim.token, error, hold
+        )
         if attempts is None:
             log.warning("attempt failed and grant is gone %s error=%s", fields, error)
             return Attempt(AttemptOutcome.FENCED, error=error)

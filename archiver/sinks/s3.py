@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -72,7 +72,7 @@ class S3Sink:
             raise ValueError(f"unknown S3 sink URL parameter(s): {', '.join(sorted(unknown))}")
         endpoint = query.get("endpoint_url")
         style = query.get("addressing_style", "path" if endpoint else "auto")
-        config = CLIENT_CONFIG.merge(Config(s3={"addressing_style": style}))  # type: ignore[typeddict-item]
+        config = CLIENT_CONFIG.merge(Config(s3=cast(Any, {"addressing_style": style})))
         client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
         )

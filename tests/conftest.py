@@ -1,0 +1,95 @@
+"""Shared fixtures: a private Redis server, an S3 endpoint on loopback, the system under test.
+
+Every server here is real. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from archiver.local_redis import LocalRedis
+from archiver.redis_client import connect
+from archiver.redis_keys import RedisKeys
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+from tests.support import S3Endpoint, System
+
+# boto3's credential chain reads these in the test process and in every child it starts.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    """Our own redis-server on a free port, so tests never touch a shared instance."""
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedis) -> str:
+    connect(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return connect(redis_url)
+
+
+@pytest.fixture
+def keys() -> RedisKeys:
+    return RedisKeys("archiver")
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, keys: RedisKeys) -> RedisStateStore:
+    return RedisStateStore(redis_client, keys)
+
+
+@pytest.fixture
+def streams(redis_client: redis.Redis, keys: RedisKeys) -> Streams:
+    return Streams(redis_client, keys)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """moto in server mode: a real HTTP S3 endpoint on loopback."""
+    endpoint = S3Endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> str:
+    name = f"archive-{uuid.uuid4().hex[:12]}"
+    s3_endpoint.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def system(redis_url: str, tmp_path: Path) -> Iterator[System]:
+    """The archiver with a filesystem bucket; start its processes in the test."""
+    sys_ = System(redis_url=redis_url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
+    yield sys_
+    sys_.close()
+
+
+@pytest.fixture
+def s3_system(
+    redis_url: str, tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str
+) -> Iterator[System]:
+    """The archiver with an S3 bucket on the loopback endpoint."""
+    sys_ = System(
+        redis_url=redis_url, tmp=tmp_path, sink_url=s3_endpoint.sink_url(s3_bucket, "wal")
+    )
+    yield sys_
+    sys_.close()

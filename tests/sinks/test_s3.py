@@ -1,0 +1,82 @@
+"""The S3 sink against moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from archiver.sinks import SinkError, WriteOutcome, open_sink
+from archiver.sinks.s3 import MIN_PART_SIZE, S3Sink
+from tests.support import S3Endpoint
+
+
+@pytest.fixture
+def sink(s3_endpoint: S3Endpoint, s3_bucket: str) -> S3Sink:
+    sink = open_sink(s3_endpoint.sink_url(s3_bucket, "pre/fix") + f"&part_size={MIN_PART_SIZE}")
+    assert isinstance(sink, S3Sink)
+    return sink
+
+
+def test_small_objects_are_written_once(sink: S3Sink) -> None:
+    assert not sink.exists("s/1/a.tar")
+    assert sink.write("s/1/a.tar", [b"one"]).outcome is WriteOutcome.CREATED
+    assert sink.exists("s/1/a.tar")
+    assert sink.write("s/1/a.tar", [b"other"]).outcome is WriteOutcome.ALREADY_EXISTS
+    assert sink.read("s/1/a.tar") == b"one"
+
+
+def test_large_objects_go_multipart_and_are_written_once(sink: S3Sink, s3_bucket: str) -> None:
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    data = [chunk] * 12 + [b"tail"]
+    result = sink.write("s/1/big.tar", data)
+    assert result.outcome is WriteOutcome.CREATED
+    assert result.size == 12 * len(chunk) + 4
+    assert sink.read("s/1/big.tar") == b"".join(data)
+    assert (
+        sink.write("s/1/big.tar", [b"x" * MIN_PART_SIZE] * 2).outcome is WriteOutcome.ALREADY_EXISTS
+    )
+    assert sink.read("s/1/big.tar") == b"".join(data)
+    uploads = sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert uploads == []
+
+
+def test_a_failed_multipart_write_is_aborted_and_leaves_nothing(
+    sink: S3Sink, s3_bucket: str
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * (MIN_PART_SIZE + 10)
+        raise OSError("entry vanished")
+
+    with pytest.raises(OSError):
+        sink.write("s/1/broken.tar", chunks())
+    assert not sink.exists("s/1/broken.tar")
+    assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_listing_respects_prefix_and_partition_boundaries(sink: S3Sink) -> None:
+    for key in ("s/1/0000000000001.tar", "s/10/0000000000001.tar", "s/1/0000000000002.tar"):
+        sink.write(key, [b"x"])
+    assert [o.key for o in sink.list("s/1/")] == ["s/1/0000000000001.tar", "s/1/0000000000002.tar"]
+    assert [o.size for o in sink.list("s/10/")] == [1]
+
+
+def test_listing_paginates_past_1000_keys(sink: S3Sink) -> None:
+    for i in range(1, 1106):
+        sink.client.put_object(Bucket=sink.bucket, Key=f"pre/fix/p/1/{i:013d}.tar", Body=b"")
+    assert len(list(sink.list("p/1/"))) == 1105
+
+
+def test_a_missing_bucket_is_a_sink_error(s3_endpoint: S3Endpoint) -> None:
+    sink = open_sink(s3_endpoint.sink_url("no-such-bucket"))
+    with pytest.raises(SinkError):
+        sink.write("s/1/a.tar", [b"x"])
+    with pytest.raises(SinkError):
+        list(sink.list("s/1/"))
+
+
+def test_bad_sink_urls_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        open_sink("s3://bucket?endpoint=http://x")
+    with pytest.raises(ValueError, match="no bucket"):
+        open_sink("s3:///path")

@@ -1,0 +1,344 @@
+"""Helpers for tests that run the real system: processes, waiting, reading the archive back."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+
+from archiver.keys import archive_key, archive_lsn, partition_prefix
+from archiver.local_redis import free_port
+from archiver.log_manager import write_entry
+from archiver.lsn import format_lsn
+from archiver.notification import Notification
+from archiver.redis_client import connect
+from archiver.redis_keys import RedisKeys
+from archiver.sinks import Sink, open_sink
+from archiver.sinks.s3 import CLIENT_CONFIG
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class S3Endpoint:
+    server: Any
+    url: str
+
+    @classmethod
+    def start(cls) -> S3Endpoint:
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        return cls(server, f"http://{host}:{port}")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1", config=CLIENT_CONFIG
+        )
+
+    def sink_url(self, bucket: str, prefix: str = "") -> str:
+        path = f"/{prefix}" if prefix else ""
+        return f"s3://{bucket}{path}?endpoint_url={self.url}&region=us-east-1"
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+                raise AssertionError(f"{self.name} did not stop within {timeout}s") from None
+        return self.popen.returncode
+
+
+def stream_entries(client: Any, key: str) -> list[tuple[str, dict[str, str]]]:
+    """Every entry of a stream, oldest first."""
+    return [(str(i), dict(fields)) for i, fields in client.xrange(key)]
+
+
+def read_tar(data: bytes) -> dict[str, bytes | None]:
+    """Members of a tar by name; directories map to None."""
+    members: dict[str, bytes | None] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar.getmembers():
+            f = tar.extractfile(member) if member.isfile() else None
+            members[member.name] = f.read() if f else None
+    return members
+
+
+class AckWatcher:
+    """Reads every acknowledgement as it is published and checks, at that moment, that it is
+    not ahead of the archive and not behind an earlier acknowledgement."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.violations: list[str] = []
+        self.seen: dict[int, list[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        streams = Streams(connect(self.system.redis_url), self.system.keys)
+        after = "0"
+        while not self._stop.is_set():
+            after, acks = streams.read_acks(after, block_ms=100)
+            for ack in acks:
+                history = self.seen.setdefault(ack.partition, [])
+                if history and ack.lsn < history[-1]:
+                    self.violations.append(
+                        f"partition {ack.partition}: ack {ack.lsn} after {history[-1]}"
+                    )
+                history.append(ack.lsn)
+                if not self.system.sink.exists(
+                    archive_key(self.system.storage, ack.partition, ack.lsn)
+                ):
+                    self.violations.append(
+                        f"partition {ack.partition}: ack {ack.lsn} came before its archive"
+                    )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class System:
+    redis_url: str
+    tmp: Path
+    sink_url: str
+    storage: str = "default"
+    prefix: str = "archiver"
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+    written: dict[tuple[int, int], dict[str, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = self.tmp / "storages" / self.storage
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keys = RedisKeys(self.prefix)
+        self.client = connect(self.redis_url)
+        self.store = RedisStateStore(self.client, self.keys)
+        self.streams = Streams(self.client, self.keys)
+        self.sink: Sink = open_sink(self.sink_url)
+        self.watcher = AckWatcher(self)
+
+    # processes ---------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ARCHIVER_REDIS_URL": self.redis_url,
+            "ARCHIVER_REDIS_PREFIX": self.prefix,
+            "ARCHIVER_SINK_URL": self.sink_url,
+            "ARCHIVER_STORAGES": f"{self.storage}={self.root}",
+            "ARCHIVER_RETRY_MIN_SECONDS": "0.05",
+            "ARCHIVER_RETRY_MAX_SECONDS": "0.5",
+            "ARCHIVER_SWEEP_INTERVAL_SECONDS": "1",
+            "ARCHIVER_LEASE_SECONDS": "5",
+            "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "60",
+            "PYTHONUNBUFFERED": "1",
+            **self.env_overrides,
+        }
+
+    def _spawn(self, name: str, args: list[str]) -> Process:
+        log = self.tmp / f"{name}-{len(self.processes)}.log"
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def start_worker(self, concurrency: int = 1, wait: bool = True) -> Process:
+        process = self._spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                f"archiver.{self.storage}",
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+        )
+        if wait:
+            wait_for(
+                lambda: "ready." in process.output() or process.popen.poll() is not None,
+                timeout=60,
+                what="the worker to start",
+            )
+            assert process.popen.poll() is None, process.output()
+        return process
+
+    def start_scheduler(self) -> Process:
+        process = self._spawn("scheduler", [sys.executable, "-m", "archiver", "scheduler"])
+        wait_for(
+            lambda: "scheduler started" in process.output() or process.popen.poll() is not None,
+            timeout=30,
+            what="the scheduler to start",
+        )
+        assert process.popen.poll() is None, process.output()
+        return process
+
+    def start(self, concurrency: int = 1) -> System:
+        self.start_worker(concurrency)
+        self.start_scheduler()
+        return self
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name} ({p.log.name})\n{p.output()}" for p in self.processes)
+
+    def close(self) -> None:
+        self.watcher.stop()
+        for process in self.processes:
+            if process.popen.poll() is None:
+                process.popen.kill()
+                process.popen.wait()
+        # Shown by pytest only when the test failed.
+        print(self.logs())
+
+    # producer side -------------------------------------------------------------------------
+
+    def write(self, partition: int, lsn: int, files: Mapping[str, bytes] | None = None) -> None:
+        files = (
+            dict(files)
+            if files is not None
+            else {
+                "MANIFEST": f"lsn {lsn}\n".encode(),
+                "data/log.bin": os.urandom(1024 + lsn),
+            }
+        )
+        write_entry(self.root, partition, lsn, files)
+        self.written[(partition, lsn)] = files
+
+    def notify(self, partition: int, low: int, high: int) -> None:
+        self.streams.publish_notification(Notification(self.storage, partition, low, high))
+
+    # what happened -------------------------------------------------------------------------
+
+    def maybe_state(self, partition: int) -> dict[str, Any] | None:
+        record = self.store.load(self.storage, partition)
+        return None if record is None else record.to_json()
+
+    def state(self, partition: int) -> dict[str, Any]:
+        state = self.maybe_state(partition)
+        assert state is not None, f"no state for partition {partition}"
+        return state
+
+    def wait_attempts(self, partition: int, attempts: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until ``attempts`` attempts at the partition's next entry have failed."""
+
+        def failed_enough() -> dict[str, Any] | None:
+            state = self.maybe_state(partition)
+            return state if state is not None and state["attempts"] >= attempts else None
+
+        return wait_for(
+            failed_enough, timeout, f"{attempts} failed attempts on partition {partition}"
+        )
+
+    def acks(self, partition: int) -> list[int]:
+        _, acks = self.streams.read_acks("0", count=1_000_000)
+        return [a.lsn for a in acks if a.storage == self.storage and a.partition == partition]
+
+    def archived(self, partition: int) -> list[int]:
+        lsns = (
+            archive_lsn(o.key) for o in self.sink.list(partition_prefix(self.storage, partition))
+        )
+        return sorted(lsn for lsn in lsns if lsn is not None)
+
+    def wait_acked(self, partition: int, lsn: int, timeout: float = 30.0) -> None:
+        wait_for(
+            lambda: lsn in self.acks(partition),
+            timeout,
+            f"partition {partition} to acknowledge {lsn} (acks so far {self.acks(partition)})",
+        )
+
+    def assert_archive_matches_source(self, partition: int, lsn: int) -> None:
+        data = self.sink.read(archive_key(self.storage, partition, lsn))
+        members = read_tar(data)
+        name = format_lsn(lsn)
+        expected: dict[str, bytes | None] = {f"{name}/": None}
+        for path, content in self.written[(partition, lsn)].items():
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                expected[f"{name}/{'/'.join(parts[:i])}"] = None
+            expected[f"{name}/{path}"] = content
+        assert {k.rstrip("/"): v for k, v in members.items()} == {
+            k.rstrip("/"): v for k, v in expected.items()
+        }
+
+    def assert_invariants(self) -> None:
+        """Checked at the end of every system test."""
+        assert not self.watcher.violations, self.watcher.violations
+
+    def worker_lines(self, word: str) -> list[str]:
+        return [
+            line
+            for p in self.processes
+            if p.name == "worker"
+            for line in p.output().splitlines()
+            if f"archiver.worker {word} " in line
+        ]

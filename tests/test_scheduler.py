@@ -1,0 +1,91 @@
+"""The scheduler's handling of notifications, against a real Redis.
+
+Dispatch is an injected callable here, recorded in a list; the system tests send real Celery
+tasks to a real worker.
+"""
+
+from __future__ import annotations
+
+from archiver.config import Settings
+from archiver.scheduler import Scheduler
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+from tests.support import stream_entries
+
+
+def _scheduler(
+    store: RedisStateStore, streams: Streams, dispatched: list[tuple[str, int, int, int]]
+) -> Scheduler:
+    settings = Settings.from_env({"ARCHIVER_STORAGES": "default=/srv/default"})
+    return Scheduler(settings, store, streams, lambda *args: dispatched.append(args))
+
+
+def _drain(scheduler: Scheduler, streams: Streams) -> None:
+    streams.ensure_scheduler_group()
+    while batch := streams.read_notifications(pending=False, count=100, block_ms=None):
+        scheduler.handle(batch)
+
+
+def test_bad_notifications_are_dead_lettered_and_good_ones_still_flow(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    dispatched: list[tuple[str, int, int, int]] = []
+    scheduler = _scheduler(store, streams, dispatched)
+    bad = [
+        {"storage": "default", "partition": "1", "low": "5"},
+        {"storage": "default", "partition": "1", "low": "9", "high": "3"},
+        {"storage": "elsewhere", "partition": "1", "low": "1", "high": "3"},
+        {"storage": "default", "partition": "x", "low": "1", "high": "3"},
+    ]
+    for fields in bad:
+        streams.client.xadd(streams.keys.notifications, fields)  # type: ignore[arg-type]
+    streams.client.xadd(
+        streams.keys.notifications,
+        {"storage": "default", "partition": "1", "low": "1", "high": "3"},
+    )
+    _drain(scheduler, streams)
+    rejected = stream_entries(streams.client, streams.keys.rejected_notifications)
+    reasons = [fields["reason"] for _id, fields in rejected]
+    assert len(reasons) == 4
+    assert "missing field(s): high" in reasons[0]
+    assert "above high water mark" in reasons[1]
+    assert "unknown storage" in reasons[2]
+    assert "partition id" in reasons[3]
+    assert rejected[2][1]["field:storage"] == "elsewhere"
+    assert dispatched == [("default", 1, 1, 1)]
+    # Handled notifications are gone from the stream; nothing is left pending.
+    assert streams.client.xlen(streams.keys.notifications) == 0
+    assert streams.client.xpending(streams.keys.notifications, "scheduler")["pending"] == 0
+
+
+def test_pending_notifications_of_a_crashed_scheduler_are_read_again(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    streams.ensure_scheduler_group()
+    streams.client.xadd(
+        streams.keys.notifications,
+        {"storage": "default", "partition": "2", "low": "4", "high": "6"},
+    )
+    # A scheduler read it and died before applying it.
+    assert len(streams.read_notifications(pending=False, count=10, block_ms=None)) == 1
+    assert streams.read_notifications(pending=False, count=10, block_ms=None) == []
+    pending = streams.read_notifications(pending=True, count=10, block_ms=None)
+    assert len(pending) == 1
+    dispatched: list[tuple[str, int, int, int]] = []
+    _scheduler(store, streams, dispatched).handle(pending)
+    assert dispatched == [("default", 2, 4, 1)]
+    assert streams.read_notifications(pending=True, count=10, block_ms=None) == []
+
+
+def test_sweep_dispatches_partitions_whose_grant_expired(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    dispatched: list[tuple[str, int, int, int]] = []
+    scheduler = _scheduler(store, streams, dispatched)
+    # A grant that has already run out: its task was lost.
+    store.apply_notification("default", 7, 1, 2, lease_seconds=0.001)
+    from tests.support import wait_for
+
+    wait_for(lambda: scheduler.sweep() == 1, timeout=5, what="the sweep to re-dispatch")
+    assert dispatched == [("default", 7, 1, 2)]
+    assert scheduler.sweep() == 0  # the new grant is live

@@ -1,0 +1,190 @@
+"""The Redis scripts against the pure state machine they implement, on a real Redis."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archiver.lsn import MAX_LSN
+from archiver.partition import (
+    Claim,
+    NotificationOutcome,
+    PartitionState,
+    apply_notification,
+    claim_next_entry,
+    commit_success,
+    new_partition,
+    record_failure,
+    renew_lease,
+)
+from archiver.state_store import RedisStateStore
+from tests.support import wait_for
+
+HOUR = 3600.0
+_partitions = itertools.count(1)
+
+lsns = st.integers(min_value=1, max_value=30)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("notify"), lsns, lsns),
+        st.tuples(st.just("claim"), st.just(0), st.just(0)),
+        st.tuples(st.just("commit"), st.integers(0, 3), st.just(0)),
+        st.tuples(st.just("fail"), st.integers(0, 3), st.just(0)),
+        st.tuples(st.just("renew"), st.integers(0, 3), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+def _comparable(state: PartitionState) -> tuple[object, ...]:
+    return (
+        state.next_lsn,
+        state.high_water_mark,
+        state.in_flight_lsn,
+        state.fencing_token,
+        state.acknowledged_lsn,
+        state.gaps,
+        state.attempts,
+        state.last_error,
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=operations)
+def test_scripts_behave_like_the_state_machine(
+    store: RedisStateStore, ops: list[tuple[str, int, int]]
+) -> None:
+    partition = next(_partitions)
+    model: PartitionState | None = None
+    grants: list[Claim] = []  # every grant ever made, so stale ones get replayed too
+    for op, a, b in ops:
+        if op == "notify":
+            low, high = min(a, b), max(a, b)
+            result = store.apply_notification("s", partition, low, high, HOUR)
+            if model is None:
+                model = new_partition(low, high)
+                expected_outcome, reack, gap = NotificationOutcome.APPLIED, None, None
+            else:
+                applied = apply_notification(model, low, high)
+                expected_outcome, reack, gap = applied.outcome, applied.reacknowledge, applied.gap
+            expected_claim = (
+                claim_next_entry(model, 0, 10**12)
+                if expected_outcome is not NotificationOutcome.STALE
+                else None
+            )
+            assert (result.outcome, result.reacknowledge, result.gap) == (
+                expected_outcome,
+                reack,
+                gap,
+            )
+            assert result.claim == expected_claim
+            if result.claim:
+                grants.append(result.claim)
+        elif model is None:
+            continue
+        elif op == "claim":
+            got = store.claim_next_entry("s", partition, HOUR)
+            assert got == claim_next_entry(model, 0, 10**12)
+            if got:
+                grants.append(got)
+        elif grants:
+            grant = grants[-1 - min(a, len(grants) - 1)]
+            if op == "commit":
+                commit = store.commit_success("s", partition, grant.lsn, grant.token, HOUR)
+                committed = commit_success(model, grant.lsn, grant.token)
+                assert commit.committed == committed
+                expected_next = claim_next_entry(model, 0, 10**12) if committed else None
+                assert commit.next_claim == expected_next
+                if commit.next_claim:
+                    grants.append(commit.next_claim)
+            elif op == "fail":
+                attempts = store.record_failure("s", partition, grant.lsn, grant.token, "err", HOUR)
+                ok = record_failure(model, grant.lsn, grant.token, "err", 0, 10**12)
+                assert (attempts is not None) == ok
+                if ok:
+                    assert attempts == model.attempts
+            else:
+                assert store.renew_lease(
+                    "s", partition, grant.lsn, grant.token, HOUR
+                ) == renew_lease(model, grant.lsn, grant.token, 0, 10**12)
+        record = store.load("s", partition)
+        assert record is not None
+        assert _comparable(record.state) == _comparable(model)
+
+
+def test_lsns_near_2_to_the_64_are_exact(store: RedisStateStore) -> None:
+    """Lua numbers are doubles; the scripts must not round LSNs above 2**53."""
+    low = MAX_LSN - 2
+    result = store.apply_notification("s", 1, low, MAX_LSN, HOUR)
+    claim = result.claim
+    assert claim is not None
+    assert claim.lsn == low
+    for expected in (low + 1, MAX_LSN):
+        commit = store.commit_success("s", 1, claim.lsn, claim.token, HOUR)
+        assert commit.next_claim is not None
+        claim = commit.next_claim
+        assert claim.lsn == expected
+    assert store.commit_success("s", 1, claim.lsn, claim.token, HOUR).next_claim is None
+    record = store.load("s", 1)
+    assert record is not None
+    assert record.state.acknowledged_lsn == MAX_LSN
+    assert record.state.next_lsn == MAX_LSN + 1
+
+
+def test_an_expired_grant_is_taken_over_and_its_holder_fenced(store: RedisStateStore) -> None:
+    first = store.apply_notification("s", 1, 1, 3, lease_seconds=0.2).claim
+    assert first is not None
+    assert store.claim_next_entry("s", 1, HOUR) is None  # still live
+    # The lease runs out on the Redis server's clock; then the grant is handed over.
+    second = wait_for(lambda: store.claim_next_entry("s", 1, HOUR), timeout=5, what="takeover")
+    assert second == Claim(1, first.token + 1)
+    assert not store.commit_success("s", 1, first.lsn, first.token, HOUR).committed
+    assert store.commit_success("s", 1, second.lsn, second.token, HOUR).committed
+
+
+def test_fleet_pause_doubles_on_failure_and_relaxes_on_success(store: RedisStateStore) -> None:
+    assert store.fleet_pause_left() == 0
+    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.1)
+    # A failure during the pause joins it instead of doubling it again.
+    assert 0 < store.fleet_failure(0.1, 0.4) <= 0.1
+    assert 0 < store.fleet_pause_left() <= 0.1
+
+    def pause_over() -> None:
+        wait_for(lambda: store.fleet_pause_left() == 0, 5, "the pause to end")
+
+    pause_over()
+    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.2)
+    pause_over()
+    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.4)
+    pause_over()
+    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.4)  # capped
+    store.fleet_success(0.1)
+    store.fleet_success(0.1)
+    store.fleet_success(0.1)
+    pause_over()
+    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.1)
+
+
+def test_gaps_are_capped_but_counted(store: RedisStateStore) -> None:
+    store.apply_notification("s", 1, 1, 1, HOUR)
+    for i in range(105):
+        store.apply_notification("s", 1, 10 * (i + 1), 10 * (i + 1), HOUR)
+    record = store.load("s", 1)
+    assert record is not None
+    assert record.gaps_total == 105
+    assert len(record.state.gaps) == 100
+    assert record.state.gaps[-1].actual == 1050
+
+
+def test_partitions_are_listed_through_the_index(store: RedisStateStore) -> None:
+    for partition in range(1, 1201):
+        store.apply_notification("a" if partition % 2 else "b", partition, 1, 1, HOUR)
+    assert len(list(store.partitions())) == 1200
+    only_b = list(store.partitions("b"))
+    assert len(only_b) == 600
+    assert {r.storage for r in only_b} == {"b"}
