@@ -149,3 +149,12 @@ def record_failure(
     state.attempts += 1
     state.lease_expires_ms = now_ms + hold_ms
     return True
+
+
+def release_claim(state: PartitionState, lsn: int, token: int) -> bool:
+    """Give up a grant whose task was never sent, so the partition can be claimed at once."""
+    if not state.holds(lsn, token):
+        return False
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    return True

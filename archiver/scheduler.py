@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import redis
 from kombu.exceptions import OperationalError
 
 from archiver.config import Settings
+from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.notification import InvalidNotification, Notification, parse_notification
 from archiver.partition import NotificationOutcome
 from archiver.state_store import RedisStateStore
@@ -24,7 +24,11 @@ from archiver.streams import Streams
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[str, int, int, int], None]
+
+class DispatchFailed(Exception):
+    """The broker did not take a task; the notification stays pending."""
+
+
 BATCH = 500
 BLOCK_MS = 1000
 
@@ -50,7 +54,7 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self._serve(stop)
-            except (redis.RedisError, OperationalError) as exc:
+            except (redis.RedisError, OperationalError, DispatchFailed) as exc:
                 failures += 1
                 wait = min(0.5 * 2**failures, 30.0)
                 log.error("scheduler lost its connection; retrying in %.1fs: %s", wait, exc)
@@ -100,8 +104,11 @@ class Scheduler:
         if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
             # Everything announced is archived, but the producer may not know: tell it again.
             self.streams.publish_ack(n.storage, n.partition, result.reacknowledge)
-        if result.claim is not None:
-            self.dispatch(n.storage, n.partition, result.claim.lsn, result.claim.token)
+        if result.claim is not None and not dispatch_claim(
+            self.store, self.dispatch, n.storage, n.partition, result.claim
+        ):
+            # Leave the notification pending: it is applied again once sending works.
+            raise DispatchFailed(f"could not dispatch {n.storage}/{n.partition}")
 
     def sweep(self) -> int:
         """Dispatch every partition that has work and no live grant: lost task messages and
@@ -116,6 +123,5 @@ class Scheduler:
                     partition,
                     claim.lsn,
                 )
-                self.dispatch(storage, partition, claim.lsn, claim.token)
-                dispatched += 1
+                dispatched += dispatch_claim(self.store, self.dispatch, storage, partition, claim)
         return dispatched

@@ -93,6 +93,7 @@ class RedisStateStore:
                 "renew_lease",
                 "commit_success",
                 "record_failure",
+                "release_claim",
                 "fleet_failure",
                 "fleet_success",
                 "fleet_pause_left",
@@ -198,6 +199,13 @@ class RedisStateStore:
             )
         )
         return None if attempts < 0 else attempts
+
+    def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
+        return bool(
+            self._scripts["release_claim"](
+                keys=[self.keys.partition(storage, partition)], args=[lsn, token]
+            )
+        )
 
     def fleet_failure(self, min_seconds: float, max_seconds: float) -> float:
         """Start (or join) a fleet-wide pause; returns the seconds left in it."""

@@ -17,14 +17,13 @@ from types import TracebackType
 
 from archiver.archiving import archive_entry
 from archiver.config import Settings
+from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.partition import Claim
 from archiver.sinks import Sink
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
 
 log = logging.getLogger(__name__)
-
-Dispatch = Callable[[str, int, int, int], None]
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -150,8 +149,7 @@ class EntryArchiver:
             time.monotonic() - started,
         )
         if commit.next_claim is not None:
-            next_claim = commit.next_claim
-            self.dispatch(storage, partition, next_claim.lsn, next_claim.token)
+            dispatch_claim(self.store, self.dispatch, storage, partition, commit.next_claim)
         return Attempt(outcome, size=archived.size, next_claim=commit.next_claim)
 
     def _failed(

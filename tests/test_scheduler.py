@@ -6,8 +6,10 @@ tasks to a real worker.
 
 from __future__ import annotations
 
+import pytest
+
 from archiver.config import Settings
-from archiver.scheduler import Scheduler
+from archiver.scheduler import DispatchFailed, Scheduler
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
 from tests.support import stream_entries
@@ -89,3 +91,33 @@ def test_sweep_dispatches_partitions_whose_grant_expired(
     wait_for(lambda: scheduler.sweep() == 1, timeout=5, what="the sweep to re-dispatch")
     assert dispatched == [("default", 7, 1, 2)]
     assert scheduler.sweep() == 0  # the new grant is live
+
+
+def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    sent: list[tuple[str, int, int, int]] = []
+    broker_up = False
+
+    def dispatch(*args: object) -> None:
+        if not broker_up:
+            raise ConnectionError("broker unreachable")
+        sent.append(args)  # type: ignore[arg-type]
+
+    settings = Settings.from_env({"ARCHIVER_STORAGES": "default=/srv/default"})
+    scheduler = Scheduler(settings, store, streams, dispatch)
+    streams.ensure_scheduler_group()
+    streams.client.xadd(
+        streams.keys.notifications,
+        {"storage": "default", "partition": "5", "low": "1", "high": "2"},
+    )
+    batch = streams.read_notifications(pending=False, count=10, block_ms=None)
+    with pytest.raises(DispatchFailed):
+        scheduler.handle(batch)
+    record = store.load("default", 5)
+    assert record is not None
+    assert record.state.in_flight_lsn is None  # released, not stranded
+    broker_up = True
+    scheduler.handle(streams.read_notifications(pending=True, count=10, block_ms=None))
+    assert sent == [("default", 5, 1, 2)]
+    assert streams.read_notifications(pending=True, count=10, block_ms=None) == []

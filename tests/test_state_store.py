@@ -18,6 +18,7 @@ from archiver.partition import (
     commit_success,
     new_partition,
     record_failure,
+    release_claim,
     renew_lease,
 )
 from archiver.state_store import RedisStateStore
@@ -34,6 +35,7 @@ operations = st.lists(
         st.tuples(st.just("commit"), st.integers(0, 3), st.just(0)),
         st.tuples(st.just("fail"), st.integers(0, 3), st.just(0)),
         st.tuples(st.just("renew"), st.integers(0, 3), st.just(0)),
+        st.tuples(st.just("release"), st.integers(0, 3), st.just(0)),
     ),
     max_size=40,
 )
@@ -108,6 +110,10 @@ def test_scripts_behave_like_the_state_machine(
                 assert (attempts is not None) == ok
                 if ok:
                     assert attempts == model.attempts
+            elif op == "release":
+                assert store.release_claim("s", partition, grant.lsn, grant.token) == release_claim(
+                    model, grant.lsn, grant.token
+                )
             else:
                 assert store.renew_lease(
                     "s", partition, grant.lsn, grant.token, HOUR

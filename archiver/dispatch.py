@@ -1,0 +1,35 @@
+"""Sending a claimed entry to the workers, without stranding the claim when sending fails."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from archiver.partition import Claim
+from archiver.state_store import RedisStateStore
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, int, int, int], None]
+
+
+def dispatch_claim(
+    store: RedisStateStore, dispatch: Dispatch, storage: str, partition: int, claim: Claim
+) -> bool:
+    """Send the task for ``claim``; if it cannot be sent, release the claim and say so.
+
+    A released claim is picked up again by the next notification or sweep, instead of waiting
+    out the dispatch timeout.
+    """
+    try:
+        dispatch(storage, partition, claim.lsn, claim.token)
+    except Exception:
+        log.exception(
+            "could not send archive task; releasing claim storage=%s partition=%d lsn=%d",
+            storage,
+            partition,
+            claim.lsn,
+        )
+        store.release_claim(storage, partition, claim.lsn, claim.token)
+        return False
+    return True
