@@ -61,6 +61,8 @@ class PartitionState:
     attempts: int = 0
     # An operator stopped this partition; nothing is claimed while set.
     paused: bool = False
+    # An archive object exists with bytes other than the entry's: archiving stopped here.
+    conflicted: bool = False
 
     @property
     def has_work(self) -> bool:
@@ -105,7 +107,7 @@ def apply_notification(state: PartitionState, low: int, high: int) -> AppliedNot
 
 def claim_next_entry(state: PartitionState, now_ms: int, lease_ms: int) -> Claim | None:
     """Grant ``next_lsn`` if there is work and no live grant; an expired grant is taken over."""
-    if state.paused or not state.has_work:
+    if state.paused or state.conflicted or not state.has_work:
         return None
     if (
         state.in_flight_lsn is not None
@@ -155,6 +157,17 @@ def release_claim(state: PartitionState, lsn: int, token: int) -> bool:
     """Give up a grant whose task was never sent, so the partition can be claimed at once."""
     if not state.holds(lsn, token):
         return False
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    return True
+
+
+def mark_conflict(state: PartitionState, lsn: int, token: int, error: str) -> bool:
+    """Stop the partition: the archive at ``lsn`` holds other bytes and must not be replaced."""
+    if not state.holds(lsn, token):
+        return False
+    state.conflicted = True
+    state.last_error = error
     state.in_flight_lsn = None
     state.lease_expires_ms = None
     return True

@@ -34,6 +34,10 @@ class RedisKeys:
         return f"{self.prefix}:fleet"
 
     @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    @property
     def notifications(self) -> str:
         return f"{self.prefix}:notifications"
 

@@ -73,6 +73,7 @@ class PartitionRecord:
             "lease_expires_ms": s.lease_expires_ms,
             "attempts": s.attempts,
             "paused": s.paused,
+            "conflicted": s.conflicted,
             "gaps": [{"expected": g.expected, "actual": g.actual} for g in s.gaps],
             "gaps_total": self.gaps_total,
             "last_error": s.last_error,
@@ -94,6 +95,7 @@ class RedisStateStore:
                 "commit_success",
                 "record_failure",
                 "release_claim",
+                "mark_conflict",
                 "fleet_failure",
                 "fleet_success",
                 "fleet_pause_left",
@@ -207,6 +209,20 @@ class RedisStateStore:
             )
         )
 
+    def mark_conflict(self, storage: str, partition: int, lsn: int, token: int, error: str) -> bool:
+        return bool(
+            self._scripts["mark_conflict"](
+                keys=[self.keys.partition(storage, partition)], args=[lsn, token, error[:2000]]
+            )
+        )
+
+    def count(self, event: str, amount: int = 1) -> None:
+        """Fleet-wide event counters (fenced attempts, conflicts, re-dispatches...)."""
+        self.client.hincrby(self.keys.stats, event, amount)
+
+    def counters(self) -> dict[str, int]:
+        return {_text(k): int(v) for k, v in self.client.hgetall(self.keys.stats).items()}
+
     def fleet_failure(self, min_seconds: float, max_seconds: float) -> float:
         """Start (or join) a fleet-wide pause; returns the seconds left in it."""
         left = self._scripts["fleet_failure"](
@@ -281,6 +297,7 @@ def _record(
         last_error=fields.get("last_error"),
         attempts=int(fields.get("attempts", 0)),
         paused=fields.get("paused") == "1",
+        conflicted=fields.get("conflicted") == "1",
     )
     return PartitionRecord(
         storage=storage,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
-from archiver.archiving import archive_entry
+from archiver.archiving import ArchiveConflict, archive_entry
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.partition import Claim
@@ -34,6 +35,8 @@ class AttemptOutcome(enum.StrEnum):
     FENCED = "fenced"
     # Try again after ``delay`` seconds.
     RETRY = "retry"
+    # The archive holds other bytes: the partition is stopped for an operator.
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,13 @@ class EntryArchiver:
         lease = self.settings.lease_seconds
         held, pause = self.store.start_attempt(storage, partition, lsn, token, lease)
         if not held:
-            log.info("fenced off before archiving: grant is no longer current %s", fields)
-            return Attempt(AttemptOutcome.FENCED)
+            return self._fenced("before archiving", fields)
         if pause > 0:
-            # The fleet is backing off after a failure elsewhere: wait our turn, keeping the grant.
-            self.store.renew_lease(storage, partition, lsn, token, pause + lease)
-            return Attempt(AttemptOutcome.RETRY, delay=pause)
+            # The fleet is backing off after a failure elsewhere: wait our turn, keeping the
+            # grant. A little jitter keeps the waiting tasks from all returning at once.
+            delay = pause * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
+            self.store.renew_lease(storage, partition, lsn, token, delay + lease)
+            return Attempt(AttemptOutcome.RETRY, delay=delay)
 
         claim = Claim(lsn, token)
         started = time.monotonic()
@@ -128,6 +132,8 @@ class EntryArchiver:
                 archived = archive_entry(
                     self.sink, storage, root, partition, lsn, guard=keeper.guard
                 )
+        except ArchiveConflict as exc:
+            return self._conflict(storage, partition, claim, exc, fields)
         except Exception as exc:
             return self._failed(storage, partition, claim, exc, fields)
 
@@ -135,8 +141,7 @@ class EntryArchiver:
             storage, partition, lsn, token, self.settings.dispatch_timeout_seconds
         )
         if not commit.committed:
-            log.warning("fenced off after archiving; not acknowledging %s", fields)
-            return Attempt(AttemptOutcome.FENCED)
+            return self._fenced("after archiving; not acknowledging", fields)
         self.streams.publish_ack(storage, partition, lsn)
         self.store.fleet_success(self.settings.retry_min_seconds)
         outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
@@ -162,8 +167,8 @@ class EntryArchiver:
             storage, partition, claim.lsn, claim.token, error, hold
         )
         if attempts is None:
-            log.warning("attempt failed and grant is gone %s error=%s", fields, error)
-            return Attempt(AttemptOutcome.FENCED, error=error)
+            return self._fenced(f"after a failed attempt ({error})", fields)
+        self.store.count("retries")
         pause = self.store.fleet_failure(
             self.settings.retry_min_seconds, self.settings.retry_max_seconds
         )
@@ -177,3 +182,19 @@ class EntryArchiver:
             error,
         )
         return Attempt(AttemptOutcome.RETRY, delay=delay, error=error)
+
+    def _fenced(self, when: str, fields: str) -> Attempt:
+        """Our grant was taken over (it expired) or the partition moved on: do nothing more."""
+        log.warning("fenced off %s: grant is no longer current %s", when, fields)
+        self.store.count("fenced")
+        return Attempt(AttemptOutcome.FENCED)
+
+    def _conflict(
+        self, storage: str, partition: int, claim: Claim, exc: ArchiveConflict, fields: str
+    ) -> Attempt:
+        error = f"ArchiveConflict: {exc}"
+        if not self.store.mark_conflict(storage, partition, claim.lsn, claim.token, error):
+            return self._fenced("after finding a conflicting archive", fields)
+        self.store.count("conflicts")
+        log.error("archive conflict; partition stopped %s error=%s", fields, exc)
+        return Attempt(AttemptOutcome.CONFLICT, error=error)

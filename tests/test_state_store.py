@@ -16,6 +16,7 @@ from archiver.partition import (
     apply_notification,
     claim_next_entry,
     commit_success,
+    mark_conflict,
     new_partition,
     record_failure,
     release_claim,
@@ -36,6 +37,7 @@ operations = st.lists(
         st.tuples(st.just("fail"), st.integers(0, 3), st.just(0)),
         st.tuples(st.just("renew"), st.integers(0, 3), st.just(0)),
         st.tuples(st.just("release"), st.integers(0, 3), st.just(0)),
+        st.tuples(st.just("conflict"), st.integers(0, 3), st.just(0)),
     ),
     max_size=40,
 )
@@ -51,6 +53,7 @@ def _comparable(state: PartitionState) -> tuple[object, ...]:
         state.gaps,
         state.attempts,
         state.last_error,
+        state.conflicted,
     )
 
 
@@ -110,6 +113,10 @@ def test_scripts_behave_like_the_state_machine(
                 assert (attempts is not None) == ok
                 if ok:
                     assert attempts == model.attempts
+            elif op == "conflict":
+                assert store.mark_conflict(
+                    "s", partition, grant.lsn, grant.token, "c"
+                ) == mark_conflict(model, grant.lsn, grant.token, "c")
             elif op == "release":
                 assert store.release_claim("s", partition, grant.lsn, grant.token) == release_claim(
                     model, grant.lsn, grant.token

@@ -34,9 +34,10 @@ end
 -- Grant the partition's next LSN when it has work and no live grant.
 -- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
 local function claim(key, now, lease_ms)
-  local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused')
-  local nxt, high, inflight, lease_until, paused = f[1], f[2], f[3], f[4], f[5]
-  if not nxt or paused == '1' or lsn_less(high, nxt) then
+  local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused',
+    'conflicted')
+  local nxt, high, inflight, lease_until = f[1], f[2], f[3], f[4]
+  if not nxt or f[5] == '1' or f[6] == '1' or lsn_less(high, nxt) then
     return false
   end
   if inflight and lease_until and tonumber(lease_until) > now then

@@ -47,6 +47,10 @@ class Sink(Protocol):
 
     def read(self, key: str) -> bytes: ...
 
+    def sha256(self, key: str) -> str:
+        """Hex SHA-256 of an object's bytes, read in bounded memory."""
+        ...
+
     def describe(self) -> str:
         """Where the objects are, for people."""
         ...

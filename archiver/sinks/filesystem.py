@@ -8,6 +8,7 @@ most a hidden temporary file, which listings skip.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -76,6 +77,13 @@ class FilesystemSink:
             if entry.is_file(follow_symlinks=False):
                 key = f"{directory}/{entry.name}" if directory else entry.name
                 yield StoredObject(key, entry.stat(follow_symlinks=False).st_size)
+
+    def sha256(self, key: str) -> str:
+        try:
+            with open(self._path(key), "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as exc:
+            raise SinkError(f"reading {key}: {exc}") from exc
 
     def read(self, key: str) -> bytes:
         try:

@@ -7,6 +7,7 @@ replaced. A multipart upload that fails for any reason is aborted, leaving no ob
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -157,6 +158,16 @@ class S3Sink:
                     yield StoredObject(item["Key"][len(self.prefix) :], item["Size"])
         except (ClientError, BotoCoreError) as exc:
             raise SinkError(f"listing {prefix}: {exc}") from exc
+
+    def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for chunk in body.iter_chunks(1024 * 1024):
+                digest.update(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"reading {key}: {exc}") from exc
+        return digest.hexdigest()
 
     def read(self, key: str) -> bytes:
         try:

@@ -3,12 +3,15 @@ scheduler process."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timedelta
 
 import pytest
 
 from archiver.keys import archive_key
+from archiver.lsn import format_lsn
+from archiver.tarball import entry_tar_chunks
 from tests.support import System, wait_for
 
 
@@ -195,18 +198,48 @@ def test_a_missing_entry_is_retried_until_it_appears_and_never_skipped(system: S
 
 
 def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: System) -> None:
-    planted = b"planted by an earlier run"
-    system.sink.write(archive_key("default", 1, 2), [planted])
-    system.start()
     for lsn in range(1, 4):
         system.write(1, lsn)
+    # An earlier attempt uploaded entry 2 and died before it could commit.
+    earlier = b"".join(entry_tar_chunks(system.root / "1" / "wal" / format_lsn(2), format_lsn(2)))
+    system.sink.write(archive_key("default", 1, 2), [earlier])
+    before = os.stat(system.tmp / "bucket" / "default" / "1" / "0000000000002.tar")
+    system.start()
     system.notify(1, 1, 3)
     system.wait_acked(1, 3)
-    assert system.sink.read(archive_key("default", 1, 2)) == planted
+    after = os.stat(system.tmp / "bucket" / "default" / "1" / "0000000000002.tar")
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     skipped = system.worker_lines("skipped")
     assert len(skipped) == 1
     assert " lsn=2 " in skipped[0]
     assert len(system.worker_lines("archived")) == 2
+    system.assert_invariants()
+
+
+def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system: System) -> None:
+    planted = b"someone else's bytes"
+    system.sink.write(archive_key("default", 1, 2), [planted])
+    system.start()
+    for partition in (1, 2):
+        for lsn in range(1, 4):
+            system.write(partition, lsn)
+        system.notify(partition, 1, 3)
+    system.wait_acked(2, 3)
+    state = wait_for(lambda: (s := system.state(1))["conflicted"] and s, what="partition 1 to stop")
+    assert "different bytes" in state["last_error"]
+    assert state["in_flight_lsn"] is None
+    assert state["acknowledged_lsn"] == 1
+    assert system.sink.read(archive_key("default", 1, 2)) == planted
+    assert system.acks(1) == [1]
+    assert any(
+        "archive conflict" in line and "ERROR" in line for line in system.logs().splitlines()
+    )
+    # Further notifications do not restart it.
+    system.notify(1, 1, 3)
+    system.wait_acked(2, 3)
+    wait_for(lambda: system.client.xlen("archiver:notifications") == 0, what="the scheduler")
+    assert system.state(1)["in_flight_lsn"] is None
+    assert system.store.counters()["conflicts"] == 1
     system.assert_invariants()
 
 
