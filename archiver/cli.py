@@ -114,7 +114,12 @@ def main() -> None:
 @main.command()
 @_clear_errors
 def scheduler() -> None:
-    """Run the scheduler: apply notifications and dispatch archive tasks until SIGTERM."""
+    """Run the scheduler: apply notifications and dispatch archive tasks until SIGTERM.
+
+    Several may run: one leads (ARCHIVER_LEADER_TTL_SECONDS, default 10) and the others stand
+    by to take over.
+    """
+    from archiver.leadership import LeaderLease, scheduler_identity
     from archiver.logging_setup import configure_logging
     from archiver.scheduler import Scheduler
     from archiver.taskqueue import CeleryDispatcher, make_celery
@@ -131,7 +136,13 @@ def scheduler() -> None:
         f"broker {redact_url(settings.broker_url)} prefix {settings.redis_prefix}",
         err=True,
     )
-    Scheduler(settings, services.store, services.streams, dispatcher.dispatch).run(stop)
+    leader = LeaderLease(
+        services.store.client,
+        services.store.keys.leader,
+        scheduler_identity(),
+        settings.leader_ttl_seconds,
+    )
+    Scheduler(settings, services.store, services.streams, dispatcher.dispatch, leader).run(stop)
 
 
 @main.command()
@@ -239,6 +250,57 @@ def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
     for row in rows:
         table.add_row(str(row["lsn"]), str(row["key"]), str(row["size"]))
     console.print(table)
+
+
+@main.command()
+@click.option("--storage", type=STORAGE, help="Only this storage (default: every one in the sink).")
+@click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partitions.")
+@_clear_errors
+def reconcile(storage: str | None, partition: int | None, dry_run: bool, as_json: bool) -> None:
+    """Rebuild partition state from the archive, after Redis state was lost.
+
+    Each partition moves to just past its newest archived LSN (acknowledged as done); holes
+    below it are recorded as gaps. State that is already further along is left alone.
+    """
+    from rich.progress import Progress
+
+    from archiver.reconcile import partitions_in, reconcile_partition, storages_in
+
+    if partition is not None and storage is None:
+        raise click.UsageError("--partition needs --storage")
+    settings = Settings.from_env()
+    sink = open_sink(settings.require_sink_url())
+    store = _services(settings).store
+    storages = [storage] if storage else list(storages_in(sink))
+    results = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("reconciling", total=None)
+        for name in storages:
+            partitions = [partition] if partition else partitions_in(sink, name)
+            for number in partitions:
+                results.append(reconcile_partition(store, sink, name, number, dry_run))
+                progress.advance(task)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results]))
+        return
+    table = Table("storage", "partition", "archived", "last", "holes", "was next", "now next")
+    for r in results:
+        now_next = r.to_json()["next_lsn"] if r.changed else r.previous_next_lsn
+        table.add_row(
+            r.storage,
+            str(r.partition),
+            str(r.archived),
+            str(r.last_archived or "-"),
+            str(len(r.holes)),
+            str(r.previous_next_lsn or "-"),
+            str(now_next or "-"),
+        )
+    console.print(table)
+    changed = sum(r.changed for r in results)
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{len(results)} partitions checked, {changed} {verb}.")
 
 
 @main.command()

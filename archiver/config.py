@@ -81,6 +81,8 @@ class Settings:
     dispatch_timeout_seconds: float = 600.0
     # How often the scheduler looks for partitions with work and no live claim.
     sweep_interval_seconds: float = 10.0
+    # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
+    leader_ttl_seconds: float = 10.0
     # Hard limit on one archiving attempt; a hung attempt is killed and retried.
     task_time_limit_seconds: float = 1800.0
 
@@ -103,6 +105,7 @@ class Settings:
             dispatch_timeout_seconds=_seconds(env, "ARCHIVER_DISPATCH_TIMEOUT_SECONDS", 600.0),
             sweep_interval_seconds=_seconds(env, "ARCHIVER_SWEEP_INTERVAL_SECONDS", 10.0),
             task_time_limit_seconds=_seconds(env, "ARCHIVER_TASK_TIME_LIMIT_SECONDS", 1800.0),
+            leader_ttl_seconds=_seconds(env, "ARCHIVER_LEADER_TTL_SECONDS", 10.0),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

@@ -34,6 +34,10 @@ class RedisKeys:
         return f"{self.prefix}:fleet"
 
     @property
+    def leader(self) -> str:
+        return f"{self.prefix}:scheduler:leader"
+
+    @property
     def stats(self) -> str:
         return f"{self.prefix}:stats"
 

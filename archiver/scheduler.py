@@ -8,6 +8,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from kombu.exceptions import OperationalError
 
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
+from archiver.leadership import LeaderLease
 from archiver.notification import InvalidNotification, Notification, parse_notification
 from archiver.partition import NotificationOutcome
 from archiver.state_store import RedisStateStore
@@ -40,38 +42,72 @@ class Scheduler:
         store: RedisStateStore,
         streams: Streams,
         dispatch: Dispatch,
+        leader: LeaderLease | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.streams = streams
         self.dispatch = dispatch
+        # None: act without asking (a single scheduler, or tests).
+        self.leader = leader
         # With storages configured, notifications for any other storage are rejected.
         self.known_storages = frozenset(settings.storages) or None
 
+    def _hold_leadership(self) -> bool:
+        return self.leader is None or self.leader.hold()
+
+    def _still_leading(self) -> bool:
+        return self.leader is None or self.leader.still_valid()
+
     def run(self, stop: threading.Event) -> None:
-        log.info("scheduler started")
+        identity = self.leader.identity if self.leader else "-"
+        log.info("scheduler started identity=%s", identity)
         failures = 0
+        leading = False
+        standby_poll = min(1.0, self.settings.leader_ttl_seconds / 3)
         while not stop.is_set():
             try:
+                if not self._hold_leadership():
+                    if leading:
+                        log.warning("lost leadership; standing by identity=%s", identity)
+                        leading = False
+                    stop.wait(standby_poll)
+                    continue
+                if not leading:
+                    log.info("became leader identity=%s", identity)
+                    self.store.count("leader_changes")
+                    leading = True
                 self._serve(stop)
+                failures = 0
             except (redis.RedisError, OperationalError, DispatchFailed) as exc:
                 failures += 1
                 wait = min(0.5 * 2**failures, 30.0)
                 log.error("scheduler lost its connection; retrying in %.1fs: %s", wait, exc)
                 stop.wait(wait)
-            else:
-                failures = 0
+        if self.leader is not None and leading:
+            # Hand over at once rather than after the lease runs out.
+            with contextlib.suppress(redis.RedisError):
+                self.leader.release()
         log.info("scheduler stopped")
 
     def _serve(self, stop: threading.Event) -> None:
+        """Act while leadership lasts; return when it is lost or on stop."""
+        renew_every = self.settings.leader_ttl_seconds / 3
+        next_renewal = time.monotonic() + renew_every
         self.streams.ensure_scheduler_group()
-        # First what an earlier run read but did not finish.
+        # First what an earlier leader read but did not finish: all read as one consumer.
         while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
-            self.handle(batch)
-            if stop.is_set():
+            if stop.is_set() or not self._still_leading():
                 return
+            self.handle(batch)
         next_sweep = 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_renewal:
+                if not self._hold_leadership():
+                    return
+                next_renewal = time.monotonic() + renew_every
+            if not self._still_leading():
+                return
             if time.monotonic() >= next_sweep:
                 self.sweep()
                 next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
@@ -123,5 +159,6 @@ class Scheduler:
                     partition,
                     claim.lsn,
                 )
+                self.store.count("redispatched")
                 dispatched += dispatch_claim(self.store, self.dispatch, storage, partition, claim)
         return dispatched

@@ -20,7 +20,8 @@ from archiver.redis_keys import RedisKeys, split_partition_id
 MAX_GAPS_KEPT = 100
 
 
-def _lua(name: str) -> str:
+def load_script(name: str) -> str:
+    """A script from ``archiver/lua/``, with the shared helpers in front."""
     package = resources.files("archiver") / "lua"
     common = (package / "common.lua").read_text()
     return common + "\n" + (package / f"{name}.lua").read_text()
@@ -87,7 +88,7 @@ class RedisStateStore:
         self.client = client
         self.keys = keys
         self._scripts = {
-            name: client.register_script(_lua(name))
+            name: client.register_script(load_script(name))
             for name in (
                 "apply_notification",
                 "claim_next_entry",
@@ -96,6 +97,7 @@ class RedisStateStore:
                 "record_failure",
                 "release_claim",
                 "mark_conflict",
+                "reconcile",
                 "fleet_failure",
                 "fleet_success",
                 "fleet_pause_left",
@@ -215,6 +217,20 @@ class RedisStateStore:
                 keys=[self.keys.partition(storage, partition)], args=[lsn, token, error[:2000]]
             )
         )
+
+    def reconcile(
+        self, storage: str, partition: int, last_archived: int, holes: list[Gap]
+    ) -> tuple[bool, int | None]:
+        """Move the partition past ``last_archived``; returns (changed, previous next LSN)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
+        self._scripts["reconcile"](
+            keys=self._partition_keys(storage, partition),
+            args=[last_archived, MAX_GAPS_KEPT, *(f"{g.expected} {g.actual}" for g in holes)],
+            client=pipe,
+        )
+        changed, previous = pipe.execute()[1]
+        return bool(int(changed)), int(previous) if _text(previous) else None
 
     def count(self, event: str, amount: int = 1) -> None:
         """Fleet-wide event counters (fenced attempts, conflicts, re-dispatches...)."""

@@ -18,6 +18,7 @@ from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
+from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System
 
 # boto3's credential chain reads these in the test process and in every child it starts.
@@ -93,3 +94,12 @@ def s3_system(
     )
     yield sys_
     sys_.close()
+
+
+@pytest.fixture
+def proxy(s3_endpoint: S3Endpoint) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the S3 endpoint."""
+    host, port = s3_endpoint.url.removeprefix("http://").split(":")
+    fault_proxy = FaultProxy(host, int(port))
+    yield fault_proxy
+    fault_proxy.close()

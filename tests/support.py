@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
+import psutil
+import redis
 
 from archiver.keys import archive_key, archive_lsn, partition_prefix
 from archiver.local_redis import free_port
@@ -87,6 +90,24 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def tree(self) -> list[psutil.Process]:
+        """This process and its children (a Celery worker's pool processes)."""
+        try:
+            parent = psutil.Process(self.popen.pid)
+            return [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def signal_tree(self, sig: int) -> None:
+        for proc in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+
+    def kill_tree(self) -> None:
+        """kill -9 of the process and every child, as a crashed host would."""
+        self.signal_tree(signal.SIGKILL)
+        self.popen.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
@@ -130,7 +151,11 @@ class AckWatcher:
         streams = Streams(connect(self.system.redis_url), self.system.keys)
         after = "0"
         while not self._stop.is_set():
-            after, acks = streams.read_acks(after, block_ms=100)
+            try:
+                after, acks = streams.read_acks(after, block_ms=100)
+            except redis.RedisError:  # a Redis restart under test
+                time.sleep(0.1)
+                continue
             for ack in acks:
                 history = self.seen.setdefault(ack.partition, [])
                 if history and ack.lsn < history[-1]:
@@ -189,17 +214,23 @@ class System:
             **self.env_overrides,
         }
 
-    def _spawn(self, name: str, args: list[str]) -> Process:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Process:
         log = self.tmp / f"{name}-{len(self.processes)}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(
-                args, env=self.env(), stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+                args,
+                env={**self.env(), **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
         process = Process(name, popen, log)
         self.processes.append(process)
         return process
 
-    def start_worker(self, concurrency: int = 1, wait: bool = True) -> Process:
+    def start_worker(
+        self, concurrency: int = 1, wait: bool = True, env: Mapping[str, str] | None = None
+    ) -> Process:
         process = self._spawn(
             "worker",
             [
@@ -223,6 +254,7 @@ class System:
                 "--loglevel",
                 "INFO",
             ],
+            env,
         )
         if wait:
             wait_for(
@@ -233,8 +265,8 @@ class System:
             assert process.popen.poll() is None, process.output()
         return process
 
-    def start_scheduler(self) -> Process:
-        process = self._spawn("scheduler", [sys.executable, "-m", "archiver", "scheduler"])
+    def start_scheduler(self, env: Mapping[str, str] | None = None) -> Process:
+        process = self._spawn("scheduler", [sys.executable, "-m", "archiver", "scheduler"], env)
         wait_for(
             lambda: "scheduler started" in process.output() or process.popen.poll() is not None,
             timeout=30,

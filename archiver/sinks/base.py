@@ -45,6 +45,10 @@ class Sink(Protocol):
         """Objects under ``prefix`` in key order, without temporary or partial objects."""
         ...
 
+    def list_directories(self, prefix: str) -> Iterator[str]:
+        """Names of the "directories" directly under ``prefix`` (which is empty or ends in /)."""
+        ...
+
     def read(self, key: str) -> bytes: ...
 
     def sha256(self, key: str) -> str:

@@ -85,6 +85,16 @@ class FilesystemSink:
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
 
+    def list_directories(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TEMP_PREFIX):
+                yield entry.name
+
     def read(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()

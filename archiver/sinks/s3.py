@@ -32,9 +32,11 @@ _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 # Every call has a deadline: a black-holed endpoint becomes a failed attempt, never a hang.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
 CLIENT_CONFIG = Config(
-    connect_timeout=5,
-    read_timeout=60,
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
     retries={"max_attempts": 3, "mode": "standard"},
     # Recent boto3 sends checksums some S3-compatible servers reject.
     request_checksum_calculation="when_required",
@@ -68,16 +70,34 @@ class S3Sink:
         if not parts.netloc:
             raise ValueError(f"S3 sink URL names no bucket: {url}")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"endpoint_url", "region", "addressing_style", "part_size"}
+        known = {
+            "endpoint_url",
+            "region",
+            "addressing_style",
+            "part_size",
+            "connect_timeout",
+            "read_timeout",
+            "max_attempts",
+        }
+        unknown = set(query) - known
         if unknown:
             raise ValueError(f"unknown S3 sink URL parameter(s): {', '.join(sorted(unknown))}")
         endpoint = query.get("endpoint_url")
         style = query.get("addressing_style", "path" if endpoint else "auto")
-        config = CLIENT_CONFIG.merge(Config(s3=cast(Any, {"addressing_style": style})))
+        try:
+            overrides = Config(
+                s3=cast(Any, {"addressing_style": style}),
+                connect_timeout=float(query.get("connect_timeout", CONNECT_TIMEOUT)),
+                read_timeout=float(query.get("read_timeout", READ_TIMEOUT)),
+                retries={"max_attempts": int(query.get("max_attempts", 3)), "mode": "standard"},
+            )
+            part_size = int(query.get("part_size", DEFAULT_PART_SIZE))
+        except ValueError as exc:
+            raise ValueError(f"bad S3 sink URL parameter: {exc}") from exc
+        config = CLIENT_CONFIG.merge(overrides)
         client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
         )
-        part_size = int(query.get("part_size", DEFAULT_PART_SIZE))
         return cls(client, parts.netloc, parts.path, part_size)
 
     def describe(self) -> str:
@@ -156,6 +176,18 @@ class S3Sink:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for item in page.get("Contents", []):
                     yield StoredObject(item["Key"][len(self.prefix) :], item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"listing {prefix}: {exc}") from exc
+
+    def list_directories(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        start = len(self._key(prefix))
+        try:
+            for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix), Delimiter="/"
+            ):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][start:].rstrip("/")
         except (ClientError, BotoCoreError) as exc:
             raise SinkError(f"listing {prefix}: {exc}") from exc
 

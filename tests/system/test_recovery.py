@@ -1,0 +1,222 @@
+"""Each recovery path on its own: real processes, real signals, a real flaky network."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from archiver.cli import main
+from archiver.keys import archive_key
+from archiver.local_redis import LocalRedis
+from tests.faults import FaultProxy
+from tests.support import S3Endpoint, System, wait_for
+
+FAST = {
+    "ARCHIVER_LEASE_SECONDS": "1",
+    "ARCHIVER_SWEEP_INTERVAL_SECONDS": "0.3",
+}
+
+
+def _via(proxy: FaultProxy, system: System, s3: S3Endpoint, **params: str) -> dict[str, str]:
+    url = system.sink_url.replace(s3.url, proxy.url)
+    for name, value in params.items():
+        url += f"&{name}={value}"
+    return {"ARCHIVER_SINK_URL": url}
+
+
+def test_a_worker_paused_past_its_lease_is_fenced_off(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    system.env_overrides.update(FAST)
+    proxy.hold_puts()
+    paused = system.start_worker(env=_via(proxy, system, s3_endpoint))
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    wait_for(lambda: proxy.held_puts >= 1, what="the first worker to be mid-upload")
+    paused.signal_tree(signal.SIGSTOP)  # GC pause, SIGSTOP, a slow network: it stops renewing
+    try:
+        system.start_worker()
+        system.wait_acked(1, 1)  # the claim expired and another worker archived the entry
+    finally:
+        proxy.release_puts()
+        paused.signal_tree(signal.SIGCONT)
+    wait_for(lambda: "fenced off" in paused.output(), what="the paused worker to be fenced off")
+    # Its late upload found the same bytes; it could neither advance nor acknowledge.
+    wait_for(lambda: system.store.counters().get("fenced", 0) >= 1, what="the fenced count")
+    assert system.acks(1) == [1]
+    assert system.state(1)["acknowledged_lsn"] == 1
+    assert system.store.counters()["redispatched"] >= 1
+    system.assert_archive_matches_source(1, 1)
+    system.assert_invariants()
+
+
+def test_a_killed_worker_leaves_its_entry_to_another(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    system.env_overrides.update(FAST)
+    proxy.hold_puts()
+    doomed = system.start_worker(env=_via(proxy, system, s3_endpoint))
+    system.start_scheduler()
+    system.write(1, 1)
+    system.write(1, 2)
+    system.notify(1, 1, 2)
+    wait_for(lambda: proxy.held_puts >= 1, what="the first worker to be mid-upload")
+    doomed.kill_tree()
+    proxy.release_puts()
+    system.start_worker()
+    system.wait_acked(1, 2)
+    assert system.acks(1) == [1, 2]
+    for lsn in (1, 2):
+        system.assert_archive_matches_source(1, lsn)
+    system.assert_invariants()
+
+
+def test_a_lost_task_message_is_found_by_the_sweep(system: System) -> None:
+    system.env_overrides.update({"ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "1", **FAST})
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    wait_for(lambda: system.client.llen("archiver.default") >= 1, what="the task to be queued")
+    system.client.delete("archiver.default")  # the broker lost it
+    system.start_worker()
+    system.wait_acked(1, 1)
+    assert system.store.counters()["redispatched"] >= 1
+    system.assert_invariants()
+
+
+def test_a_black_holed_object_store_is_a_failed_attempt_not_a_hang(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    proxy.stall()
+    params = {"connect_timeout": "1", "read_timeout": "1", "max_attempts": "1"}
+    system.start_worker(env=_via(proxy, system, s3_endpoint, **params))
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    state = system.wait_attempts(1, 2)
+    assert "timeout" in state["last_error"].lower()
+    assert system.acks(1) == []
+    proxy.resume()
+    system.wait_acked(1, 1)
+    system.assert_archive_matches_source(1, 1)
+    system.assert_invariants()
+
+
+def test_a_standby_scheduler_takes_over_within_the_lease(system: System) -> None:
+    ttl = 2.0
+    system.env_overrides["ARCHIVER_LEADER_TTL_SECONDS"] = str(ttl)
+    system.start_worker()
+    first = system.start_scheduler()
+    wait_for(lambda: "became leader" in first.output(), what="a leader")
+    standby = system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    assert "became leader" not in standby.output()
+
+    first.kill_tree()
+    died = time.monotonic()
+    system.write(1, 2)
+    system.notify(1, 1, 2)
+    wait_for(lambda: "became leader" in standby.output(), timeout=3 * ttl, what="the takeover")
+    took = time.monotonic() - died
+    assert took <= ttl + 1.5, f"takeover took {took:.1f}s"
+    system.wait_acked(1, 2)
+
+    # A leader stopped with SIGTERM hands over at once.
+    third = system.start_scheduler()
+    assert standby.stop() == 0
+    wait_for(lambda: "became leader" in third.output(), timeout=ttl, what="the handover")
+    system.write(1, 3)
+    system.notify(1, 1, 3)
+    system.wait_acked(1, 3)
+    assert system.store.counters()["leader_changes"] == 3
+    system.assert_invariants()
+
+
+def test_a_scheduler_killed_mid_stream_loses_no_notification(system: System) -> None:
+    system.start_worker(concurrency=2)
+    scheduler = system.start_scheduler()
+    for partition in range(1, 31):
+        system.write(partition, 1)
+        system.notify(partition, 1, 1)
+    wait_for(lambda: len(system.acks(1)) + len(system.acks(2)) >= 1, what="some progress")
+    scheduler.kill_tree()
+    for partition in range(31, 41):  # published while no scheduler runs
+        system.write(partition, 1)
+        system.notify(partition, 1, 1)
+    system.start_scheduler()
+    for partition in range(1, 41):
+        system.wait_acked(partition, 1)
+    system.assert_invariants()
+
+
+def test_redis_restarted_with_aof_resumes_where_it_was(tmp_path: Path) -> None:
+    redis = LocalRedis(tmp_path / "redis", appendonly=True).start()
+    system = System(redis_url=redis.url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
+    try:
+        system.start()
+        for lsn in range(1, 6):
+            system.write(1, lsn)
+        system.notify(1, 1, 5)
+        system.wait_acked(1, 5)
+        redis.stop()
+        redis = LocalRedis(tmp_path / "redis", port=redis.port, appendonly=True).start()
+        assert system.state(1)["acknowledged_lsn"] == 5  # state survived the restart
+        for lsn in range(6, 11):
+            system.write(1, lsn)
+        system.notify(1, 1, 10)
+        system.wait_acked(1, 10, timeout=60)
+        assert system.archived(1) == list(range(1, 11))
+        assert system.acks(1) == list(range(1, 11))
+        system.assert_invariants()
+    finally:
+        system.close()
+        redis.stop()
+
+
+def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
+    system.start()
+    for lsn in range(1, 6):
+        system.write(1, lsn)
+    system.notify(1, 1, 5)
+    system.wait_acked(1, 5)
+    for process in system.processes:
+        assert process.stop() == 0
+    # A partition whose archive has a hole: 3 is missing.
+    for lsn in (1, 2, 4):
+        system.sink.write(archive_key("default", 2, lsn), [b"x"])
+    system.watcher.stop()
+    system.client.flushall()  # Redis state is lost
+    env = {"ARCHIVER_REDIS_URL": system.redis_url, "ARCHIVER_SINK_URL": system.sink_url}
+    result = CliRunner().invoke(main, ["reconcile", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    by_partition = {r["partition"]: r for r in json.loads(result.output)}
+    assert by_partition[1]["next_lsn"] == 6
+    assert by_partition[1]["changed"] is True
+    assert by_partition[2]["holes"] == [{"expected": 3, "actual": 4}]
+    assert system.state(1)["acknowledged_lsn"] == 5
+    assert system.state(2)["gaps"] == [{"expected": 3, "actual": 4}]
+    assert system.state(2)["next_lsn"] == 5
+    again = CliRunner().invoke(main, ["reconcile", "--json"], env=env)
+    assert not any(r["changed"] for r in json.loads(again.output))
+
+    # The producer's next notification resumes work without re-uploading.
+    for lsn in range(6, 9):
+        system.write(1, lsn)
+    worker = system.start_worker()
+    system.start_scheduler()
+    system.notify(1, 1, 8)
+    system.wait_acked(1, 8)
+    assert system.acks(1) == [6, 7, 8]
+    lines = worker.output()
+    assert "archiver.worker skipped" not in lines
+    assert lines.count("archiver.worker archived") == 3
