@@ -1,0 +1,334 @@
+"""The chaos suite: archive a busy, varied workload while everything that can fail, fails.
+
+Faults, injected repeatedly at random points: kill -9 of worker pool processes and of whole
+worker hosts, SIGSTOP of a host for longer than its lease, scheduler restarts and failovers,
+S3 faults through a proxy (resets, 503s, stalls) and one Redis restart with AOF. A watcher
+checks throughout that no acknowledgement runs ahead of the archive or goes backwards; at the
+end every entry must be archived exactly once, byte-identical, and no partition stuck.
+
+The CI run is sized to a couple of minutes. A heavier run, by hand:
+    ARCHIVER_CHAOS_PARTITIONS=50 ARCHIVER_CHAOS_ENTRIES=400 ARCHIVER_CHAOS_FAULT_SECONDS=300 \
+        .venv/bin/pytest tests/chaos -s
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from archiver.keys import archive_key, archive_lsn, partition_prefix
+from archiver.local_redis import LocalRedis
+from archiver.log_manager import ReferenceLogManager, write_entry
+from archiver.lsn import format_lsn
+from archiver.redis_client import connect
+from archiver.sinks.s3 import MIN_PART_SIZE
+from archiver.streams import Streams
+from tests.faults import FaultProxy
+from tests.support import Process, S3Endpoint, System, read_tar, wait_for
+
+PARTITIONS = int(os.environ.get("ARCHIVER_CHAOS_PARTITIONS", "20"))
+ENTRIES = int(os.environ.get("ARCHIVER_CHAOS_ENTRIES", "100"))
+FAULT_SECONDS = float(os.environ.get("ARCHIVER_CHAOS_FAULT_SECONDS", "45"))
+WORKER_HOSTS = 3
+LEASE = 2.0
+
+
+def entry_files(partition: int, lsn: int) -> dict[str, bytes]:
+    """Deterministic contents, so the archive can be checked after the producer pruned them."""
+    rng = random.Random(partition * 1_000_003 + lsn)
+    if lsn % 50 == 25 and partition % 4 == 0:
+        size = MIN_PART_SIZE + rng.randrange(1, 1024 * 1024)  # multipart-sized
+    else:
+        size = rng.choice([0, 100, 4096, 20_000, 150_000])
+    return {
+        "MANIFEST": f"{partition}/{lsn}\n".encode(),
+        "objects/data.bin": rng.randbytes(size),
+        **({"refs/extra": rng.randbytes(rng.randrange(1, 3000))} if lsn % 3 == 0 else {}),
+    }
+
+
+class Watcher(threading.Thread):
+    """Samples every partition's acknowledged LSN and checks it against the archive."""
+
+    def __init__(self, system: System) -> None:
+        super().__init__(daemon=True)
+        self.system = system
+        self.violations: list[str] = []
+        self.samples = 0
+        self.last_ack: dict[int, int] = {}
+        self.prefix: dict[int, int] = dict.fromkeys(range(1, PARTITIONS + 1), 0)
+        self.stop = threading.Event()
+
+    def contiguous_prefix(self, partition: int) -> int:
+        lsns = {
+            archive_lsn(o.key)
+            for o in self.system.sink.list(partition_prefix(self.system.storage, partition))
+        }
+        n = 0
+        while n + 1 in lsns:
+            n += 1
+        return n
+
+    def run(self) -> None:
+        client = connect(self.system.redis_url)
+        while not self.stop.wait(0.05):
+            try:
+                pipe = client.pipeline(transaction=False)
+                for p in range(1, PARTITIONS + 1):
+                    pipe.hget(self.system.keys.partition(self.system.storage, p), "acked")
+                acked = pipe.execute()
+            except redis.RedisError:
+                continue  # Redis is being restarted
+            self.samples += 1
+            for p, raw in enumerate(acked, start=1):
+                if raw is None:
+                    continue
+                ack = int(raw)
+                if ack < self.last_ack.get(p, 0):
+                    self.violations.append(
+                        f"partition {p}: acknowledged {ack} after {self.last_ack[p]}"
+                    )
+                self.last_ack[p] = max(ack, self.last_ack.get(p, 0))
+                if ack > self.prefix[p]:
+                    self.prefix[p] = self.contiguous_prefix(p)
+                    if ack > self.prefix[p]:
+                        self.violations.append(
+                            f"partition {p}: acknowledged {ack}, archived 1..{self.prefix[p]}"
+                        )
+
+
+class Chaos:
+    """Injects faults at random moments until told to stop, and counts them."""
+
+    def __init__(self, system: System, proxy: FaultProxy, redis_server: list[LocalRedis]) -> None:
+        self.system = system
+        self.proxy = proxy
+        self.redis_server = redis_server
+        self.rng = random.Random(7)
+        self.injected: Counter[str] = Counter()
+        self.last_fault = time.monotonic()
+        self.redis_restarted = False
+        self.errors: list[str] = []
+
+    def workers(self) -> list[Process]:
+        return [p for p in self.system.processes if p.name == "worker" and p.popen.poll() is None]
+
+    def schedulers(self) -> list[Process]:
+        return [
+            p for p in self.system.processes if p.name == "scheduler" and p.popen.poll() is None
+        ]
+
+    def kill_pool_process(self) -> None:
+        tree = self.rng.choice(self.workers()).tree()
+        if len(tree) > 1:
+            with contextlib.suppress(Exception):
+                self.rng.choice(tree[1:]).kill()
+                self.injected["kill -9 pool process"] += 1
+
+    def kill_worker_host(self) -> None:
+        self.rng.choice(self.workers()).kill_tree()
+        self.injected["kill -9 worker host"] += 1
+        self.system.start_worker(concurrency=2, wait=False)
+
+    def pause_worker_host(self) -> None:
+        victim = self.rng.choice(self.workers())
+        victim.signal_tree(signal.SIGSTOP)
+        self.injected["SIGSTOP worker host"] += 1
+        time.sleep(LEASE + 1.5)
+        victim.signal_tree(signal.SIGCONT)
+
+    def restart_scheduler(self) -> None:
+        leader = self.leader()
+        if leader is None:
+            return
+        if self.rng.random() < 0.5:
+            leader.kill_tree()
+            self.injected["kill -9 leading scheduler (failover)"] += 1
+        else:
+            leader.stop()
+            self.injected["SIGTERM leading scheduler (handover)"] += 1
+        self.system.start_scheduler()
+
+    def leader(self) -> Process | None:
+        identity = self.system.client.get(self.system.keys.leader)
+        for process in self.schedulers():
+            if identity and f":{process.popen.pid}:" in str(identity):
+                return process
+        return None
+
+    def restart_redis(self) -> None:
+        server = self.redis_server[0]
+        server.stop()
+        self.redis_server[0] = LocalRedis(
+            server.directory, port=server.port, appendonly=True
+        ).start()
+        self.injected["Redis restart (AOF)"] += 1
+        self.redis_restarted = True
+
+    def run(self, stop: threading.Event) -> None:
+        self.proxy.random.reset = 0.03
+        self.proxy.random.error = 0.05
+        self.proxy.random.stall = 0.02
+        actions: list[Callable[[], None]] = [
+            self.kill_pool_process,
+            self.kill_pool_process,
+            self.kill_worker_host,
+            self.pause_worker_host,
+            self.restart_scheduler,
+        ]
+        deadline = time.monotonic() + FAULT_SECONDS
+        redis_at = time.monotonic() + FAULT_SECONDS * self.rng.uniform(0.3, 0.6)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                if stop.wait(self.rng.uniform(0.5, 2.5)):
+                    break
+                if not self.redis_restarted and time.monotonic() >= redis_at:
+                    self.restart_redis()
+                else:
+                    self.rng.choice(actions)()
+                self.last_fault = time.monotonic()
+        except Exception as exc:  # reported by the test, never lost in a thread
+            self.errors.append(repr(exc))
+        finally:
+            self.proxy.random.reset = self.proxy.random.error = self.proxy.random.stall = 0.0
+            self.last_fault = time.monotonic()
+
+
+@pytest.mark.timeout(900)
+def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
+    tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str, proxy: FaultProxy
+) -> None:
+    redis_server = [LocalRedis(tmp_path / "redis", appendonly=True).start()]
+    system = System(
+        redis_url=redis_server[0].url,
+        tmp=tmp_path,
+        sink_url=s3_endpoint.sink_url(s3_bucket, "chaos"),
+        env_overrides={
+            "ARCHIVER_LEASE_SECONDS": str(LEASE),
+            "ARCHIVER_SWEEP_INTERVAL_SECONDS": "0.5",
+            "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "5",
+            "ARCHIVER_RETRY_MIN_SECONDS": "0.05",
+            "ARCHIVER_RETRY_MAX_SECONDS": "1",
+            "ARCHIVER_LEADER_TTL_SECONDS": "2",
+            "ARCHIVER_TASK_TIME_LIMIT_SECONDS": "60",
+            "ARCHIVER_SINK_URL": s3_endpoint.sink_url(s3_bucket, "chaos").replace(
+                s3_endpoint.url, proxy.url
+            )
+            + f"&part_size={MIN_PART_SIZE}&connect_timeout=1&read_timeout=2&max_attempts=1",
+        },
+    )
+    watcher = Watcher(system)
+    chaos = Chaos(system, proxy, redis_server)
+    stop_chaos = threading.Event()
+    started = time.monotonic()
+    try:
+        for _ in range(WORKER_HOSTS):
+            system.start_worker(concurrency=2)
+        system.start_scheduler()
+        system.start_scheduler()
+        watcher.start()
+        chaos_thread = threading.Thread(target=chaos.run, args=(stop_chaos,), daemon=True)
+        chaos_thread.start()
+
+        producer = ReferenceLogManager(
+            system.storage, system.root, Streams(connect(redis_server[0].url), system.keys)
+        )
+        for lsn in range(1, ENTRIES + 1):
+            for partition in range(1, PARTITIONS + 1):
+                _retrying(functools.partial(_append, producer, partition, lsn))
+            _retrying(producer.process_acks)
+
+        def all_acknowledged() -> bool:
+            _retrying(producer.process_acks)
+            # Notifications are repeated, as a real producer does, until acknowledged.
+            for partition in range(1, PARTITIONS + 1):
+                if producer.acknowledged.get(partition, 0) < ENTRIES:
+                    _retrying(functools.partial(producer.notify, partition))
+            return all(producer.acknowledged.get(p, 0) == ENTRIES for p in range(1, PARTITIONS + 1))
+
+        chaos_thread.join()
+        wait_for(all_acknowledged, timeout=300, interval=1.0, what="every entry acknowledged")
+        recovered = time.monotonic() - chaos.last_fault
+        stop_chaos.set()
+        watcher.stop.set()
+        watcher.join()
+
+        assert not chaos.errors, chaos.errors
+        assert not watcher.violations, watcher.violations[:20]
+        assert not system.watcher.violations, system.watcher.violations[:20]
+        for partition in range(1, PARTITIONS + 1):
+            keys = [o.key for o in system.sink.list(partition_prefix(system.storage, partition))]
+            assert keys == [
+                archive_key(system.storage, partition, n) for n in range(1, ENTRIES + 1)
+            ]
+            state = system.state(partition)
+            assert state["acknowledged_lsn"] == ENTRIES
+            assert state["in_flight_lsn"] is None
+            assert not state["conflicted"]
+            assert state["gaps"] == []
+        for partition in range(1, PARTITIONS + 1):
+            for lsn in range(1, ENTRIES + 1):
+                members = read_tar(system.sink.read(archive_key(system.storage, partition, lsn)))
+                name = format_lsn(lsn)
+                for path, content in entry_files(partition, lsn).items():
+                    assert members[f"{name}/{path}"] == content, (partition, lsn, path)
+
+        counters = system.store.counters()
+        uploads = system.sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])  # type: ignore[attr-defined]
+        report = {
+            "entries": PARTITIONS * ENTRIES,
+            "seconds": round(time.monotonic() - started, 1),
+            "faults injected": dict(chaos.injected)
+            | {f"S3 {k}": v for k, v in proxy.injected.items()},
+            "retries": counters.get("retries", 0),
+            "fenced commits": counters.get("fenced", 0),
+            "lease expiries re-dispatched": counters.get("redispatched", 0),
+            "scheduler leader changes": counters.get("leader_changes", 0),
+            "seconds from the last fault to the last acknowledgement": round(recovered, 1),
+            "watcher samples": watcher.samples,
+            "incomplete multipart uploads left by killed workers": len(uploads),
+        }
+        print("\nchaos report:")
+        for name, value in report.items():
+            print(f"  {name}: {value}")
+        # The faults really exercised the recovery paths.
+        assert chaos.redis_restarted
+        assert sum(chaos.injected.values()) >= 5
+        assert counters.get("leader_changes", 0) >= 2
+        assert counters.get("retries", 0) >= 1
+        assert counters.get("redispatched", 0) >= 1
+    finally:
+        stop_chaos.set()
+        watcher.stop.set()
+        system.close()
+        redis_server[0].stop()
+
+
+def _append(producer: ReferenceLogManager, partition: int, lsn: int) -> None:
+    if producer.high.get(partition, 0) < lsn:
+        producer.start_at(partition, lsn)
+        write_entry(producer.root, partition, lsn, entry_files(partition, lsn))
+        producer.high[partition] = lsn
+    producer.notify(partition)
+
+
+def _retrying(action: Callable[[], object], attempts: int = 100) -> None:
+    """The producer, like any client, rides out the Redis restart."""
+    for _ in range(attempts):
+        try:
+            action()
+            return
+        except redis.RedisError:
+            time.sleep(0.1)
+    action()
