@@ -26,6 +26,7 @@ from archiver.state_store import PartitionRecord, RedisStateStore
 from archiver.streams import Streams
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 console = Console()
 
 
@@ -61,43 +62,23 @@ def _clear_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class LSNType(click.ParamType[int]):
-    name = "LSN"
+class CheckedType(click.ParamType[T]):
+    """A command-line value read by one of the core's checking parsers."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
+    def __init__(self, name: str, parse: Callable[[str], T]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> T:
         try:
-            return parse_decimal_lsn(str(value))
-        except InvalidLSN as exc:
+            return self._parse(str(value))
+        except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class PartitionType(click.ParamType[int]):
-    name = "PARTITION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_partition(str(value))
-        except InvalidName as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class StorageType(click.ParamType[str]):
-    name = "STORAGE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        try:
-            return check_storage(str(value))
-        except InvalidName as exc:
-            self.fail(str(exc), param, ctx)
-
-
-LSN = LSNType()
-PARTITION = PartitionType()
-STORAGE = StorageType()
+LSN = CheckedType("LSN", parse_decimal_lsn)
+PARTITION = CheckedType("PARTITION", parse_partition)
+STORAGE = CheckedType("STORAGE", check_storage)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

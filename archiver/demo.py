@@ -26,7 +26,7 @@ from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
 from archiver.sinks import FilesystemSink
 from archiver.streams import Streams
-from archiver.taskqueue import queue_name
+from archiver.taskqueue import queue_name, worker_command
 
 STORAGE = "demo"
 PREFIX = "archiver-demo"
@@ -106,22 +106,7 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
         "ARCHIVER_SWEEP_INTERVAL_SECONDS": "2",
     }
     worker = _spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            queue_name(STORAGE),
-            "-c",
-            str(options.workers),
-            "-n",
-            f"demo-{os.getpid()}@%h",
-            "--loglevel",
-            "INFO",
-        ],
+        worker_command([queue_name(STORAGE)], options.workers, f"demo-{os.getpid()}@%h"),
         env,
         logs / "worker.log",
     )

@@ -13,6 +13,7 @@ current fencing token, and archive objects are written once.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from celery import Celery
@@ -26,6 +27,19 @@ QUEUE_PREFIX = "archiver."
 def queue_name(storage: str) -> str:
     """Only the host holding a storage's files can read its entries: one queue per storage."""
     return QUEUE_PREFIX + storage
+
+
+def worker_command(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+    """The command line of a worker host consuming ``queues``."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker",
+        "-Q", ",".join(queues),
+        "-c", str(concurrency),
+        "-P", "prefork",
+        "-n", node_name,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel", "INFO",
+    ]  # fmt: skip
 
 
 def make_celery(settings: Settings, name: str = "archiver") -> Celery:

@@ -32,6 +32,7 @@ from archiver.sinks import Sink, open_sink
 from archiver.sinks.s3 import CLIENT_CONFIG
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
+from archiver.taskqueue import worker_command
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -233,27 +234,9 @@ class System:
     ) -> Process:
         process = self._spawn(
             "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "worker",
-                "-Q",
-                f"archiver.{self.storage}",
-                "-c",
-                str(concurrency),
-                "-P",
-                "prefork",
-                "-n",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "INFO",
-            ],
+            worker_command(
+                [f"archiver.{self.storage}"], concurrency, f"test-{uuid.uuid4().hex[:8]}@%h"
+            ),
             env,
         )
         if wait:
