@@ -78,6 +78,32 @@ def test_a_killed_worker_leaves_its_entry_to_another(
     system.assert_invariants()
 
 
+def test_a_pool_process_killed_mid_upload_has_its_task_redelivered(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    # Leases far longer than the test: only redelivery can finish the entry in time.
+    system.env_overrides.update({"ARCHIVER_LEASE_SECONDS": "300"})
+    proxy.hold_puts()
+    worker = system.start_worker(concurrency=2, env=_via(proxy, system, s3_endpoint))
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    wait_for(lambda: proxy.held_puts >= 1, what="a pool process to be mid-upload")
+    (uploader,) = [
+        p
+        for p in worker.tree()[1:]
+        if any(c.raddr and c.raddr.port == proxy.port for c in p.net_connections(kind="tcp"))
+    ]
+    uploader.kill()
+    proxy.release_puts()
+    system.wait_acked(1, 1, timeout=60)
+    assert "WorkerLostError" in worker.output() or "SIGKILL" in worker.output()
+    assert system.store.counters().get("redispatched", 0) == 0
+    system.assert_archive_matches_source(1, 1)
+    system.assert_invariants()
+
+
 def test_a_lost_task_message_is_found_by_the_sweep(system: System) -> None:
     system.env_overrides.update({"ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "1", **FAST})
     system.start_scheduler()
