@@ -62,9 +62,9 @@ def streams(redis_client: redis.Redis, keys: RedisKeys) -> Streams:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[S3Endpoint]:
-    """moto in server mode: a real HTTP S3 endpoint on loopback."""
-    endpoint = S3Endpoint.start()
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """moto in server mode: a real HTTP S3 endpoint on loopback, in its own process."""
+    endpoint = S3Endpoint.start(tmp_path_factory.mktemp("s3") / "moto.log")
     yield endpoint
     endpoint.stop()
 

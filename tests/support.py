@@ -57,20 +57,36 @@ def wait_for(
 
 @dataclass
 class S3Endpoint:
-    server: Any
+    """moto's S3 server in its own process: a real HTTP endpoint on loopback."""
+
+    process: subprocess.Popen[bytes]
     url: str
 
     @classmethod
-    def start(cls) -> S3Endpoint:
-        from moto.server import ThreadedMotoServer
+    def start(cls, log: Path) -> S3Endpoint:
+        port = free_port()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        endpoint = cls(process, f"http://127.0.0.1:{port}")
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        return cls(server, f"http://{host}:{port}")
+        def answers() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                endpoint.client().list_buckets()
+            except Exception:
+                return False
+            return True
+
+        wait_for(answers, timeout=30, what="moto's S3 server")
+        return endpoint
 
     def stop(self) -> None:
-        self.server.stop()
+        self.process.terminate()
+        self.process.wait(10)
 
     def client(self) -> Any:
         return boto3.client(
