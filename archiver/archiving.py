@@ -1,9 +1,9 @@
 """Archiving one WAL entry: find its directory, skip it if archived, else stream its tar.
 
 An archive object is never replaced. When one is already there (an earlier attempt crashed
-after its upload, or another worker raced us), its bytes are compared with a fresh tar of the
-entry: the tar is deterministic, so equal bytes mean the entry is archived, and different bytes
-are a conflict that stops the partition.
+after its upload, or another worker raced us), its content is compared with a fresh tar of the
+entry: the tar is deterministic, so equal content means the entry is archived, and different
+content is a conflict that stops the partition.
 """
 
 from __future__ import annotations
@@ -11,21 +11,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from archiver.keys import archive_key, check_partition
+from archiver.compression import decoded, encode
+from archiver.keys import Compression, archive_key, check_partition
 from archiver.lsn import format_lsn
 from archiver.sinks import Sink, WriteOutcome
+from archiver.sinks.base import hashing
 from archiver.tarball import UnsafeEntry, entry_tar_chunks
 
 log = logging.getLogger(__name__)
 
+Guard = Callable[[Iterator[bytes]], Iterator[bytes]]
+
 
 class ArchiveConflict(Exception):
-    """The archive object exists with bytes other than the entry's."""
+    """The archive object exists with content other than the entry's."""
 
 
 def entry_path(storage_root: Path, partition: int, lsn: int) -> Path:
@@ -52,23 +56,56 @@ def _unguarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
     return chunks
 
 
-class _Digest(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+def _tar_sha256(path: Path, name: str) -> str:
+    digest = hashlib.sha256()
+    for _ in hashing(entry_tar_chunks(path, name), digest):
+        pass
+    return digest.hexdigest()
 
 
-def _hashing(chunks: Iterator[bytes], digest: _Digest) -> Iterator[bytes]:
-    for chunk in chunks:
-        digest.update(chunk)
-        yield chunk
+def _stored_tar_sha256(sink: Sink, key: str, compression: Compression) -> str:
+    """SHA-256 of the tar inside an object, read in bounded memory."""
+    with tempfile.TemporaryFile() as spool:
+        sink.download(key, spool)
+        spool.seek(0)
+        digest = hashlib.sha256()
+        tar = decoded(spool, compression)
+        while chunk := tar.read(1024 * 1024):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
-def _check_same_bytes(sink: Sink, key: str, ours: str) -> None:
-    theirs = sink.sha256(key)
-    if theirs != ours:
+def _check_same_content(
+    sink: Sink, key: str, compression: Compression, path: Path, name: str
+) -> None:
+    """Raise ArchiveConflict unless the object at ``key`` holds the entry's tar."""
+    ours = _tar_sha256(path, name)
+    if compression is Compression.NONE:
+        recorded = sink.recorded_sha256(key)
+        if recorded == ours:
+            return
+        same = _stored_tar_sha256(sink, key, compression) == ours
+        if same and recorded is None:
+            sink.ensure_recorded_sha256(key, ours)  # a crash kept it from being recorded
+    else:
+        # Compare content, not zstd's bytes, which may differ between library versions.
+        same = _stored_tar_sha256(sink, key, compression) == ours
+    if not same:
         raise ArchiveConflict(
-            f"{key} already exists with different bytes (sha256 {theirs}, entry gives {ours}); "
+            f"{key} already exists with other content (entry's tar sha256 {ours}); "
             "it is not replaced"
         )
+
+
+def existing_archive(
+    sink: Sink, storage: str, partition: int, lsn: int, preferred: Compression
+) -> tuple[str, Compression] | None:
+    """The archive object of ``lsn`` under either name, the preferred one looked up first."""
+    for compression in (preferred, *(c for c in Compression if c is not preferred)):
+        key = archive_key(storage, partition, lsn, compression)
+        if sink.exists(key):
+            return key, compression
+    return None
 
 
 def archive_entry(
@@ -77,25 +114,29 @@ def archive_entry(
     storage_root: Path,
     partition: int,
     lsn: int,
-    guard: Callable[[Iterator[bytes]], Iterator[bytes]] = _unguarded,
+    compression: Compression = Compression.NONE,
+    guard: Guard = _unguarded,
 ) -> ArchivedEntry:
     """``guard`` sees every chunk on its way to the sink and may abort the write by raising."""
-    key = archive_key(storage, partition, lsn)
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
-    if sink.exists(key):
+    existing = existing_archive(sink, storage, partition, lsn, compression)
+    if existing is not None:
+        key, stored_as = existing
         if not os.path.lexists(path):
             # The producer deletes only acknowledged entries, so this one was archived before.
             log.warning("archive exists and its entry is gone; not compared key=%s", key)
             return ArchivedEntry(key, uploaded=False, size=None, verified=False)
-        digest = hashlib.sha256()
-        for _chunk in _hashing(entry_tar_chunks(path, name), digest):
-            pass
-        _check_same_bytes(sink, key, digest.hexdigest())
+        _check_same_content(sink, key, stored_as, path, name)
         return ArchivedEntry(key, uploaded=False, size=None)
-    digest = hashlib.sha256()
-    result = sink.write(key, guard(_hashing(entry_tar_chunks(path, name), digest)))
+
+    def source() -> Iterator[bytes]:
+        return guard(encode(entry_tar_chunks(path, name), compression))
+
+    key = archive_key(storage, partition, lsn, compression)
+    result = sink.write(key, source)
     if result.outcome is WriteOutcome.ALREADY_EXISTS:
-        _check_same_bytes(sink, key, digest.hexdigest())
+        # Someone wrote it between our look and our write.
+        _check_same_content(sink, key, compression, path, name)
         return ArchivedEntry(key, uploaded=False, size=result.size)
     return ArchivedEntry(key, uploaded=True, size=result.size)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from archiver.keys import InvalidName, check_storage
+from archiver.keys import Compression, InvalidName, check_storage
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "archiver"
@@ -50,6 +50,14 @@ def parse_storages(text: str) -> dict[str, Path]:
     return storages
 
 
+def _compression(raw: str) -> Compression:
+    try:
+        return Compression(raw.lower())
+    except ValueError:
+        choices = ", ".join(c.value for c in Compression)
+        raise ConfigError(f"ARCHIVER_COMPRESSION must be one of {choices}, got {raw!r}") from None
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -83,6 +91,8 @@ class Settings:
     sweep_interval_seconds: float = 10.0
     # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
     leader_ttl_seconds: float = 10.0
+    # How new archives are stored: plain "<lsn>.tar" or zstd-compressed "<lsn>.tar.zst".
+    compression: Compression = Compression.NONE
     # Hard limit on one archiving attempt; a hung attempt is killed and retried.
     task_time_limit_seconds: float = 1800.0
 
@@ -106,6 +116,7 @@ class Settings:
             sweep_interval_seconds=_seconds(env, "ARCHIVER_SWEEP_INTERVAL_SECONDS", 10.0),
             task_time_limit_seconds=_seconds(env, "ARCHIVER_TASK_TIME_LIMIT_SECONDS", 1800.0),
             leader_ttl_seconds=_seconds(env, "ARCHIVER_LEADER_TTL_SECONDS", 10.0),
+            compression=_compression(env.get("ARCHIVER_COMPRESSION") or "none"),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")
@@ -125,6 +136,11 @@ class Settings:
             raise ConfigError(
                 f"storage {storage!r} is not in ARCHIVER_STORAGES on this host"
             ) from None
+
+    @property
+    def orphan_grace_seconds(self) -> float:
+        """How old a claim whose task was never marked as sent must be to be taken over."""
+        return 2 * self.sweep_interval_seconds + 2
 
     def retry_delay(self, attempts: int) -> float:
         """Wait before attempt ``attempts + 1``: the minimum, doubled per failure, capped."""

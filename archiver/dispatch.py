@@ -19,7 +19,8 @@ def dispatch_claim(
     """Send the task for ``claim``; if it cannot be sent, release the claim and say so.
 
     A released claim is picked up again by the next notification or sweep, instead of waiting
-    out the dispatch timeout.
+    out the dispatch timeout. A sent task is marked as sent: a claim left unmarked (its sender
+    died in between) is taken over by the sweep soon after, not after the dispatch timeout.
     """
     try:
         dispatch(storage, partition, claim.lsn, claim.token)
@@ -32,4 +33,5 @@ def dispatch_claim(
         )
         store.release_claim(storage, partition, claim.lsn, claim.token)
         return False
+    store.mark_dispatched(storage, partition, claim.token)
     return True

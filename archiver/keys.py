@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import re
+from dataclasses import dataclass
 
 from archiver.lsn import InvalidLSN, format_lsn, parse_lsn
 
@@ -51,16 +53,39 @@ def partition_prefix(storage: str, partition: int) -> str:
     return f"{check_storage(storage)}/{check_partition(partition)}/"
 
 
-def archive_key(storage: str, partition: int, lsn: int) -> str:
-    return f"{partition_prefix(storage, partition)}{format_lsn(lsn)}{ARCHIVE_SUFFIX}"
+class Compression(enum.StrEnum):
+    NONE = "none"
+    ZSTD = "zstd"
+
+
+SUFFIXES = {Compression.NONE: ARCHIVE_SUFFIX, Compression.ZSTD: ARCHIVE_SUFFIX + ".zst"}
+
+
+@dataclass(frozen=True)
+class ArchiveName:
+    lsn: int
+    compression: Compression
+
+
+def archive_key(
+    storage: str, partition: int, lsn: int, compression: Compression = Compression.NONE
+) -> str:
+    return f"{partition_prefix(storage, partition)}{format_lsn(lsn)}{SUFFIXES[compression]}"
+
+
+def parse_archive_name(key: str) -> ArchiveName | None:
+    """What an archive object's name says, or None for anything else (temp files, strays)."""
+    name = key.rsplit("/", 1)[-1]
+    for compression, suffix in SUFFIXES.items():
+        if name.endswith(suffix):
+            try:
+                return ArchiveName(parse_lsn(name[: -len(suffix)]), compression)
+            except InvalidLSN:
+                return None
+    return None
 
 
 def archive_lsn(key: str) -> int | None:
-    """The LSN of an archive object, or None for anything else (temp files, strays)."""
-    name = key.rsplit("/", 1)[-1]
-    if not name.endswith(ARCHIVE_SUFFIX):
-        return None
-    try:
-        return parse_lsn(name[: -len(ARCHIVE_SUFFIX)])
-    except InvalidLSN:
-        return None
+    """The LSN of an archive object, or None for anything else."""
+    parsed = parse_archive_name(key)
+    return None if parsed is None else parsed.lsn

@@ -51,6 +51,10 @@ class PartitionState:
     fencing_token: int = 0
     # When the in-flight grant may be handed to someone else (milliseconds, server clock).
     lease_expires_ms: int | None = None
+    # When the current grant was made, and the newest token whose task is known to be sent:
+    # a grant never marked as sent is an orphan once old enough (its sender died).
+    claimed_ms: int | None = None
+    dispatched_token: int | None = None
     # The newest LSN acknowledged to the producer.
     acknowledged_lsn: int | None = None
     # Gaps recorded so far, oldest first.
@@ -105,26 +109,41 @@ def apply_notification(state: PartitionState, low: int, high: int) -> AppliedNot
     return AppliedNotification(outcome, gap=gap)
 
 
-def claim_next_entry(state: PartitionState, now_ms: int, lease_ms: int) -> Claim | None:
-    """Grant ``next_lsn`` if there is work and no live grant; an expired grant is taken over."""
+def claim_next_entry(
+    state: PartitionState, now_ms: int, lease_ms: int, orphan_ms: int | None = None
+) -> Claim | None:
+    """Grant ``next_lsn`` if there is work and no live grant; an expired grant is taken over,
+    and with ``orphan_ms`` so is a grant that old whose task was never marked as sent."""
     if state.paused or state.conflicted or not state.has_work:
         return None
     if (
         state.in_flight_lsn is not None
         and state.lease_expires_ms is not None
         and state.lease_expires_ms > now_ms
+        and not (
+            orphan_ms is not None
+            and state.dispatched_token != state.fencing_token
+            and state.claimed_ms is not None
+            and now_ms - state.claimed_ms >= orphan_ms
+        )
     ):
         return None
     state.fencing_token += 1
     state.in_flight_lsn = state.next_lsn
     state.lease_expires_ms = now_ms + lease_ms
+    state.claimed_ms = now_ms
     return Claim(state.next_lsn, state.fencing_token)
+
+
+def mark_dispatched(state: PartitionState, token: int) -> None:
+    state.dispatched_token = token
 
 
 def renew_lease(state: PartitionState, lsn: int, token: int, now_ms: int, lease_ms: int) -> bool:
     if not state.holds(lsn, token):
         return False
     state.lease_expires_ms = now_ms + lease_ms
+    state.dispatched_token = token  # a running holder's task was evidently sent
     return True
 
 

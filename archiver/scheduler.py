@@ -151,7 +151,9 @@ class Scheduler:
         dead workers' expired grants end up here."""
         dispatched = 0
         for members in self.store.partition_ids(BATCH):
-            claims = self.store.claim_many(members, self.settings.dispatch_timeout_seconds)
+            claims = self.store.claim_many(
+                members, self.settings.dispatch_timeout_seconds, self.settings.orphan_grace_seconds
+            )
             for storage, partition, claim in claims:
                 log.info(
                     "re-dispatching partition with no live grant storage=%s partition=%d lsn=%d",

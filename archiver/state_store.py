@@ -134,14 +134,18 @@ class RedisStateStore:
         return Claim(int(reply[0]), int(reply[1])) if reply else None
 
     def claim_many(
-        self, partitions: list[tuple[str, int]], lease_seconds: float
+        self,
+        partitions: list[tuple[str, int]],
+        lease_seconds: float,
+        orphan_seconds: float | None = None,
     ) -> list[tuple[str, int, Claim]]:
-        """Claim the next entry of each partition that has work, in one round trip."""
+        """Claim the next entry of each partition that has work, in one round trip; with
+        ``orphan_seconds``, also take over grants whose task was never marked as sent."""
         pipe = self.client.pipeline(transaction=False)
         for storage, partition in partitions:
             self._scripts["claim_next_entry"](
                 keys=[self.keys.partition(storage, partition)],
-                args=[_ms(lease_seconds)],
+                args=[_ms(lease_seconds)] + ([_ms(orphan_seconds)] if orphan_seconds else []),
                 client=pipe,
             )
         return [
@@ -203,6 +207,10 @@ class RedisStateStore:
             )
         )
         return None if attempts < 0 else attempts
+
+    def mark_dispatched(self, storage: str, partition: int, token: int) -> None:
+        """Note that the task for grant ``token`` was sent, so it is not taken for an orphan."""
+        self.client.hset(self.keys.partition(storage, partition), "dispatched", token)
 
     def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
         return bool(
@@ -312,6 +320,8 @@ def _record(
         gaps=gaps,
         last_error=fields.get("last_error"),
         attempts=int(fields.get("attempts", 0)),
+        claimed_ms=opt("claimed_ms"),
+        dispatched_token=opt("dispatched"),
         paused=fields.get("paused") == "1",
         conflicted=fields.get("conflicted") == "1",
     )

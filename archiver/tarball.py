@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK_SIZE = tarfile.BLOCKSIZE
 READ_SIZE = 1024 * 1024
@@ -98,3 +99,102 @@ def entry_tar_chunks(entry_dir: Path, name: str) -> Iterator[bytes]:
         raise UnsafeEntry(f"{entry_dir} is not a directory")
     yield from _directory_chunks(entry_dir, name)
     yield b"\0" * (2 * BLOCK_SIZE)
+
+
+class UnsafeArchive(Exception):
+    """An archive that is not what the archiver writes, or tries to write outside its entry."""
+
+
+READ_CHUNK = 1024 * 1024
+
+
+def _relative_member_path(member_name: str, name: str) -> str:
+    """The member's path inside the entry directory; refuses anything that could escape it."""
+    if member_name.startswith("/") or "\\" in member_name or "\0" in member_name:
+        raise UnsafeArchive(f"member {member_name!r} has an absolute or unsafe path")
+    path = member_name.rstrip("/")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafeArchive(f"member {member_name!r} has an unsafe path component")
+    if parts[0] != name:
+        raise UnsafeArchive(f"member {member_name!r} is outside the entry directory {name}/")
+    return "/".join(parts[1:])
+
+
+def read_entry_tar(
+    stream: BinaryIO,
+    name: str,
+    on_directory: Callable[[str], None] = lambda _path: None,
+    on_file: Callable[[str, int, Iterator[bytes]], None] | None = None,
+) -> int:
+    """Walk an entry's tar, checking every member; returns the number of regular files.
+
+    Only regular files and directories under ``name/`` are accepted: absolute paths, ``..``,
+    links, devices and FIFOs raise UnsafeArchive before anything is handed on. Each file's
+    contents are handed to ``on_file`` as chunks (and read through, if it has no handler).
+    """
+    files = 0
+    seen: set[str] = set()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                relative = _relative_member_path(member.name, name)
+                if relative in seen:
+                    raise UnsafeArchive(f"member {member.name!r} appears twice")
+                seen.add(relative)
+                if member.isdir():
+                    if relative:
+                        on_directory(relative)
+                    continue
+                if not member.isreg():
+                    raise UnsafeArchive(
+                        f"member {member.name!r} is a {_kind(member)}, not a regular file or "
+                        "directory"
+                    )
+                if not relative:
+                    raise UnsafeArchive(f"member {member.name!r} replaces the entry directory")
+                data = tar.extractfile(member)
+                assert data is not None
+                chunks = iter(lambda d=data: d.read(READ_CHUNK), b"")  # type: ignore[misc]
+                if on_file is None:
+                    for _chunk in chunks:
+                        pass
+                else:
+                    on_file(relative, member.mode, chunks)
+                files += 1
+    except tarfile.TarError as exc:
+        raise UnsafeArchive(f"not a readable tar: {exc}") from exc
+    if "" not in seen:
+        raise UnsafeArchive(f"no {name}/ directory entry")
+    return files
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "FIFO"
+    return f"member of type {member.type!r}"
+
+
+def extract_entry(stream: BinaryIO, name: str, destination: Path) -> int:
+    """Extract an entry's tar into ``destination`` (a new, empty directory standing for
+    ``<name>/``). Nothing is written outside it, and nothing is followed."""
+
+    def make_directory(relative: str) -> None:
+        (destination / relative).mkdir(parents=True, exist_ok=True)
+
+    def write_file(relative: str, mode: int, chunks: Iterator[bytes]) -> None:
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(target, flags, EXECUTABLE_MODE if mode & 0o111 else FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+
+    return read_entry_tar(stream, name, make_directory, write_file)

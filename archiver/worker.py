@@ -130,7 +130,13 @@ class EntryArchiver:
             root = self.settings.storage_root(storage)
             with LeaseKeeper(self.store, storage, partition, claim, lease) as keeper:
                 archived = archive_entry(
-                    self.sink, storage, root, partition, lsn, guard=keeper.guard
+                    self.sink,
+                    storage,
+                    root,
+                    partition,
+                    lsn,
+                    self.settings.compression,
+                    guard=keeper.guard,
                 )
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)

@@ -21,14 +21,15 @@ import boto3
 import psutil
 import redis
 
-from archiver.keys import archive_key, archive_lsn, partition_prefix
+from archiver.archiving import existing_archive
+from archiver.keys import Compression, archive_key, archive_lsn, partition_prefix
 from archiver.local_redis import free_port
 from archiver.log_manager import write_entry
 from archiver.lsn import format_lsn
 from archiver.notification import Notification
 from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
-from archiver.sinks import Sink, open_sink
+from archiver.sinks import Sink, Source, open_sink
 from archiver.sinks.s3 import CLIENT_CONFIG
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
@@ -137,6 +138,11 @@ class Process:
         return self.popen.returncode
 
 
+def source(*chunks: bytes) -> Source:
+    """A sink source that yields ``chunks`` every time it is called."""
+    return lambda: iter(chunks)
+
+
 def stream_entries(client: Any, key: str) -> list[tuple[str, dict[str, str]]]:
     """Every entry of a stream, oldest first."""
     return [(str(i), dict(fields)) for i, fields in client.xrange(key)]
@@ -180,9 +186,10 @@ class AckWatcher:
                         f"partition {ack.partition}: ack {ack.lsn} after {history[-1]}"
                     )
                 history.append(ack.lsn)
-                if not self.system.sink.exists(
-                    archive_key(self.system.storage, ack.partition, ack.lsn)
-                ):
+                stored = existing_archive(
+                    self.system.sink, self.system.storage, ack.partition, ack.lsn, Compression.NONE
+                )
+                if stored is None:
                     self.violations.append(
                         f"partition {ack.partition}: ack {ack.lsn} came before its archive"
                     )

@@ -13,7 +13,7 @@ from archiver.keys import archive_key
 from archiver.sinks import FilesystemSink
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
-from tests.support import stream_entries
+from tests.support import source, stream_entries
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_bad_arguments_get_a_clear_error(run, args: tuple[str, ...], message: st
 def test_ls_lists_one_partition_in_lsn_order(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sink = FilesystemSink(tmp_path / "bucket")
     for partition, lsn in [(1, 36), (1, 2), (10, 1), (1, 1)]:
-        sink.write(archive_key("default", partition, lsn), [b"x" * lsn])
+        sink.write(archive_key("default", partition, lsn), source(b"x" * lsn))
     (tmp_path / "bucket" / "default" / "1" / ".tmp-0000000000003.tar.x").write_bytes(b"")
     (tmp_path / "bucket" / "default" / "1" / "junk.txt").write_bytes(b"")
     result = run("ls", "default", "1", "--json")

@@ -8,6 +8,7 @@ from archiver.partition import (
     apply_notification,
     claim_next_entry,
     commit_success,
+    mark_dispatched,
     new_partition,
     record_failure,
     renew_lease,
@@ -80,3 +81,14 @@ def test_paused_partition_is_not_claimed() -> None:
     state = new_partition(1, 1)
     state.paused = True
     assert claim_next_entry(state, 0, LEASE) is None
+
+
+def test_a_grant_never_marked_as_sent_is_an_orphan_once_old_enough() -> None:
+    state = new_partition(1, 5)
+    orphan = claim_next_entry(state, 0, 60_000)
+    assert orphan is not None
+    assert claim_next_entry(state, 4_999, 60_000, orphan_ms=5_000) is None
+    taken = claim_next_entry(state, 5_000, 60_000, orphan_ms=5_000)
+    assert taken == Claim(1, orphan.token + 1)
+    mark_dispatched(state, taken.token)
+    assert claim_next_entry(state, 50_000, 60_000, orphan_ms=5_000) is None  # sent: it waits

@@ -12,7 +12,7 @@ from archiver.config import Settings
 from archiver.scheduler import DispatchFailed, Scheduler
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
-from tests.support import stream_entries
+from tests.support import stream_entries, wait_for
 
 
 def _scheduler(
@@ -86,8 +86,6 @@ def test_sweep_dispatches_partitions_whose_grant_expired(
     scheduler = _scheduler(store, streams, dispatched)
     # A grant that has already run out: its task was lost.
     store.apply_notification("default", 7, 1, 2, lease_seconds=0.001)
-    from tests.support import wait_for
-
     wait_for(lambda: scheduler.sweep() == 1, timeout=5, what="the sweep to re-dispatch")
     assert dispatched == [("default", 7, 1, 2)]
     assert scheduler.sweep() == 0  # the new grant is live
@@ -121,3 +119,18 @@ def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
     scheduler.handle(streams.read_notifications(pending=True, count=10, block_ms=None))
     assert sent == [("default", 5, 1, 2)]
     assert streams.read_notifications(pending=True, count=10, block_ms=None) == []
+
+
+def test_sweep_takes_over_a_claim_whose_task_was_never_sent(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    dispatched: list[tuple[str, int, int, int]] = []
+    settings = Settings.from_env({"ARCHIVER_SWEEP_INTERVAL_SECONDS": "0.1"})
+    scheduler = Scheduler(settings, store, streams, lambda *args: dispatched.append(args))
+    # A scheduler claimed both and died; it had sent only partition 2's task.
+    store.apply_notification("default", 1, 1, 1, lease_seconds=600)
+    sent = store.apply_notification("default", 2, 1, 1, lease_seconds=600).claim
+    assert sent is not None
+    store.mark_dispatched("default", 2, sent.token)
+    wait_for(lambda: scheduler.sweep() == 1, timeout=10, what="the orphan to be taken over")
+    assert dispatched == [("default", 1, 1, 2)]

@@ -33,7 +33,9 @@ end
 
 -- Grant the partition's next LSN when it has work and no live grant.
 -- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
-local function claim(key, now, lease_ms)
+-- With orphan_ms, so is a grant whose task was never marked as sent (its sender died between
+-- claiming and sending) once it is that old.
+local function claim(key, now, lease_ms, orphan_ms)
   local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused',
     'conflicted')
   local nxt, high, inflight, lease_until = f[1], f[2], f[3], f[4]
@@ -41,10 +43,16 @@ local function claim(key, now, lease_ms)
     return false
   end
   if inflight and lease_until and tonumber(lease_until) > now then
-    return false
+    if not orphan_ms then
+      return false
+    end
+    local g = redis.call('HMGET', key, 'token', 'dispatched', 'claimed_ms')
+    if g[1] == g[2] or not g[3] or now - tonumber(g[3]) < orphan_ms then
+      return false
+    end
   end
   local token = redis.call('HINCRBY', key, 'token', 1)
-  redis.call('HSET', key, 'inflight', nxt, 'lease_until', ms(now + lease_ms))
+  redis.call('HSET', key, 'inflight', nxt, 'lease_until', ms(now + lease_ms), 'claimed_ms', ms(now))
   return {nxt, token}
 end
 

@@ -5,16 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from archiver.sinks.base import Sink, SinkError, StoredObject, WriteOutcome, WriteResult
+from archiver.sinks.base import (
+    Download,
+    Sink,
+    SinkError,
+    Source,
+    StoredObject,
+    WriteOutcome,
+    WriteResult,
+    computed_sha256,
+)
 from archiver.sinks.filesystem import FilesystemSink
 
 __all__ = [
+    "Download",
     "FilesystemSink",
     "Sink",
     "SinkError",
+    "Source",
     "StoredObject",
     "WriteOutcome",
     "WriteResult",
+    "computed_sha256",
     "open_sink",
 ]
 

@@ -1,11 +1,27 @@
-"""What the archiver needs from an object store: write-once objects and ordered listings."""
+"""What the archiver needs from an object store: write-once objects with a recorded SHA-256,
+ordered listings, streaming downloads and batch deletes."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# Objects per delete request: the S3 limit.
+DELETE_BATCH = 1000
+CHECKSUM_SUFFIX = ".sha256"
+
+# A fresh stream of an object's bytes each time it is called.
+Source = Callable[[], Iterator[bytes]]
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
 
 
 class SinkError(Exception):
@@ -29,15 +45,28 @@ class WriteResult:
     outcome: WriteOutcome
     # Bytes written, or the existing object's size where known.
     size: int | None
+    # SHA-256 of the bytes we wrote (whether or not they were stored).
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Download:
+    size: int
+    # SHA-256 of the bytes received.
+    sha256: str
+    # SHA-256 recorded when the object was written, if any.
+    recorded_sha256: str | None
 
 
 class Sink(Protocol):
     def exists(self, key: str) -> bool: ...
 
-    def write(self, key: str, chunks: Iterable[bytes]) -> WriteResult:
-        """Store ``chunks`` under ``key`` unless an object is already there.
+    def write(self, key: str, source: Source) -> WriteResult:
+        """Store the bytes of ``source()`` under ``key`` unless an object is already there.
 
-        Either the whole object appears or none does: a failed or aborted write leaves nothing.
+        Either the whole object appears, with its SHA-256 recorded, or none does: a failed or
+        aborted write leaves nothing. ``source`` may be called more than once; every call must
+        yield the same bytes.
         """
         ...
 
@@ -49,12 +78,45 @@ class Sink(Protocol):
         """Names of the "directories" directly under ``prefix`` (which is empty or ends in /)."""
         ...
 
-    def read(self, key: str) -> bytes: ...
-
-    def sha256(self, key: str) -> str:
-        """Hex SHA-256 of an object's bytes, read in bounded memory."""
+    def download(self, key: str, out: Writable) -> Download:
+        """Stream an object into ``out``, hashing it on the way."""
         ...
+
+    def recorded_sha256(self, key: str) -> str | None:
+        """The SHA-256 recorded at upload, or None where there is none."""
+        ...
+
+    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
+        """Record a checksum that a crash kept from being recorded (never replaces one)."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Delete up to DELETE_BATCH objects (and their recorded checksums) in one request."""
+        ...
+
+    def leftovers(self, prefix: str) -> Sequence[str]:
+        """Partial writes under ``prefix``: temporary files, incomplete multipart uploads."""
+        ...
+
+    def read(self, key: str) -> bytes: ...
 
     def describe(self) -> str:
         """Where the objects are, for people."""
         ...
+
+
+class _HashOnly:
+    """A file that keeps nothing: downloads into it only hash."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def computed_sha256(sink: Sink, key: str) -> str:
+    return sink.download(key, _HashOnly()).sha256
+
+
+def hashing(chunks: Iterator[bytes], digest: Digest) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

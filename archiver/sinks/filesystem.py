@@ -2,7 +2,8 @@
 
 Writes go to a hidden temporary file which is fsynced and then hard-linked to its final name:
 the link fails if the name exists, so an archive is never overwritten, and a crash leaves at
-most a hidden temporary file, which listings skip.
+most a hidden temporary file, which listings skip. The SHA-256 of each object is kept beside
+it in ``<name>.sha256``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,23 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from archiver.sinks.base import SinkError, StoredObject, WriteOutcome, WriteResult
+from archiver.sinks.base import (
+    CHECKSUM_SUFFIX,
+    DELETE_BATCH,
+    Download,
+    SinkError,
+    Source,
+    StoredObject,
+    Writable,
+    WriteOutcome,
+    WriteResult,
+)
 
 TEMP_PREFIX = ".tmp-"
+READ_SIZE = 1024 * 1024
 
 
 class FilesystemSink:
@@ -37,34 +49,72 @@ class FilesystemSink:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def write(self, key: str, chunks: Iterable[bytes]) -> WriteResult:
-        final = self._path(key)
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create {final.parent}: {exc}") from exc
+    def _write_temp(
+        self, final: Path, chunks: Iterator[bytes], digest: hashlib._Hash
+    ) -> tuple[Path, int]:
         temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
         size = 0
         try:
             with open(temp, "xb") as f:
                 for chunk in chunks:
                     f.write(chunk)
+                    digest.update(chunk)
                     size += len(chunk)
                 f.flush()
                 os.fsync(f.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        return temp, size
+
+    def write(self, key: str, source: Source) -> WriteResult:
+        final = self._path(key)
+        digest = hashlib.sha256()
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp, size = self._write_temp(final, source(), digest)
             try:
                 os.link(temp, final)
             except FileExistsError:
-                return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size)
+                return WriteResult(
+                    WriteOutcome.ALREADY_EXISTS, final.stat().st_size, digest.hexdigest()
+                )
+            finally:
+                temp.unlink()
+            self._record(final, digest.hexdigest())
             _fsync_directory(final.parent)
         except OSError as exc:
             raise SinkError(f"writing {final}: {exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return WriteResult(WriteOutcome.CREATED, size)
+        return WriteResult(WriteOutcome.CREATED, size, digest.hexdigest())
 
-    def list(self, prefix: str) -> Iterator[StoredObject]:
+    def _record(self, final: Path, sha256: str) -> None:
+        """Write the checksum file atomically beside the object."""
+        sidecar = final.with_name(final.name + CHECKSUM_SUFFIX)
+        temp = sidecar.with_name(f"{TEMP_PREFIX}{sidecar.name}.{uuid.uuid4().hex}")
+        with open(temp, "x") as f:
+            f.write(sha256 + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, sidecar)
+
+    def recorded_sha256(self, key: str) -> str | None:
+        try:
+            text = self._path(key + CHECKSUM_SUFFIX).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SinkError(f"reading checksum of {key}: {exc}") from exc
+        return text or None
+
+    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
+        if self.recorded_sha256(key) is None:
+            try:
+                self._record(self._path(key), sha256)
+            except OSError as exc:
+                raise SinkError(f"recording checksum of {key}: {exc}") from exc
+
+    def _scan(self, prefix: str, hidden: bool) -> Iterator[tuple[str, os.DirEntry[str]]]:
         directory, _, name_prefix = prefix.rpartition("/")
         base = self._path(directory) if directory else self.root
         try:
@@ -72,18 +122,17 @@ class FilesystemSink:
         except FileNotFoundError:
             return
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) or not entry.name.startswith(name_prefix):
+            if entry.name.startswith(TEMP_PREFIX) != hidden:
                 continue
-            if entry.is_file(follow_symlinks=False):
-                key = f"{directory}/{entry.name}" if directory else entry.name
-                yield StoredObject(key, entry.stat(follow_symlinks=False).st_size)
+            if entry.name.startswith(name_prefix) and entry.is_file(follow_symlinks=False):
+                yield (f"{directory}/{entry.name}" if directory else entry.name), entry
 
-    def sha256(self, key: str) -> str:
-        try:
-            with open(self._path(key), "rb") as f:
-                return hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError as exc:
-            raise SinkError(f"reading {key}: {exc}") from exc
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        for key, entry in self._scan(prefix, hidden=False):
+            yield StoredObject(key, entry.stat(follow_symlinks=False).st_size)
+
+    def leftovers(self, prefix: str) -> Sequence[str]:
+        return [key for key, _entry in self._scan(prefix, hidden=True)]
 
     def list_directories(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
@@ -95,11 +144,34 @@ class FilesystemSink:
             if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TEMP_PREFIX):
                 yield entry.name
 
+    def download(self, key: str, out: Writable) -> Download:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(self._path(key), "rb") as f:
+                while chunk := f.read(READ_SIZE):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise SinkError(f"reading {key}: {exc}") from exc
+        return Download(size, digest.hexdigest(), self.recorded_sha256(key))
+
     def read(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
+
+    def delete(self, keys: Sequence[str]) -> None:
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"at most {DELETE_BATCH} keys per delete")
+        for key in keys:
+            for path in (self._path(key + CHECKSUM_SUFFIX), self._path(key)):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise SinkError(f"deleting {key}: {exc}") from exc
 
 
 def _fsync_directory(path: Path) -> None:

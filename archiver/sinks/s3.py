@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +17,17 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archiver.sinks.base import SinkError, StoredObject, WriteOutcome, WriteResult
+from archiver.sinks.base import (
+    DELETE_BATCH,
+    Download,
+    SinkError,
+    Source,
+    StoredObject,
+    Writable,
+    WriteOutcome,
+    WriteResult,
+    hashing,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -30,6 +40,8 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# Object metadata key of the SHA-256 of an archive's bytes (x-amz-meta-sha256).
+CHECKSUM_METADATA = "sha256"
 
 # Every call has a deadline: a black-holed endpoint becomes a failed attempt, never a hang.
 CONNECT_TIMEOUT = 5.0
@@ -117,39 +129,54 @@ class S3Sink:
             raise SinkError(f"checking {key}: {exc}") from exc
         return True
 
-    def write(self, key: str, chunks: Iterable[bytes]) -> WriteResult:
-        stream = iter(chunks)
+    def write(self, key: str, source: Source) -> WriteResult:
+        stream = source()
         first = _take(stream, self.part_size)
         try:
             if len(first) < self.part_size:
+                sha256 = hashlib.sha256(first).hexdigest()
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=first, IfNoneMatch="*"
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=first,
+                    IfNoneMatch="*",
+                    Metadata={CHECKSUM_METADATA: sha256},
                 )
-                return WriteResult(WriteOutcome.CREATED, len(first))
-            return self._write_multipart(key, first, stream)
+                return WriteResult(WriteOutcome.CREATED, len(first), sha256)
+            # The checksum goes into the object's metadata, which S3 takes when the upload
+            # starts: hash a first pass, then upload a second one and check it matched.
+            digest = hashlib.sha256(first)
+            for chunk in stream:
+                digest.update(chunk)
+            sha256 = digest.hexdigest()
+            return self._write_multipart(key, source, sha256)
         except ClientError as exc:
             if _error_code(exc) in _PRECONDITION_FAILED:
-                return WriteResult(WriteOutcome.ALREADY_EXISTS, None)
+                return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
             raise SinkError(f"writing {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise SinkError(f"writing {key}: {exc}") from exc
 
-    def _write_multipart(self, key: str, first: bytes, stream: Iterator[bytes]) -> WriteResult:
+    def _write_multipart(self, key: str, source: Source, sha256: str) -> WriteResult:
         s3_key = self._key(key)
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key)["UploadId"]
+        upload_id = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=s3_key, Metadata={CHECKSUM_METADATA: sha256}
+        )["UploadId"]
         completed = False
         try:
             parts: list[CompletedPartTypeDef] = []
             size = 0
-            body = first
-            while body:
+            digest = hashlib.sha256()
+            stream = hashing(source(), digest)
+            while body := _take(stream, self.part_size):
                 number = len(parts) + 1
                 response = self.client.upload_part(
                     Bucket=self.bucket, Key=s3_key, UploadId=upload_id, PartNumber=number, Body=body
                 )
                 parts.append({"ETag": response["ETag"], "PartNumber": number})
                 size += len(body)
-                body = _take(stream, self.part_size)
+            if digest.hexdigest() != sha256:
+                raise SinkError(f"{key}: the entry changed while it was being uploaded")
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=s3_key,
@@ -158,7 +185,7 @@ class S3Sink:
                 IfNoneMatch="*",
             )
             completed = True
-            return WriteResult(WriteOutcome.CREATED, size)
+            return WriteResult(WriteOutcome.CREATED, size, sha256)
         finally:
             if not completed:
                 self._abort(s3_key, upload_id)
@@ -191,15 +218,58 @@ class S3Sink:
         except (ClientError, BotoCoreError) as exc:
             raise SinkError(f"listing {prefix}: {exc}") from exc
 
-    def sha256(self, key: str) -> str:
-        digest = hashlib.sha256()
+    def leftovers(self, prefix: str) -> Sequence[str]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        found = []
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            for chunk in body.iter_chunks(1024 * 1024):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for upload in page.get("Uploads", []):
+                    key = upload["Key"][len(self.prefix) :]
+                    found.append(f"{key} (incomplete multipart upload {upload['UploadId']})")
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"listing uploads under {prefix}: {exc}") from exc
+        return found
+
+    def download(self, key: str, out: Writable) -> Download:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            for chunk in response["Body"].iter_chunks(1024 * 1024):
                 digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
         except (ClientError, BotoCoreError) as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
-        return digest.hexdigest()
+        recorded = response.get("Metadata", {}).get(CHECKSUM_METADATA)
+        return Download(size, digest.hexdigest(), recorded)
+
+    def recorded_sha256(self, key: str) -> str | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"checking {key}: {exc}") from exc
+        return response.get("Metadata", {}).get(CHECKSUM_METADATA)
+
+    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
+        """Every object this sink writes carries its checksum from the start; an object from
+        elsewhere keeps what it has, since adding metadata would mean rewriting it."""
+
+    def delete(self, keys: Sequence[str]) -> None:
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"at most {DELETE_BATCH} keys per delete")
+        if not keys:
+            return
+        try:
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self._key(k)} for k in keys], "Quiet": True},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"deleting {len(keys)} objects: {exc}") from exc
+        errors = response.get("Errors", [])
+        if errors:
+            raise SinkError(f"deleting objects failed for {len(errors)} keys: {errors[:3]}")
 
     def read(self, key: str) -> bytes:
         try:
@@ -210,11 +280,10 @@ class S3Sink:
 
 
 def _take(stream: Iterator[bytes], size: int) -> bytes:
-    """Up to ``size`` bytes from ``stream``; fewer only at its end."""
+    """Up to ``size`` bytes from ``stream`` (a chunk may overshoot); fewer only at its end."""
     buffer = bytearray()
     for chunk in stream:
         buffer += chunk
         if len(buffer) >= size:
             break
-    # A chunk may overshoot; keep parts at most ``size`` plus one chunk, which S3 accepts.
     return bytes(buffer)

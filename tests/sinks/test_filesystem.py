@@ -1,22 +1,24 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from archiver.sinks import FilesystemSink, SinkError, WriteOutcome, open_sink
+from tests.support import source
 
 
 def test_write_is_atomic_and_write_once(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path)
     assert not sink.exists("s/1/a.tar")
-    result = sink.write("s/1/a.tar", [b"one", b"two"])
+    result = sink.write("s/1/a.tar", source(b"one", b"two"))
     assert (result.outcome, result.size) == (WriteOutcome.CREATED, 6)
-    again = sink.write("s/1/a.tar", [b"different"])
+    again = sink.write("s/1/a.tar", source(b"different"))
     assert again.outcome is WriteOutcome.ALREADY_EXISTS
     assert sink.read("s/1/a.tar") == b"onetwo"
-    assert [p.name for p in (tmp_path / "s" / "1").iterdir()] == ["a.tar"]
+    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar", "a.tar.sha256"]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
@@ -27,17 +29,21 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("tar failed")
 
     with pytest.raises(RuntimeError):
-        sink.write("s/1/a.tar", chunks())
+        sink.write("s/1/a.tar", chunks)
     assert not sink.exists("s/1/a.tar")
     assert list((tmp_path / "s" / "1").iterdir()) == []
 
 
 def test_listing_skips_temp_files_and_other_partitions(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path)
-    sink.write("s/1/0000000000001.tar", [b"a"])
-    sink.write("s/10/0000000000001.tar", [b"b"])
+    sink.write("s/1/0000000000001.tar", source(b"a"))
+    sink.write("s/10/0000000000001.tar", source(b"b"))
     (tmp_path / "s" / "1" / ".tmp-0000000000002.tar.123").write_bytes(b"crash leftover")
-    assert [o.key for o in sink.list("s/1/")] == ["s/1/0000000000001.tar"]
+    assert [o.key for o in sink.list("s/1/")] == [
+        "s/1/0000000000001.tar",
+        "s/1/0000000000001.tar.sha256",
+    ]
+    assert sink.leftovers("s/1/") == ["s/1/.tmp-0000000000002.tar.123"]
     assert list(sink.list("nothing/here/")) == []
 
 
@@ -45,14 +51,14 @@ def test_unsafe_keys_are_refused(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path)
     for key in ("../x", "s//x", "s/./x", "s/.tmp-x"):
         with pytest.raises(ValueError):
-            sink.write(key, [b""])
+            sink.write(key, source(b""))
 
 
 def test_unwritable_bucket_is_a_sink_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     sink = FilesystemSink(tmp_path / "file")
     with pytest.raises(SinkError):
-        sink.write("s/1/a.tar", [b"x"])
+        sink.write("s/1/a.tar", source(b"x"))
 
 
 def test_open_sink_urls(tmp_path: Path) -> None:
@@ -62,3 +68,15 @@ def test_open_sink_urls(tmp_path: Path) -> None:
     for bad in ("file://host/x", "ftp://x", "relative/path"):
         with pytest.raises(ValueError):
             open_sink(bad)
+
+
+def test_checksums_sit_beside_objects_and_can_be_repaired(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path)
+    result = sink.write("s/1/a.tar", source(b"abc"))
+    assert sink.recorded_sha256("s/1/a.tar") == result.sha256 == hashlib.sha256(b"abc").hexdigest()
+    (tmp_path / "s" / "1" / "a.tar.sha256").unlink()  # a crash between object and checksum
+    assert sink.recorded_sha256("s/1/a.tar") is None
+    sink.ensure_recorded_sha256("s/1/a.tar", result.sha256)
+    assert sink.recorded_sha256("s/1/a.tar") == result.sha256
+    sink.ensure_recorded_sha256("s/1/a.tar", "0" * 64)  # never replaces one
+    assert sink.recorded_sha256("s/1/a.tar") == result.sha256

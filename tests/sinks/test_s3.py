@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Iterator
 
 import pytest
 
 from archiver.sinks import SinkError, WriteOutcome, open_sink
 from archiver.sinks.s3 import MIN_PART_SIZE, S3Sink
-from tests.support import S3Endpoint
+from tests.support import S3Endpoint, source
 
 
 @pytest.fixture
@@ -20,21 +22,22 @@ def sink(s3_endpoint: S3Endpoint, s3_bucket: str) -> S3Sink:
 
 def test_small_objects_are_written_once(sink: S3Sink) -> None:
     assert not sink.exists("s/1/a.tar")
-    assert sink.write("s/1/a.tar", [b"one"]).outcome is WriteOutcome.CREATED
+    assert sink.write("s/1/a.tar", source(b"one")).outcome is WriteOutcome.CREATED
     assert sink.exists("s/1/a.tar")
-    assert sink.write("s/1/a.tar", [b"other"]).outcome is WriteOutcome.ALREADY_EXISTS
+    assert sink.write("s/1/a.tar", source(b"other")).outcome is WriteOutcome.ALREADY_EXISTS
     assert sink.read("s/1/a.tar") == b"one"
 
 
 def test_large_objects_go_multipart_and_are_written_once(sink: S3Sink, s3_bucket: str) -> None:
     chunk = bytes(range(256)) * 4096  # 1 MiB
     data = [chunk] * 12 + [b"tail"]
-    result = sink.write("s/1/big.tar", data)
+    result = sink.write("s/1/big.tar", source(*data))
     assert result.outcome is WriteOutcome.CREATED
     assert result.size == 12 * len(chunk) + 4
     assert sink.read("s/1/big.tar") == b"".join(data)
     assert (
-        sink.write("s/1/big.tar", [b"x" * MIN_PART_SIZE] * 2).outcome is WriteOutcome.ALREADY_EXISTS
+        sink.write("s/1/big.tar", source(*[b"x" * MIN_PART_SIZE] * 2)).outcome
+        is WriteOutcome.ALREADY_EXISTS
     )
     assert sink.read("s/1/big.tar") == b"".join(data)
     uploads = sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
@@ -49,14 +52,14 @@ def test_a_failed_multipart_write_is_aborted_and_leaves_nothing(
         raise OSError("entry vanished")
 
     with pytest.raises(OSError):
-        sink.write("s/1/broken.tar", chunks())
+        sink.write("s/1/broken.tar", chunks)
     assert not sink.exists("s/1/broken.tar")
     assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
 def test_listing_respects_prefix_and_partition_boundaries(sink: S3Sink) -> None:
     for key in ("s/1/0000000000001.tar", "s/10/0000000000001.tar", "s/1/0000000000002.tar"):
-        sink.write(key, [b"x"])
+        sink.write(key, source(b"x"))
     assert [o.key for o in sink.list("s/1/")] == ["s/1/0000000000001.tar", "s/1/0000000000002.tar"]
     assert [o.size for o in sink.list("s/10/")] == [1]
 
@@ -70,7 +73,7 @@ def test_listing_paginates_past_1000_keys(sink: S3Sink) -> None:
 def test_a_missing_bucket_is_a_sink_error(s3_endpoint: S3Endpoint) -> None:
     sink = open_sink(s3_endpoint.sink_url("no-such-bucket"))
     with pytest.raises(SinkError):
-        sink.write("s/1/a.tar", [b"x"])
+        sink.write("s/1/a.tar", source(b"x"))
     with pytest.raises(SinkError):
         list(sink.list("s/1/"))
 
@@ -80,3 +83,31 @@ def test_bad_sink_urls_are_refused() -> None:
         open_sink("s3://bucket?endpoint=http://x")
     with pytest.raises(ValueError, match="no bucket"):
         open_sink("s3:///path")
+
+
+def test_every_object_carries_its_sha256(sink: S3Sink) -> None:
+    small = sink.write("s/1/small.tar", source(b"abc"))
+    assert small.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert sink.recorded_sha256("s/1/small.tar") == small.sha256
+    big = [bytes([i]) * (1024 * 1024) for i in range(7)]
+    result = sink.write("s/1/big.tar", source(*big))
+    assert result.sha256 == hashlib.sha256(b"".join(big)).hexdigest()
+    assert sink.recorded_sha256("s/1/big.tar") == result.sha256
+    out = io.BytesIO()
+    download = sink.download("s/1/big.tar", out)
+    assert (download.sha256, download.recorded_sha256) == (result.sha256, result.sha256)
+    assert out.getvalue() == b"".join(big)
+
+
+def test_an_entry_that_changes_between_passes_is_not_stored(sink: S3Sink, s3_bucket: str) -> None:
+    calls = 0
+
+    def changing() -> Iterator[bytes]:
+        nonlocal calls
+        calls += 1
+        yield bytes([calls]) * (MIN_PART_SIZE + 1)
+
+    with pytest.raises(SinkError, match="changed"):
+        sink.write("s/1/moving.tar", changing)
+    assert not sink.exists("s/1/moving.tar")
+    assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

@@ -13,7 +13,7 @@ from archiver.cli import main
 from archiver.keys import archive_key
 from archiver.local_redis import LocalRedis
 from tests.faults import FaultProxy
-from tests.support import S3Endpoint, System, wait_for
+from tests.support import S3Endpoint, System, source, wait_for
 
 FAST = {
     "ARCHIVER_LEASE_SECONDS": "1",
@@ -219,7 +219,7 @@ def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
         assert process.stop() == 0
     # A partition whose archive has a hole: 3 is missing.
     for lsn in (1, 2, 4):
-        system.sink.write(archive_key("default", 2, lsn), [b"x"])
+        system.sink.write(archive_key("default", 2, lsn), source(b"x"))
     system.watcher.stop()
     system.client.flushall()  # Redis state is lost
     env = {"ARCHIVER_REDIS_URL": system.redis_url, "ARCHIVER_SINK_URL": system.sink_url}

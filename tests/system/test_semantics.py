@@ -12,7 +12,7 @@ import pytest
 from archiver.keys import archive_key
 from archiver.lsn import format_lsn
 from archiver.tarball import entry_tar_chunks
-from tests.support import System, wait_for
+from tests.support import System, source, wait_for
 
 
 def test_a_single_entry_is_archived_and_acknowledged(system: System) -> None:
@@ -202,7 +202,7 @@ def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: S
         system.write(1, lsn)
     # An earlier attempt uploaded entry 2 and died before it could commit.
     earlier = b"".join(entry_tar_chunks(system.root / "1" / "wal" / format_lsn(2), format_lsn(2)))
-    system.sink.write(archive_key("default", 1, 2), [earlier])
+    system.sink.write(archive_key("default", 1, 2), source(earlier))
     before = os.stat(system.tmp / "bucket" / "default" / "1" / "0000000000002.tar")
     system.start()
     system.notify(1, 1, 3)
@@ -218,7 +218,7 @@ def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: S
 
 def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system: System) -> None:
     planted = b"someone else's bytes"
-    system.sink.write(archive_key("default", 1, 2), [planted])
+    system.sink.write(archive_key("default", 1, 2), source(planted))
     system.start()
     for partition in (1, 2):
         for lsn in range(1, 4):

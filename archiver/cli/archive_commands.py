@@ -1,0 +1,260 @@
+"""Commands that work on the archive: reconcile, restore, verify and prune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
+from archiver.config import Settings
+from archiver.sinks import open_sink
+from archiver.tarball import UnsafeArchive
+
+
+@main.command()
+@click.option("--storage", type=STORAGE, help="Only this storage (default: every one in the sink).")
+@click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partitions.")
+@clear_errors
+def reconcile(storage: str | None, partition: int | None, dry_run: bool, as_json: bool) -> None:
+    """Rebuild partition state from the archive, after Redis state was lost.
+
+    Each partition moves to just past its newest archived LSN (acknowledged as done); holes
+    below it are recorded as gaps. State that is already further along is left alone.
+    """
+    from rich.progress import Progress
+
+    from archiver.reconcile import partitions_in, reconcile_partition, storages_in
+
+    if partition is not None and storage is None:
+        raise click.UsageError("--partition needs --storage")
+    settings = Settings.from_env()
+    sink = open_sink(settings.require_sink_url())
+    store = services(settings).store
+    storages = [storage] if storage else list(storages_in(sink))
+    results = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("reconciling", total=None)
+        for name in storages:
+            partitions = [partition] if partition else partitions_in(sink, name)
+            for number in partitions:
+                results.append(reconcile_partition(store, sink, name, number, dry_run))
+                progress.advance(task)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results]))
+        return
+    table = Table("storage", "partition", "archived", "last", "holes", "was next", "now next")
+    for r in results:
+        now_next = r.to_json()["next_lsn"] if r.changed else r.previous_next_lsn
+        table.add_row(
+            r.storage,
+            str(r.partition),
+            str(r.archived),
+            str(r.last_archived or "-"),
+            str(len(r.holes)),
+            str(r.previous_next_lsn or "-"),
+            str(now_next or "-"),
+        )
+    console.print(table)
+    changed = sum(r.changed for r in results)
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{len(results)} partitions checked, {changed} {verb}.")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@main.command()
+@click.argument("storage", type=STORAGE)
+@click.argument("partition", type=PARTITION)
+@click.option(
+    "--dest",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to restore into; each entry becomes DEST/<lsn>/.",
+)
+@click.option("--from", "from_lsn", type=LSN, help="First LSN (default: the oldest archived).")
+@click.option("--to", "to_lsn", type=LSN, help="Last LSN (default: the newest archived).")
+@click.option(
+    "--parallel",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Downloads in flight.",
+)
+@click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on stdout.")
+@clear_errors
+def restore(
+    storage: str,
+    partition: int,
+    dest: Path,
+    from_lsn: int | None,
+    to_lsn: int | None,
+    parallel: int,
+    as_json: bool,
+) -> None:
+    """Restore a partition's entries, in LSN order, each checked against its SHA-256.
+
+    Stops at the first discontinuity; entries before it stay restored. Run it again to
+    resume: entries already restored into DEST are not fetched again.
+    """
+    from archiver.restore import RestoreError, restore_partition
+
+    if from_lsn is not None and to_lsn is not None and from_lsn > to_lsn:
+        raise click.UsageError(f"--from ({from_lsn}) is above --to ({to_lsn})")
+    sink = open_sink(Settings.from_env().require_sink_url())
+    with _progress() as progress:
+        task = progress.add_task("restoring", total=None)
+        try:
+            summary = restore_partition(
+                sink,
+                storage,
+                partition,
+                dest.resolve(),
+                from_lsn,
+                to_lsn,
+                parallel,
+                on_planned=lambda total: progress.update(task, total=total),
+                on_entry=lambda _archive: progress.advance(task),
+            )
+        except (RestoreError, UnsafeArchive) as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary.to_json()))
+    else:
+        click.echo(
+            f"restored {summary.entries} entries ({summary.bytes:,} bytes) into {dest}, "
+            f"LSN {summary.first_lsn} to {summary.last_lsn}, {summary.skipped} already there, "
+            f"in {summary.seconds:.1f} s"
+        )
+
+
+@main.command()
+@click.argument("storage", type=STORAGE, required=False)
+@click.argument("partition", type=PARTITION, required=False)
+@click.option(
+    "--parallel",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Objects checked at once.",
+)
+@click.option("--ignore-gaps", is_flag=True, help="Do not count gaps as problems.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partition reports.")
+@clear_errors
+def verify(
+    storage: str | None, partition: int | None, parallel: int, ignore_gaps: bool, as_json: bool
+) -> None:
+    """Check the archive: ranges, gaps, checksums, tar structure, strays, partial uploads.
+
+    Every object is downloaded and checked. Exits with status 1 when anything is wrong.
+    """
+    from archiver.verify import partitions_to_verify, verify_partition
+
+    sink = open_sink(Settings.from_env().require_sink_url())
+    reports = []
+    stray_directories = []
+    with _progress() as progress:
+        task = progress.add_task("verifying", total=None)
+        for name, number, stray in partitions_to_verify(sink, storage, partition):
+            if number is None:
+                stray_directories.append(stray)
+                continue
+            reports.append(
+                verify_partition(sink, name, number, parallel, lambda: progress.advance(task))
+            )
+    problems = sum(r.problems(ignore_gaps) for r in reports) + len(stray_directories)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "partitions": [r.to_json() for r in reports],
+                    "stray_directories": stray_directories,
+                    "problems": problems,
+                }
+            )
+        )
+    else:
+        table = Table("storage", "partition", "archives", "ranges", "gaps", "bad", "strays")
+        for r in reports:
+            table.add_row(
+                r.storage,
+                str(r.partition),
+                str(r.archives),
+                ", ".join(f"{a}-{b}" for a, b in r.ranges) or "-",
+                ", ".join(f"{g.expected}-{g.actual - 1}" for g in r.gaps) or "-",
+                str(len(r.bad)),
+                str(len(r.strays) + len(r.leftovers)),
+            )
+        console.print(table)
+        for r in reports:
+            for key, problem in r.bad:
+                click.echo(f"BAD {key}: {problem}")
+            for key in [*r.strays, *r.leftovers]:
+                click.echo(f"STRAY {key}")
+            for lsn in r.duplicates:
+                click.echo(f"DUPLICATE {r.storage}/{r.partition} LSN {lsn} under two names")
+        for directory in stray_directories:
+            click.echo(f"STRAY {directory}")
+        click.echo(f"{len(reports)} partitions verified, {problems} problems")
+    if problems:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("storage", type=STORAGE)
+@click.argument("partition", type=PARTITION)
+@click.option("--before", required=True, type=LSN, help="Delete archives with an LSN below this.")
+@click.option("--yes", is_flag=True, help="Delete. Without it, only show what would go.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@clear_errors
+def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -> None:
+    """Delete a partition's archives below an LSN (a dry run unless --yes).
+
+    The newest archive of a partition is never deleted. Deletes go in batches of 1000 keys.
+    """
+    from archiver.prune import plan_prune
+    from archiver.prune import prune as delete_archives
+
+    sink = open_sink(Settings.from_env().require_sink_url())
+    doomed = plan_prune(sink, storage, partition, before)
+    deleted = 0
+    if yes and doomed:
+        with _progress() as progress:
+            task = progress.add_task("deleting", total=len(doomed))
+            deleted = delete_archives(sink, doomed, lambda n: progress.advance(task, n))
+    summary = {
+        "storage": storage,
+        "partition": partition,
+        "before": before,
+        "matched": len(doomed),
+        "deleted": deleted,
+        "dry_run": not yes,
+        "first_lsn": doomed[0].lsn if doomed else None,
+        "last_lsn": doomed[-1].lsn if doomed else None,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    elif not doomed:
+        click.echo("nothing to prune")
+    elif yes:
+        click.echo(f"deleted {deleted} archives, LSN {doomed[0].lsn} to {doomed[-1].lsn}")
+    else:
+        click.echo(
+            f"would delete {len(doomed)} archives, LSN {doomed[0].lsn} to {doomed[-1].lsn}; "
+            "run again with --yes to delete them"
+        )

@@ -1,0 +1,86 @@
+"""What every ``archiver`` subcommand shares: the command group, argument types, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from archiver.config import ConfigError, Settings
+from archiver.keys import InvalidName, check_storage, parse_partition
+from archiver.lsn import InvalidLSN, parse_decimal_lsn
+from archiver.redis_client import connect
+from archiver.redis_keys import RedisKeys
+from archiver.sinks import SinkError
+from archiver.state_store import RedisStateStore
+from archiver.streams import Streams
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+console = Console()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: RedisStateStore
+    streams: Streams
+
+
+def services(settings: Settings) -> Services:
+    client = connect(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix)
+    return Services(settings, RedisStateStore(client, keys), Streams(client, keys))
+
+
+def clear_errors(func: F) -> F:
+    """Bad input and unreachable servers end in one clear line, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, InvalidName, InvalidLSN) as exc:
+            raise click.UsageError(str(exc)) from exc
+        except redis.RedisError as exc:
+            raise click.ClickException(f"Redis: {exc}") from exc
+        except SinkError as exc:
+            raise click.ClickException(f"sink: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class CheckedType(click.ParamType[T]):
+    """A command-line value read by one of the core's checking parsers."""
+
+    def __init__(self, name: str, parse: Callable[[str], T]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> T:
+        try:
+            return self._parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+LSN = CheckedType("LSN", parse_decimal_lsn)
+PARTITION = CheckedType("PARTITION", parse_partition)
+STORAGE = CheckedType("STORAGE", check_storage)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wal-archiver")
+def main() -> None:
+    """Archive write-ahead-log entries, in order, to object storage.
+
+    Settings come from the environment: ARCHIVER_REDIS_URL, ARCHIVER_BROKER_URL,
+    ARCHIVER_REDIS_PREFIX, ARCHIVER_SINK_URL, ARCHIVER_STORAGES, ARCHIVER_RETRY_MIN_SECONDS,
+    ARCHIVER_RETRY_MAX_SECONDS (see the README). Start with `archiver demo`.
+    """

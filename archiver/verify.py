@@ -1,0 +1,140 @@
+"""Checking the archive before it is needed: ranges, gaps, corrupt objects, strays, leftovers."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from archiver.catalog import Archive
+from archiver.compression import decoded
+from archiver.keys import InvalidName, parse_archive_name, parse_partition, partition_prefix
+from archiver.lsn import format_lsn
+from archiver.partition import Gap
+from archiver.reconcile import holes_in, storages_in
+from archiver.sinks import Sink, SinkError
+from archiver.sinks.base import CHECKSUM_SUFFIX
+from archiver.tarball import UnsafeArchive, read_entry_tar
+
+
+@dataclass
+class PartitionReport:
+    storage: str
+    partition: int
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    # (key, what is wrong) for objects that fail their checksum or are not a sound entry tar
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    # LSNs stored under both names (.tar and .tar.zst)
+    duplicates: list[int] = field(default_factory=list)
+    strays: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    archives: int = 0
+    bytes: int = 0
+
+    def problems(self, ignore_gaps: bool = False) -> int:
+        gaps = 0 if ignore_gaps else len(self.gaps)
+        return gaps + len(self.bad) + len(self.duplicates) + len(self.strays) + len(self.leftovers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "storage": self.storage,
+            "partition": self.partition,
+            "archives": self.archives,
+            "bytes": self.bytes,
+            "ranges": [{"first": a, "last": b} for a, b in self.ranges],
+            "gaps": [{"expected": g.expected, "actual": g.actual} for g in self.gaps],
+            "bad": [{"key": k, "problem": p} for k, p in self.bad],
+            "duplicates": self.duplicates,
+            "strays": self.strays,
+            "leftovers": self.leftovers,
+        }
+
+
+def ranges_of(lsns: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for lsn in lsns:
+        if ranges and lsn == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], lsn)
+        elif not ranges or lsn != ranges[-1][1]:
+            ranges.append((lsn, lsn))
+    return ranges
+
+
+def check_archive(sink: Sink, archive: Archive) -> str | None:
+    """What is wrong with one archive object, or None: checksum, then tar structure."""
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        try:
+            download = sink.download(archive.key, spool)
+        except SinkError as exc:
+            return f"unreadable: {exc}"
+        if download.recorded_sha256 is None:
+            return "no recorded SHA-256"
+        if download.sha256 != download.recorded_sha256:
+            return f"SHA-256 {download.sha256} does not match recorded {download.recorded_sha256}"
+        spool.seek(0)
+        try:
+            read_entry_tar(decoded(spool, archive.compression), format_lsn(archive.lsn))  # type: ignore[arg-type]
+        except UnsafeArchive as exc:
+            return f"bad tar: {exc}"
+        except Exception as exc:  # a broken zstd frame, for one
+            return f"bad tar: {type(exc).__name__}: {exc}"
+    return None
+
+
+def verify_partition(
+    sink: Sink,
+    storage: str,
+    partition: int,
+    parallel: int = 8,
+    on_archive: Callable[[], None] = lambda: None,
+) -> PartitionReport:
+    report = PartitionReport(storage, partition)
+    objects = list(sink.list(partition_prefix(storage, partition)))
+    names = {o.key for o in objects}
+    archives: list[Archive] = []
+    for obj in objects:
+        parsed = parse_archive_name(obj.key)
+        if parsed is not None:
+            archives.append(Archive(parsed.lsn, obj.key, obj.size, parsed.compression))
+        elif not (obj.key.endswith(CHECKSUM_SUFFIX) and obj.key[: -len(CHECKSUM_SUFFIX)] in names):
+            report.strays.append(obj.key)
+    archives.sort(key=lambda a: (a.lsn, a.key))
+    lsns = [a.lsn for a in archives]
+    report.duplicates = sorted({a for a, b in itertools.pairwise(lsns) if a == b})
+    unique = sorted(set(lsns))
+    report.ranges = ranges_of(unique)
+    report.gaps = holes_in(unique)
+    report.archives = len(archives)
+    report.bytes = sum(a.size for a in archives)
+    report.leftovers = list(sink.leftovers(partition_prefix(storage, partition)))
+
+    def check(archive: Archive) -> tuple[Archive, str | None]:
+        problem = check_archive(sink, archive)
+        on_archive()
+        return archive, problem
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="verify") as pool:
+        for archive, problem in pool.map(check, archives):
+            if problem:
+                report.bad.append((archive.key, problem))
+    return report
+
+
+def partitions_to_verify(
+    sink: Sink, storage: str | None, partition: int | None
+) -> Iterator[tuple[str, int | None, str | None]]:
+    """(storage, partition, stray) triples: a partition to verify, or a stray directory."""
+    storages = [storage] if storage else list(storages_in(sink))
+    for name in storages:
+        if partition is not None:
+            yield name, partition, None
+            continue
+        for directory in sink.list_directories(f"{name}/"):
+            try:
+                yield name, parse_partition(directory), None
+            except InvalidName:
+                yield name, None, f"{name}/{directory}/"

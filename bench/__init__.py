@@ -1,0 +1,1 @@
+"""Benchmarks: each compares the archiver with a baseline measured in the same run."""

@@ -1,0 +1,30 @@
+"""Filling a bucket with real archives, the way workers write them, for restore and verify."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from archiver.archiving import archive_entry
+from archiver.keys import Compression
+from archiver.log_manager import write_entry
+from archiver.sinks import Sink
+
+
+def entry_files(partition: int, lsn: int, size: int = 2000) -> dict[str, bytes]:
+    rng = random.Random(partition * 100_003 + lsn)
+    return {"MANIFEST": f"{partition} {lsn}\n".encode(), "objects/data": rng.randbytes(size)}
+
+
+def archive_range(
+    sink: Sink,
+    root: Path,
+    partition: int,
+    lsns: range | list[int],
+    storage: str = "default",
+    compression: Compression = Compression.NONE,
+    size: int = 2000,
+) -> None:
+    for lsn in lsns:
+        write_entry(root, partition, lsn, entry_files(partition, lsn, size))
+        archive_entry(sink, storage, root, partition, lsn, compression)
