@@ -226,7 +226,7 @@ def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system
         system.notify(partition, 1, 3)
     system.wait_acked(2, 3)
     state = wait_for(lambda: (s := system.state(1))["conflicted"] and s, what="partition 1 to stop")
-    assert "different bytes" in state["last_error"]
+    assert "already exists with other content" in state["last_error"]
     assert state["in_flight_lsn"] is None
     assert state["acknowledged_lsn"] == 1
     assert system.sink.read(archive_key("default", 1, 2)) == planted
