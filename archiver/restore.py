@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from archiver.catalog import Archive, partition_archives
 from archiver.compression import decoded
@@ -24,7 +24,8 @@ from archiver.lsn import format_lsn
 from archiver.sinks import Sink
 from archiver.tarball import extract_entry
 
-MARKERS = ".restored"
+# One line per finished entry: its LSN name and the object it came from.
+JOURNAL = ".restored"
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
@@ -90,9 +91,12 @@ def plan_restore(
     return plan, None
 
 
-def _fetch(sink: Sink, archive: Archive) -> IO[bytes]:
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - handed on
-    try:
+def _fetch_and_extract(sink: Sink, archive: Archive, destination: Path) -> Path:
+    """Download, check and extract one entry into a temporary directory beside its final
+    place; runs in the download threads, so extraction overlaps the downloads."""
+    name = format_lsn(archive.lsn)
+    temp = destination / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         download = sink.download(archive.key, spool)
         if download.recorded_sha256 is None:
             raise ChecksumMismatch(f"{archive.key} has no recorded SHA-256; refusing to trust it")
@@ -101,23 +105,30 @@ def _fetch(sink: Sink, archive: Archive) -> IO[bytes]:
                 f"{archive.key} is corrupt: SHA-256 {download.sha256}, recorded "
                 f"{download.recorded_sha256}"
             )
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool
+        spool.seek(0)
+        temp.mkdir()
+        try:
+            extract_entry(decoded(spool, archive.compression), name, temp)  # type: ignore[arg-type]
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+    return temp
 
 
 def _ahead(
-    sink: Sink, plan: list[Archive], parallel: int
-) -> Iterator[tuple[Archive, Future[IO[bytes]]]]:
-    """Downloads in flight at most ``2 * parallel`` ahead, yielded in plan order."""
+    sink: Sink, plan: list[Archive], destination: Path, parallel: int
+) -> Iterator[tuple[Archive, Future[Path]]]:
+    """Entries fetched and extracted at most ``2 * parallel`` ahead, yielded in plan order.
+
+    Whatever was prepared beyond a failure is removed, so the restored entries stay a prefix.
+    """
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore") as pool:
-        window: list[tuple[Archive, Future[IO[bytes]]]] = []
-        pending = iter(plan)
+        window: list[tuple[Archive, Future[Path]]] = []
         try:
-            for archive in pending:
-                window.append((archive, pool.submit(_fetch, sink, archive)))
+            for archive in plan:
+                window.append(
+                    (archive, pool.submit(_fetch_and_extract, sink, archive, destination))
+                )
                 if len(window) >= 2 * parallel:
                     yield window.pop(0)
             while window:
@@ -125,8 +136,9 @@ def _ahead(
         finally:
             for _archive, future in window:
                 future.cancel()
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    future.result().close()
+            for _archive, future in window:
+                if not future.cancelled() and future.exception() is None:
+                    shutil.rmtree(future.result(), ignore_errors=True)
 
 
 def restore_partition(
@@ -146,12 +158,12 @@ def restore_partition(
     plan, discontinuity = plan_restore(
         partition_archives(sink, storage, partition), from_lsn, to_lsn
     )
-    markers = destination / MARKERS
-    markers.mkdir(parents=True, exist_ok=True)
+    destination.mkdir(parents=True, exist_ok=True)
+    finished = _finished_entries(destination)
     todo = []
     for archive in plan:
         name = format_lsn(archive.lsn)
-        if (markers / name).exists() and (destination / name).is_dir():
+        if name in finished and (destination / name).is_dir():
             summary.skipped += 1
             on_entry(archive)
         else:
@@ -159,29 +171,30 @@ def restore_partition(
     on_planned(len(plan))
     if plan:
         summary.first_lsn, summary.last_lsn = plan[0].lsn, plan[-1].lsn
-    for archive, fetched in _ahead(sink, todo, parallel):
-        with fetched.result() as spool:
-            _install(spool, archive, destination, markers)
-        summary.entries += 1
-        summary.bytes += archive.size
-        on_entry(archive)
+    with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
+        for archive, prepared in _ahead(sink, todo, destination, parallel):
+            _install(prepared.result(), archive, destination)
+            journal.write(f"{format_lsn(archive.lsn)} {archive.key}\n")
+            journal.flush()
+            summary.entries += 1
+            summary.bytes += archive.size
+            on_entry(archive)
     summary.seconds = time.monotonic() - started
     if discontinuity is not None:
         raise discontinuity
     return summary
 
 
-def _install(spool: IO[bytes], archive: Archive, destination: Path, markers: Path) -> None:
-    name = format_lsn(archive.lsn)
-    final = destination / name
-    temp = destination / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    temp.mkdir()
+def _finished_entries(destination: Path) -> set[str]:
     try:
-        extract_entry(decoded(spool, archive.compression), name, temp)  # type: ignore[arg-type]
-        if final.exists():
-            shutil.rmtree(final)  # an unfinished earlier restore of this entry
-        temp.rename(final)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    (markers / name).write_text(archive.key + "\n")
+        lines = (destination / JOURNAL).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return set()
+    return {line.split(" ", 1)[0] for line in lines if line}
+
+
+def _install(prepared: Path, archive: Archive, destination: Path) -> None:
+    final = destination / format_lsn(archive.lsn)
+    if final.exists():
+        shutil.rmtree(final)  # an unfinished earlier restore of this entry
+    prepared.rename(final)

@@ -185,12 +185,19 @@ def extract_entry(stream: BinaryIO, name: str, destination: Path) -> int:
     """Extract an entry's tar into ``destination`` (a new, empty directory standing for
     ``<name>/``). Nothing is written outside it, and nothing is followed."""
 
+    made = {destination}
+
     def make_directory(relative: str) -> None:
-        (destination / relative).mkdir(parents=True, exist_ok=True)
+        path = destination / relative
+        if path not in made:
+            path.mkdir(parents=True, exist_ok=True)
+            made.add(path)
 
     def write_file(relative: str, mode: int, chunks: Iterator[bytes]) -> None:
         target = destination / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(target, flags, EXECUTABLE_MODE if mode & 0o111 else FILE_MODE)
         with os.fdopen(fd, "wb") as out:

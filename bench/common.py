@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": " ".join(shlex.quote(a) for a in sys.orig_argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
