@@ -50,6 +50,12 @@ def parse_storages(text: str) -> dict[str, Path]:
     return storages
 
 
+def _port(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"ARCHIVER_METRICS_PORT must be a port number (0 for none), got {raw!r}")
+    return int(raw)
+
+
 def _compression(raw: str) -> Compression:
     try:
         return Compression(raw.lower())
@@ -89,6 +95,8 @@ class Settings:
     dispatch_timeout_seconds: float = 600.0
     # How often the scheduler looks for partitions with work and no live claim.
     sweep_interval_seconds: float = 10.0
+    # Where the scheduler serves /metrics; 0 turns it off.
+    metrics_port: int = 9808
     # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
     leader_ttl_seconds: float = 10.0
     # How new archives are stored: plain "<lsn>.tar" or zstd-compressed "<lsn>.tar.zst".
@@ -117,6 +125,7 @@ class Settings:
             task_time_limit_seconds=_seconds(env, "ARCHIVER_TASK_TIME_LIMIT_SECONDS", 1800.0),
             leader_ttl_seconds=_seconds(env, "ARCHIVER_LEADER_TTL_SECONDS", 10.0),
             compression=_compression(env.get("ARCHIVER_COMPRESSION") or "none"),
+            metrics_port=_port(env.get("ARCHIVER_METRICS_PORT") or "9808"),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

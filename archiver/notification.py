@@ -14,6 +14,7 @@ from archiver.lsn import InvalidLSN, parse_decimal_lsn
 FIELDS = ("storage", "partition", "low", "high")
 MAX_FIELD_BYTES = 256
 MAX_FIELDS = 16
+MAX_PAYLOAD_BYTES = 1024
 
 
 class InvalidNotification(ValueError):
@@ -59,6 +60,9 @@ def parse_notification(
     if len(raw) > MAX_FIELDS:
         raise InvalidNotification(f"more than {MAX_FIELDS} fields")
     fields = {_text(k): _text(v) for k, v in raw.items()}
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in fields.items())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidNotification(f"payload of {size} bytes is over {MAX_PAYLOAD_BYTES}")
     missing = [name for name in FIELDS if name not in fields]
     if missing:
         raise InvalidNotification(f"missing field(s): {', '.join(missing)}")

@@ -16,6 +16,7 @@ import time
 import redis
 from kombu.exceptions import OperationalError
 
+from archiver import metrics
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.leadership import LeaderLease
@@ -119,8 +120,9 @@ class Scheduler:
             try:
                 notification = parse_notification(fields, self.known_storages)
             except InvalidNotification as exc:
-                log.error("rejected notification: %s fields=%r", exc, fields)
+                log.error("rejected notification: %s fields=%r", exc, _shown(fields))
                 self.streams.reject_notification(fields, str(exc))
+                metrics.NOTIFICATIONS.labels(result="rejected").inc()
                 continue
             self.apply(notification)
         self.streams.done_with_notifications([message_id for message_id, _ in messages])
@@ -137,9 +139,11 @@ class Scheduler:
                 result.gap.expected,
                 result.gap.actual,
             )
+        metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc()
         if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
             # Everything announced is archived, but the producer may not know: tell it again.
             self.streams.publish_ack(n.storage, n.partition, result.reacknowledge)
+            metrics.ACKNOWLEDGEMENTS.inc()
         if result.claim is not None and not dispatch_claim(
             self.store, self.dispatch, n.storage, n.partition, result.claim
         ):
@@ -164,3 +168,11 @@ class Scheduler:
                 self.store.count("redispatched")
                 dispatched += dispatch_claim(self.store, self.dispatch, storage, partition, claim)
         return dispatched
+
+
+def _shown(fields: dict[str, str]) -> dict[str, str]:
+    """Fields as they may be logged: bounded, and with control characters escaped."""
+    return {
+        k[:64].encode("unicode_escape").decode(): v[:128].encode("unicode_escape").decode()
+        for k, v in list(fields.items())[:16]
+    }

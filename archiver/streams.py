@@ -107,6 +107,21 @@ class Streams:
         pipe.xdel(self.keys.notifications, *message_ids)
         pipe.execute()
 
+    def rejected_notifications(self, limit: int) -> list[dict[str, Any]]:
+        """The newest dead-lettered notifications, newest first."""
+        entries: Any = self.client.xrevrange(self.keys.rejected_notifications, count=limit)
+        rejected = []
+        for message_id, raw in entries:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            rejected.append(
+                {
+                    "id": _text(message_id),
+                    "reason": fields.pop("reason", ""),
+                    "fields": {k.removeprefix("field:"): v for k, v in fields.items()},
+                }
+            )
+        return rejected
+
     def reject_notification(self, fields: Mapping[str, str], reason: str) -> None:
         record = {f"field:{k}"[:64]: v[:256] for k, v in list(fields.items())[:16]}
         record["reason"] = reason

@@ -104,3 +104,20 @@ def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
     for row in rows:
         table.add_row(str(row["lsn"]), str(row["key"]), str(row["size"]))
     console.print(table)
+
+
+@inspect.command("rejected")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@clear_errors
+def inspect_rejected(limit: int, as_json: bool) -> None:
+    """Notifications the scheduler refused, newest first, with the reason."""
+    rejected = services(Settings.from_env()).streams.rejected_notifications(limit)
+    if as_json:
+        click.echo(json.dumps(rejected))
+        return
+    table = Table("id", "reason", "fields")
+    for item in rejected:
+        fields = " ".join(f"{k}={v!r}" for k, v in item["fields"].items())
+        table.add_row(item["id"], item["reason"], fields)
+    console.print(table)

@@ -30,12 +30,17 @@ def scheduler() -> None:
     settings = Settings.from_env()
     state = services(settings)
     dispatcher = CeleryDispatcher(make_celery(settings))
+    if settings.metrics_port:
+        from archiver.metrics import serve
+
+        serve(settings.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     click.echo(
         f"scheduler: redis {redact_url(settings.redis_url)} "
-        f"broker {redact_url(settings.broker_url)} prefix {settings.redis_prefix}",
+        f"broker {redact_url(settings.broker_url)} prefix {settings.redis_prefix} "
+        f"metrics :{settings.metrics_port or 'off'}",
         err=True,
     )
     leader = LeaderLease(
