@@ -49,15 +49,25 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 class LocalRedis:
     """A redis-server child process; ``appendonly`` keeps state across its restarts."""
 
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: list[str] | None = None,
+        url: str | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        # More redis-server options (TLS, ACL users); ``url`` then says how to reach it.
+        self.extra_args = extra_args or []
+        self._url = url
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self._url or f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -77,6 +87,7 @@ class LocalRedis:
                 "yes" if self.appendonly else "no",
                 "--daemonize",
                 "no",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -235,6 +235,7 @@ class System:
             "ARCHIVER_LEASE_SECONDS": "5",
             "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "60",
             "PYTHONUNBUFFERED": "1",
+            "ARCHIVER_METRICS_PORT": "0",
             **self.env_overrides,
         }
 

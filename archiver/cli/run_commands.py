@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -33,7 +34,13 @@ def scheduler() -> None:
     if settings.metrics_port:
         from archiver.metrics import serve
 
-        serve(settings.metrics_port)
+        try:
+            serve(settings.metrics_port)
+        except OSError as exc:
+            # Losing metrics is no reason to stop archiving; the log and the scrape show it.
+            logging.getLogger("archiver.scheduler").error(
+                "cannot serve metrics on port %d: %s", settings.metrics_port, exc
+            )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

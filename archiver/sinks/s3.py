@@ -67,9 +67,21 @@ class S3Sink:
         bucket: str,
         prefix: str = "",
         part_size: int = DEFAULT_PART_SIZE,
+        encryption: str | None = None,
+        kms_key_id: str | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes")
+        if encryption not in (None, "AES256", "aws:kms"):
+            raise ValueError(f"sse must be AES256 or aws:kms, got {encryption!r}")
+        if kms_key_id and encryption != "aws:kms":
+            raise ValueError("sse_kms_key_id needs sse=aws:kms")
+        # Server-side encryption arguments passed with every upload.
+        self.encryption_args: dict[str, Any] = {}
+        if encryption:
+            self.encryption_args["ServerSideEncryption"] = encryption
+        if kms_key_id:
+            self.encryption_args["SSEKMSKeyId"] = kms_key_id
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -90,6 +102,8 @@ class S3Sink:
             "connect_timeout",
             "read_timeout",
             "max_attempts",
+            "sse",
+            "sse_kms_key_id",
         }
         unknown = set(query) - known
         if unknown:
@@ -110,7 +124,14 @@ class S3Sink:
         client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
         )
-        return cls(client, parts.netloc, parts.path, part_size)
+        return cls(
+            client,
+            parts.netloc,
+            parts.path,
+            part_size,
+            encryption=query.get("sse"),
+            kms_key_id=query.get("sse_kms_key_id"),
+        )
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -141,6 +162,7 @@ class S3Sink:
                     Body=first,
                     IfNoneMatch="*",
                     Metadata={CHECKSUM_METADATA: sha256},
+                    **self.encryption_args,
                 )
                 return WriteResult(WriteOutcome.CREATED, len(first), sha256)
             # The checksum goes into the object's metadata, which S3 takes when the upload
@@ -160,7 +182,10 @@ class S3Sink:
     def _write_multipart(self, key: str, source: Source, sha256: str) -> WriteResult:
         s3_key = self._key(key)
         upload_id = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=s3_key, Metadata={CHECKSUM_METADATA: sha256}
+            Bucket=self.bucket,
+            Key=s3_key,
+            Metadata={CHECKSUM_METADATA: sha256},
+            **self.encryption_args,
         )["UploadId"]
         completed = False
         try:

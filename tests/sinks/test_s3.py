@@ -111,3 +111,34 @@ def test_an_entry_that_changes_between_passes_is_not_stored(sink: S3Sink, s3_buc
         sink.write("s/1/moving.tar", changing)
     assert not sink.exists("s/1/moving.tar")
     assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("&sse=AES256", {"ServerSideEncryption": "AES256"}),
+        (
+            "&sse=aws:kms&sse_kms_key_id=alias/wal",
+            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/wal"},
+        ),
+    ],
+)
+def test_server_side_encryption_is_passed_through(
+    s3_endpoint: S3Endpoint, s3_bucket: str, params: str, expected: dict[str, str]
+) -> None:
+    sink = open_sink(s3_endpoint.sink_url(s3_bucket) + params + f"&part_size={MIN_PART_SIZE}")
+    assert isinstance(sink, S3Sink)
+    sink.write("small.tar", source(b"x"))
+    sink.write("big.tar", source(b"y" * MIN_PART_SIZE, b"z"))
+    for key in ("small.tar", "big.tar"):
+        head = sink.client.head_object(Bucket=s3_bucket, Key=key)
+        assert {k: head.get(k, "").split(":key/")[-1] for k in expected} == {  # type: ignore[attr-defined]
+            k: v.split(":key/")[-1] for k, v in expected.items()
+        }
+
+
+def test_bad_encryption_settings_are_refused(s3_endpoint: S3Endpoint) -> None:
+    with pytest.raises(ValueError, match="sse must be"):
+        open_sink(s3_endpoint.sink_url("b") + "&sse=rot13")
+    with pytest.raises(ValueError, match="needs sse=aws:kms"):
+        open_sink(s3_endpoint.sink_url("b") + "&sse_kms_key_id=k")
