@@ -104,6 +104,7 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
         "ARCHIVER_RETRY_MIN_SECONDS": "0.2",
         "ARCHIVER_RETRY_MAX_SECONDS": "5",
         "ARCHIVER_SWEEP_INTERVAL_SECONDS": "2",
+        "ARCHIVER_METRICS_PORT": os.environ.get("ARCHIVER_METRICS_PORT", "0"),
     }
     worker = _spawn(
         worker_command([queue_name(STORAGE)], options.workers, f"demo-{os.getpid()}@%h"),
