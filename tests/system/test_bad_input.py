@@ -68,3 +68,20 @@ def test_every_bad_notification_is_refused_counted_and_the_stream_moves_on(syste
     assert system.client.xlen("archiver:notifications") == 0  # the stream keeps moving
     assert system.processes[1].popen.poll() is None  # the scheduler kept running
     system.assert_invariants()
+
+
+def test_an_entry_with_a_symlink_is_refused_and_never_acknowledged(system: System) -> None:
+    system.start()
+    system.write(1, 1)
+    secret = system.tmp / "secret"
+    secret.write_bytes(b"not for the archive")
+    (system.root / "1" / "wal" / "0000000000001" / "link").symlink_to(secret)
+    system.notify(1, 1, 1)
+    state = system.wait_attempts(1, 2)
+    assert "neither a regular file nor a directory" in state["last_error"]
+    assert system.acks(1) == []
+    assert system.archived(1) == []
+    (system.root / "1" / "wal" / "0000000000001" / "link").unlink()
+    system.wait_acked(1, 1)
+    system.assert_archive_matches_source(1, 1)
+    system.assert_invariants()

@@ -1,0 +1,39 @@
+"""One archiving attempt, without Celery: paths, existing objects, conflicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archiver.archiving import ArchiveConflict, archive_entry, entry_path
+from archiver.keys import Compression, archive_key
+from archiver.log_manager import write_entry
+from archiver.sinks import FilesystemSink
+from archiver.tarball import UnsafeEntry
+
+
+def test_an_entry_path_outside_the_storage_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "wal").mkdir(parents=True)
+    (root / "7").symlink_to(elsewhere)  # the partition directory points out of the root
+    with pytest.raises(UnsafeEntry, match="outside storage root"):
+        entry_path(root, 7, 1)
+    assert entry_path(root, 8, 1) == root / "8" / "wal" / "0000000000001"
+
+
+def test_existing_archives_are_compared_by_content_under_either_name(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path / "bucket")
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data" * 1000})
+    first = archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
+    assert first.uploaded
+    # Compression switched off since: the compressed archive still counts, nothing is added.
+    again = archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
+    assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1, Compression.ZSTD))
+    assert not sink.exists(archive_key("s", 1, 1))
+    # The entry on disk changed: the archive is kept and the conflict reported.
+    (tmp_path / "wal" / "1" / "wal" / "0000000000001" / "f").write_bytes(b"other")
+    with pytest.raises(ArchiveConflict):
+        archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
