@@ -63,38 +63,33 @@ def _tar_sha256(path: Path, name: str) -> str:
     return digest.hexdigest()
 
 
-def _stored_tar_sha256(sink: Sink, key: str, compression: Compression) -> str:
-    """SHA-256 of the tar inside an object, read in bounded memory."""
+def _stored_content(sink: Sink, key: str, compression: Compression) -> tuple[str, str]:
+    """SHA-256 of an object's bytes and of the tar inside it, read in bounded memory."""
     with tempfile.TemporaryFile() as spool:
-        sink.download(key, spool)
+        object_sha256 = sink.download(key, spool).sha256
         spool.seek(0)
         digest = hashlib.sha256()
         tar = decoded(spool, compression)
         while chunk := tar.read(1024 * 1024):
             digest.update(chunk)
-        return digest.hexdigest()
+        return object_sha256, digest.hexdigest()
 
 
-def _check_same_content(
-    sink: Sink, key: str, compression: Compression, path: Path, name: str
-) -> None:
-    """Raise ArchiveConflict unless the object at ``key`` holds the entry's tar."""
+def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path, name: str) -> None:
+    """Accept the object at ``key`` as the entry's archive if it holds the entry's tar, making
+    it durable and its checksum recorded; raise ArchiveConflict if it holds anything else."""
     ours = _tar_sha256(path, name)
-    if compression is Compression.NONE:
-        recorded = sink.recorded_sha256(key)
-        if recorded == ours:
-            return
-        same = _stored_tar_sha256(sink, key, compression) == ours
-        if same and recorded is None:
-            sink.ensure_recorded_sha256(key, ours)  # a crash kept it from being recorded
-    else:
-        # Compare content, not zstd's bytes, which may differ between library versions.
-        same = _stored_tar_sha256(sink, key, compression) == ours
-    if not same:
+    if compression is Compression.NONE and sink.recorded_sha256(key) == ours:
+        sink.confirm_archived(key, ours)
+        return
+    # Compare content, not bytes: zstd's output may differ between library versions.
+    object_sha256, tar_sha256 = _stored_content(sink, key, compression)
+    if tar_sha256 != ours:
         raise ArchiveConflict(
             f"{key} already exists with other content (entry's tar sha256 {ours}); "
             "it is not replaced"
         )
+    sink.confirm_archived(key, object_sha256)
 
 
 def existing_archive(
@@ -126,8 +121,9 @@ def archive_entry(
         if not os.path.lexists(path):
             # The producer deletes only acknowledged entries, so this one was archived before.
             log.warning("archive exists and its entry is gone; not compared key=%s", key)
+            sink.confirm_archived(key, None)
             return ArchivedEntry(key, uploaded=False, size=None, verified=False)
-        _check_same_content(sink, key, stored_as, path, name)
+        _accept_existing(sink, key, stored_as, path, name)
         return ArchivedEntry(key, uploaded=False, size=None)
 
     def source() -> Iterator[bytes]:
@@ -137,6 +133,6 @@ def archive_entry(
     result = sink.write(key, source)
     if result.outcome is WriteOutcome.ALREADY_EXISTS:
         # Someone wrote it between our look and our write.
-        _check_same_content(sink, key, compression, path, name)
+        _accept_existing(sink, key, compression, path, name)
         return ArchivedEntry(key, uploaded=False, size=result.size)
     return ArchivedEntry(key, uploaded=True, size=result.size)

@@ -136,7 +136,9 @@ def claim_next_entry(
 
 
 def mark_dispatched(state: PartitionState, token: int) -> None:
-    state.dispatched_token = token
+    """Note that grant ``token``'s task was sent, unless a newer grant was made since."""
+    if state.fencing_token == token:
+        state.dispatched_token = token
 
 
 def renew_lease(state: PartitionState, lsn: int, token: int, now_ms: int, lease_ms: int) -> bool:

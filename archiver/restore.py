@@ -171,9 +171,16 @@ def restore_partition(
     on_planned(len(plan))
     if plan:
         summary.first_lsn, summary.last_lsn = plan[0].lsn, plan[-1].lsn
+    for stale in destination.glob(".tmp-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
         for archive, prepared in _ahead(sink, todo, destination, parallel):
-            _install(prepared.result(), archive, destination)
+            directory = prepared.result()
+            try:
+                _install(directory, archive, destination)
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
             journal.write(f"{format_lsn(archive.lsn)} {archive.key}\n")
             journal.flush()
             summary.entries += 1

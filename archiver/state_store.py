@@ -98,6 +98,7 @@ class RedisStateStore:
                 "release_claim",
                 "mark_conflict",
                 "reconcile",
+                "mark_dispatched",
                 "fleet_failure",
                 "fleet_success",
                 "fleet_pause_left",
@@ -210,7 +211,9 @@ class RedisStateStore:
 
     def mark_dispatched(self, storage: str, partition: int, token: int) -> None:
         """Note that the task for grant ``token`` was sent, so it is not taken for an orphan."""
-        self.client.hset(self.keys.partition(storage, partition), "dispatched", token)
+        self._scripts["mark_dispatched"](
+            keys=[self.keys.partition(storage, partition)], args=[token]
+        )
 
     def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
         return bool(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+import redis
+
 from archiver.archiving import ArchiveConflict, archive_entry
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
@@ -25,6 +27,9 @@ from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
 
 log = logging.getLogger(__name__)
+
+# Tries at publishing an acknowledgement after its commit, over about ten seconds.
+ACK_ATTEMPTS = 6
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -148,8 +153,7 @@ class EntryArchiver:
         )
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
-        self.streams.publish_ack(storage, partition, lsn)
-        self.store.fleet_success(self.settings.retry_min_seconds)
+        self._after_commit(storage, partition, lsn, fields)
         outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
         log.info(
             "%s %s key=%s bytes=%s seconds=%.3f",
@@ -160,7 +164,11 @@ class EntryArchiver:
             time.monotonic() - started,
         )
         if commit.next_claim is not None:
-            dispatch_claim(self.store, self.dispatch, storage, partition, commit.next_claim)
+            try:
+                dispatch_claim(self.store, self.dispatch, storage, partition, commit.next_claim)
+            except Exception:
+                # The claim is left for the sweep, which takes unsent claims over.
+                log.exception("could not send the next task %s", fields)
         return Attempt(outcome, size=archived.size, next_claim=commit.next_claim)
 
     def _failed(
@@ -204,3 +212,18 @@ class EntryArchiver:
         self.store.count("conflicts")
         log.error("archive conflict; partition stopped %s error=%s", fields, exc)
         return Attempt(AttemptOutcome.CONFLICT, error=error)
+
+    def _after_commit(self, storage: str, partition: int, lsn: int, fields: str) -> None:
+        """Publish the acknowledgement of a committed LSN. The commit cannot be undone and a
+        retry of this task would be fenced off, so Redis trouble is ridden out here."""
+        for attempt in range(1, ACK_ATTEMPTS + 1):
+            try:
+                self.streams.publish_ack(storage, partition, lsn)
+                self.store.fleet_success(self.settings.retry_min_seconds)
+                return
+            except redis.RedisError:
+                if attempt == ACK_ATTEMPTS:
+                    # The next notification for this partition acknowledges it again.
+                    log.exception("could not publish acknowledgement %s", fields)
+                    return
+                time.sleep(min(0.1 * 2**attempt, 5.0))

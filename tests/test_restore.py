@@ -130,13 +130,16 @@ def test_a_restore_resumes_without_fetching_again(bucket: FilesystemSink, tmp_pa
     # Entries already restored are not read again: even a now-corrupt object is not touched.
     (bucket.root / archive_key("default", 1, 3)).chmod(0o644)
     (bucket.root / archive_key("default", 1, 3)).write_bytes(b"rotten")
-    # A half-extracted leftover of an interrupted run is replaced.
+    # A half-extracted leftover of an interrupted run is replaced, and temporary
+    # directories of a killed run are removed.
     (dest / format_lsn(7)).mkdir()
     (dest / format_lsn(7) / "partial").write_bytes(b"")
+    (dest / ".tmp-0000000000008-dead").mkdir()
     result = _restore(bucket.root.as_uri(), "--dest", str(dest), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["entries"], summary["skipped"]) == (4, 6)
+    assert not list(dest.glob(".tmp-*"))
     _assert_restored(dest, 1, range(1, 11))
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from archiver.lsn import MAX_LSN
 from archiver.partition import (
     Claim,
+    Gap,
     NotificationOutcome,
     PartitionState,
     apply_notification,
@@ -201,3 +202,34 @@ def test_partitions_are_listed_through_the_index(store: RedisStateStore) -> None
     only_b = list(store.partitions("b"))
     assert len(only_b) == 600
     assert {r.storage for r in only_b} == {"b"}
+
+
+def test_reconcile_records_a_hole_that_straddles_the_old_position(store: RedisStateStore) -> None:
+    claim = store.apply_notification("s", 1, 1, 4, HOUR).claim
+    for _ in range(4):
+        assert claim is not None
+        claim = store.commit_success("s", 1, claim.lsn, claim.token, HOUR).next_claim
+    record = store.load("s", 1)
+    assert record is not None
+    assert (record.state.next_lsn, record.state.acknowledged_lsn) == (5, 4)
+    # The archive holds 1-3 and 8: the hole 4-7 straddles next=5.
+    changed, previous = store.reconcile("s", 1, 8, [Gap(4, 8)])
+    assert (changed, previous) == (True, 5)
+    record = store.load("s", 1)
+    assert record is not None
+    assert record.state.gaps == [Gap(5, 8)]
+    assert (record.state.next_lsn, record.state.acknowledged_lsn) == (9, 8)
+
+
+def test_a_late_mark_of_an_old_grant_does_not_hide_an_orphan(store: RedisStateStore) -> None:
+    old = store.apply_notification("s", 1, 1, 2, lease_seconds=0.001).claim
+    assert old is not None
+    new = wait_for(lambda: store.claim_next_entry("s", 1, HOUR), timeout=5, what="a takeover")
+    store.mark_dispatched("s", 1, old.token)  # arrives after the newer grant
+    record = store.load("s", 1)
+    assert record is not None
+    assert record.state.dispatched_token is None
+    store.mark_dispatched("s", 1, new.token)
+    record = store.load("s", 1)
+    assert record is not None
+    assert record.state.dispatched_token == new.token

@@ -20,9 +20,13 @@ else
   end
 end
 for i = 3, #ARGV do
-  local expected = string.match(ARGV[i], '^(%d+) ')
-  if not nxt or not lsn_less(expected, nxt) then
-    redis.call('RPUSH', gaps_key, ARGV[i] .. ' ' .. ms(now))
+  local expected, actual = string.match(ARGV[i], '^(%d+) (%d+)$')
+  -- Only what lies above the old position is news; a hole straddling it starts there.
+  if nxt and lsn_less(expected, nxt) then
+    expected = nxt
+  end
+  if lsn_less(expected, actual) then
+    redis.call('RPUSH', gaps_key, expected .. ' ' .. actual .. ' ' .. ms(now))
     redis.call('HINCRBY', key, 'gaps_total', 1)
   end
 end

@@ -86,8 +86,9 @@ class Sink(Protocol):
         """The SHA-256 recorded at upload, or None where there is none."""
         ...
 
-    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
-        """Record a checksum that a crash kept from being recorded (never replaces one)."""
+    def confirm_archived(self, key: str, sha256: str | None) -> None:
+        """Called when an existing object is accepted as an entry's archive: make it durable
+        and record ``sha256`` if a crash kept it from being recorded (never replaces one)."""
         ...
 
     def delete(self, keys: Sequence[str]) -> None:

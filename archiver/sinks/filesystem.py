@@ -72,7 +72,7 @@ class FilesystemSink:
         final = self._path(key)
         digest = hashlib.sha256()
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _make_directories(final.parent)
             temp, size = self._write_temp(final, source(), digest)
             try:
                 os.link(temp, final)
@@ -82,8 +82,9 @@ class FilesystemSink:
                 )
             finally:
                 temp.unlink()
-            self._record(final, digest.hexdigest())
+            # The object's name is durable before anything can acknowledge it.
             _fsync_directory(final.parent)
+            self._record(final, digest.hexdigest())
         except OSError as exc:
             raise SinkError(f"writing {final}: {exc}") from exc
         return WriteResult(WriteOutcome.CREATED, size, digest.hexdigest())
@@ -97,6 +98,7 @@ class FilesystemSink:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, sidecar)
+        _fsync_directory(final.parent)
 
     def recorded_sha256(self, key: str) -> str | None:
         try:
@@ -107,12 +109,16 @@ class FilesystemSink:
             raise SinkError(f"reading checksum of {key}: {exc}") from exc
         return text or None
 
-    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
-        if self.recorded_sha256(key) is None:
-            try:
-                self._record(self._path(key), sha256)
-            except OSError as exc:
-                raise SinkError(f"recording checksum of {key}: {exc}") from exc
+    def confirm_archived(self, key: str, sha256: str | None) -> None:
+        try:
+            final = self._path(key)
+            if sha256 is not None and self.recorded_sha256(key) is None:
+                self._record(final, sha256)
+            # Another writer's link may not be durable yet: make it so before we acknowledge.
+            _fsync_directory(final.parent)
+            _fsync_directory(final.parent.parent)
+        except OSError as exc:
+            raise SinkError(f"confirming {key}: {exc}") from exc
 
     def _scan(self, prefix: str, hidden: bool) -> Iterator[tuple[str, os.DirEntry[str]]]:
         directory, _, name_prefix = prefix.rpartition("/")
@@ -172,6 +178,18 @@ class FilesystemSink:
                     path.unlink(missing_ok=True)
                 except OSError as exc:
                     raise SinkError(f"deleting {key}: {exc}") from exc
+
+
+def _make_directories(path: Path) -> None:
+    """mkdir -p, with each new directory's entry made durable in its parent."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+        _fsync_directory(directory.parent)
 
 
 def _fsync_directory(path: Path) -> None:

@@ -276,9 +276,10 @@ class S3Sink:
             raise SinkError(f"checking {key}: {exc}") from exc
         return response.get("Metadata", {}).get(CHECKSUM_METADATA)
 
-    def ensure_recorded_sha256(self, key: str, sha256: str) -> None:
-        """Every object this sink writes carries its checksum from the start; an object from
-        elsewhere keeps what it has, since adding metadata would mean rewriting it."""
+    def confirm_archived(self, key: str, sha256: str | None) -> None:
+        """An object S3 has listed is durable, and every object this sink writes carries its
+        checksum from the start; one from elsewhere keeps what it has, since adding metadata
+        would mean rewriting it."""
 
     def delete(self, keys: Sequence[str]) -> None:
         if len(keys) > DELETE_BATCH:

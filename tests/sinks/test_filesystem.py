@@ -76,7 +76,7 @@ def test_checksums_sit_beside_objects_and_can_be_repaired(tmp_path: Path) -> Non
     assert sink.recorded_sha256("s/1/a.tar") == result.sha256 == hashlib.sha256(b"abc").hexdigest()
     (tmp_path / "s" / "1" / "a.tar.sha256").unlink()  # a crash between object and checksum
     assert sink.recorded_sha256("s/1/a.tar") is None
-    sink.ensure_recorded_sha256("s/1/a.tar", result.sha256)
+    sink.confirm_archived("s/1/a.tar", result.sha256)
     assert sink.recorded_sha256("s/1/a.tar") == result.sha256
-    sink.ensure_recorded_sha256("s/1/a.tar", "0" * 64)  # never replaces one
+    sink.confirm_archived("s/1/a.tar", "0" * 64)  # never replaces one
     assert sink.recorded_sha256("s/1/a.tar") == result.sha256
