@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from archiver.catalog import partition_archives
 from archiver.config import Settings, redact_url
-from archiver.keys import archive_lsn, partition_prefix
 from archiver.local_redis import LocalRedis, answers
 from archiver.log_manager import ReferenceLogManager, entries_on_disk
 from archiver.redis_client import connect
@@ -153,10 +153,9 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
     sink = FilesystemSink(bucket)
     archived = archived_bytes = 0
     for partition in range(1, options.partitions + 1):
-        for obj in sink.list(partition_prefix(STORAGE, partition)):
-            if archive_lsn(obj.key) is not None:
-                archived += 1
-                archived_bytes += obj.size
+        for archive in partition_archives(sink, STORAGE, partition):
+            archived += 1
+            archived_bytes += archive.size
     left = sum(len(entries_on_disk(storage_root, p)) for p in range(1, options.partitions + 1))
     seconds = time.monotonic() - started
     colour = "green" if ok else "red"

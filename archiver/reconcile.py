@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.keys import InvalidName, archive_lsn, check_storage, parse_partition, partition_prefix
+from archiver.catalog import partition_archives
+from archiver.keys import InvalidName, check_storage, parse_partition
 from archiver.partition import Gap
 from archiver.sinks import Sink
 from archiver.state_store import RedisStateStore
@@ -65,11 +66,7 @@ def partitions_in(sink: Sink, storage: str) -> Iterator[int]:
 def reconcile_partition(
     store: RedisStateStore, sink: Sink, storage: str, partition: int, dry_run: bool = False
 ) -> ReconciledPartition:
-    lsns = sorted(
-        lsn
-        for obj in sink.list(partition_prefix(storage, partition))
-        if (lsn := archive_lsn(obj.key)) is not None
-    )
+    lsns = sorted({a.lsn for a in partition_archives(sink, storage, partition)})
     if not lsns:
         return ReconciledPartition(storage, partition, 0, None)
     holes = holes_in(lsns)

@@ -257,8 +257,10 @@ class RedisStateStore:
         )
         return int(left) / 1000
 
-    def fleet_success(self, min_seconds: float) -> None:
-        self._scripts["fleet_success"](keys=[self.keys.fleet], args=[_ms(min_seconds)])
+    def fleet_success(self, min_seconds: float, pipe: redis.client.Pipeline | None = None) -> None:
+        self._scripts["fleet_success"](
+            keys=[self.keys.fleet], args=[_ms(min_seconds)], client=pipe or self.client
+        )
 
     def fleet_pause_left(self) -> float:
         return int(self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[])) / 1000

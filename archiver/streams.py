@@ -43,8 +43,11 @@ class Streams:
     def publish_notification(self, notification: Notification) -> str:
         return _text(self.client.xadd(self.keys.notifications, cast(Any, notification.fields())))
 
-    def publish_ack(self, storage: str, partition: int, lsn: int) -> None:
-        self.client.xadd(
+    def publish_ack(
+        self, storage: str, partition: int, lsn: int, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Append an acknowledgement; with ``pipe``, as part of the caller's round trip."""
+        (pipe or self.client).xadd(
             self.keys.acks,
             {"storage": storage, "partition": str(partition), "lsn": str(lsn)},
             maxlen=ACKS_MAXLEN,

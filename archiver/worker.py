@@ -218,8 +218,11 @@ class EntryArchiver:
         retry of this task would be fenced off, so Redis trouble is ridden out here."""
         for attempt in range(1, ACK_ATTEMPTS + 1):
             try:
-                self.streams.publish_ack(storage, partition, lsn)
-                self.store.fleet_success(self.settings.retry_min_seconds)
+                # One round trip for both.
+                pipe = self.store.client.pipeline(transaction=False)
+                self.streams.publish_ack(storage, partition, lsn, pipe)
+                self.store.fleet_success(self.settings.retry_min_seconds, pipe)
+                pipe.execute()
                 return
             except redis.RedisError:
                 if attempt == ACK_ATTEMPTS:

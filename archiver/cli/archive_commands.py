@@ -67,6 +67,15 @@ def reconcile(storage: str | None, partition: int | None, dry_run: bool, as_json
     click.echo(f"{len(results)} partitions checked, {changed} {verb}.")
 
 
+PARALLEL = click.option(
+    "--parallel",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Objects fetched at once.",
+)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -89,13 +98,7 @@ def _progress() -> Progress:
 )
 @click.option("--from", "from_lsn", type=LSN, help="First LSN (default: the oldest archived).")
 @click.option("--to", "to_lsn", type=LSN, help="Last LSN (default: the newest archived).")
-@click.option(
-    "--parallel",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="Downloads in flight.",
-)
+@PARALLEL
 @click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on stdout.")
 @clear_errors
 def restore(
@@ -146,13 +149,7 @@ def restore(
 @main.command()
 @click.argument("storage", type=STORAGE, required=False)
 @click.argument("partition", type=PARTITION, required=False)
-@click.option(
-    "--parallel",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 256),
-    help="Objects checked at once.",
-)
+@PARALLEL
 @click.option("--ignore-gaps", is_flag=True, help="Do not count gaps as problems.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partition reports.")
 @clear_errors

@@ -18,6 +18,7 @@ from pathlib import Path
 from archiver.sinks.base import (
     CHECKSUM_SUFFIX,
     DELETE_BATCH,
+    Digest,
     Download,
     SinkError,
     Source,
@@ -49,9 +50,7 @@ class FilesystemSink:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def _write_temp(
-        self, final: Path, chunks: Iterator[bytes], digest: hashlib._Hash
-    ) -> tuple[Path, int]:
+    def _write_temp(self, final: Path, chunks: Iterator[bytes], digest: Digest) -> tuple[Path, int]:
         temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
         size = 0
         try:

@@ -124,8 +124,11 @@ def test_tls_for_the_state_store_and_the_broker(tmp_path: Path) -> None:
 def test_an_acl_user_works_and_no_secret_shows_in_any_output(
     tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str
 ) -> None:
+    port = free_port()
     server = LocalRedis(
         tmp_path / "redis",
+        port=port,
+        url=f"redis://archiver:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
         extra_args=[
             "--user",
             "default",
@@ -138,9 +141,7 @@ def test_an_acl_user_works_and_no_secret_shows_in_any_output(
             "&*",
             "+@all",
         ],
-    )
-    server._url = f"redis://archiver:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
-    server.start()
+    ).start()
     outputs: list[str] = []
     try:
         with pytest.raises(redis.AuthenticationError):
