@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +51,26 @@ def parse_storages(text: str) -> dict[str, Path]:
     return storages
 
 
-def _port(raw: str) -> int:
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
     if not raw.isdigit() or int(raw) > 65535:
-        raise ConfigError(f"ARCHIVER_METRICS_PORT must be a port number (0 for none), got {raw!r}")
+        raise ConfigError(f"{name} must be a port number (0 for none), got {raw!r}")
     return int(raw)
+
+
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("text", "json"):
+        raise ConfigError(f"ARCHIVER_LOG_FORMAT must be text or json, got {raw!r}")
+    return raw.lower()
+
+
+def _metrics_dir(env: Mapping[str, str]) -> Path:
+    raw = env.get("ARCHIVER_METRICS_DIR")
+    if not raw:
+        return Path(tempfile.gettempdir()) / "archiver-metrics"
+    if not Path(raw).is_absolute():
+        raise ConfigError(f"ARCHIVER_METRICS_DIR must be an absolute path, got {raw!r}")
+    return Path(raw)
 
 
 def _compression(raw: str) -> Compression:
@@ -97,6 +114,14 @@ class Settings:
     sweep_interval_seconds: float = 10.0
     # Where the scheduler serves /metrics; 0 turns it off.
     metrics_port: int = 9808
+    # Where a worker host serves /metrics for all its processes; 0 turns it off.
+    worker_metrics_port: int = 9809
+    # A worker host's prometheus-client multiprocess directory; emptied when the host starts.
+    metrics_dir: Path = Path(tempfile.gettempdir()) / "archiver-metrics"
+    # How often the leading scheduler recomputes the fleet's state gauges from Redis.
+    state_metrics_interval_seconds: float = 15.0
+    # "text" or "json".
+    log_format: str = "text"
     # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
     leader_ttl_seconds: float = 10.0
     # How new archives are stored: plain "<lsn>.tar" or zstd-compressed "<lsn>.tar.zst".
@@ -125,7 +150,13 @@ class Settings:
             task_time_limit_seconds=_seconds(env, "ARCHIVER_TASK_TIME_LIMIT_SECONDS", 1800.0),
             leader_ttl_seconds=_seconds(env, "ARCHIVER_LEADER_TTL_SECONDS", 10.0),
             compression=_compression(env.get("ARCHIVER_COMPRESSION") or "none"),
-            metrics_port=_port(env.get("ARCHIVER_METRICS_PORT") or "9808"),
+            metrics_port=_port(env, "ARCHIVER_METRICS_PORT", 9808),
+            worker_metrics_port=_port(env, "ARCHIVER_WORKER_METRICS_PORT", 9809),
+            metrics_dir=_metrics_dir(env),
+            state_metrics_interval_seconds=_seconds(
+                env, "ARCHIVER_STATE_METRICS_INTERVAL_SECONDS", 15.0
+            ),
+            log_format=_log_format(env.get("ARCHIVER_LOG_FORMAT") or "text"),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

@@ -42,7 +42,7 @@ class DemoOptions:
     timeout: float
 
 
-def _entry_files(partition: int, lsn: int, size: int) -> dict[str, bytes]:
+def entry_files(partition: int, lsn: int, size: int) -> dict[str, bytes]:
     # Log-like content: repetitive enough to be realistic, different in every entry.
     line = f"partition={partition} lsn={lsn} op=update ref=refs/heads/main\n".encode()
     data = (line * (size // len(line) + 1))[:size]
@@ -104,7 +104,10 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
         "ARCHIVER_RETRY_MIN_SECONDS": "0.2",
         "ARCHIVER_RETRY_MAX_SECONDS": "5",
         "ARCHIVER_SWEEP_INTERVAL_SECONDS": "2",
+        # Off unless asked for: a demo should not take ports a real deployment may use.
         "ARCHIVER_METRICS_PORT": os.environ.get("ARCHIVER_METRICS_PORT", "0"),
+        "ARCHIVER_WORKER_METRICS_PORT": os.environ.get("ARCHIVER_WORKER_METRICS_PORT", "0"),
+        "ARCHIVER_METRICS_DIR": str(workdir / "metrics"),
     }
     worker = _spawn(
         worker_command([queue_name(STORAGE)], options.workers, f"demo-{os.getpid()}@%h"),
@@ -130,7 +133,7 @@ def run_demo(options: DemoOptions, console: Console) -> bool:
             for _round in range(options.entries):
                 for partition in range(1, options.partitions + 1):
                     lsn = producer.high.get(partition, 0) + 1
-                    producer.append(partition, _entry_files(partition, lsn, options.entry_size))
+                    producer.append(partition, entry_files(partition, lsn, options.entry_size))
                     progress.advance(written)
                 producer.process_acks()
                 progress.update(acked, completed=sum(producer.acknowledged.values()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from archiver.logging_setup import entry_fields
 from archiver.partition import Claim
 from archiver.state_store import RedisStateStore
 
@@ -26,10 +27,8 @@ def dispatch_claim(
         dispatch(storage, partition, claim.lsn, claim.token)
     except Exception:
         log.exception(
-            "could not send archive task; releasing claim storage=%s partition=%d lsn=%d",
-            storage,
-            partition,
-            claim.lsn,
+            "could not send archive task; releasing claim",
+            extra=entry_fields(storage, partition, claim.lsn),
         )
         store.release_claim(storage, partition, claim.lsn, claim.token)
         return False

@@ -15,6 +15,9 @@ from archiver.lsn import InvalidLSN, format_lsn, parse_lsn
 from archiver.notification import Notification
 from archiver.streams import Streams
 
+# Beside a partition's wal/ directory: its newest LSN, so that a restarted producer goes on.
+HIGH_FILE = "high"
+
 
 def wal_dir(storage_root: Path, partition: int) -> Path:
     return storage_root / str(partition) / "wal"
@@ -34,6 +37,13 @@ def write_entry(storage_root: Path, partition: int, lsn: int, files: Mapping[str
     temp.mkdir(exist_ok=True)
     os.rename(temp, final)
     return final
+
+
+def _write_high(storage_root: Path, partition: int, lsn: int) -> None:
+    path = wal_dir(storage_root, partition).parent / HIGH_FILE
+    temp = path.with_name(f".{HIGH_FILE}.{os.getpid()}")
+    temp.write_text(str(lsn))
+    os.replace(temp, path)
 
 
 def entries_on_disk(storage_root: Path, partition: int) -> list[int]:
@@ -66,9 +76,21 @@ class ReferenceLogManager:
         lsn = self.high.get(partition, 0) + 1
         write_entry(self.root, partition, lsn, files)
         self.high[partition] = lsn
+        _write_high(self.root, partition, lsn)
         if notify:
             self.notify(partition)
         return lsn
+
+    def resume(self, partition: int) -> int:
+        """Continue a partition written by an earlier run; returns its newest LSN (0 if new).
+        An LSN is never reused, even after every entry was acknowledged and deleted."""
+        try:
+            high = int((wal_dir(self.root, partition).parent / HIGH_FILE).read_text())
+        except FileNotFoundError:
+            high = 0
+        on_disk = entries_on_disk(self.root, partition)
+        self.high[partition] = max(high, on_disk[-1] if on_disk else 0)
+        return self.high[partition]
 
     def start_at(self, partition: int, lsn: int) -> None:
         """Make the next appended entry of ``partition`` have LSN ``lsn``."""

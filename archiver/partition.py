@@ -17,6 +17,16 @@ import enum
 from dataclasses import dataclass, field
 
 
+class PartitionCondition(enum.StrEnum):
+    """What a partition is doing, as operators see it (and metrics count it)."""
+
+    IDLE = "idle"  # everything announced is archived
+    ACTIVE = "active"  # has work, nothing in flight right now
+    IN_FLIGHT = "in-flight"
+    CONFLICTED = "conflicted"  # stopped: an archive object holds other bytes
+    PAUSED = "paused"  # stopped by an operator
+
+
 class NotificationOutcome(enum.StrEnum):
     APPLIED = "applied"
     STALE = "stale"
@@ -71,6 +81,21 @@ class PartitionState:
     @property
     def has_work(self) -> bool:
         return self.next_lsn <= self.high_water_mark
+
+    @property
+    def backlog(self) -> int:
+        """Entries announced and neither archived nor skipped past in a gap."""
+        return max(0, self.high_water_mark - self.next_lsn + 1)
+
+    @property
+    def condition(self) -> PartitionCondition:
+        if self.conflicted:
+            return PartitionCondition.CONFLICTED
+        if self.paused:
+            return PartitionCondition.PAUSED
+        if self.in_flight_lsn is not None:
+            return PartitionCondition.IN_FLIGHT
+        return PartitionCondition.ACTIVE if self.has_work else PartitionCondition.IDLE
 
     def holds(self, lsn: int, token: int) -> bool:
         """True while ``(lsn, token)`` is still the current grant."""

@@ -24,6 +24,14 @@ class RedisKeys:
     def gaps(self, storage: str, partition: int) -> str:
         return self.partition(storage, partition) + ":gaps"
 
+    def marks(self, storage: str, partition: int) -> str:
+        """When recent high-water marks were announced: the age of the oldest waiting entry."""
+        return self.partition(storage, partition) + ":marks"
+
+    def audit(self, storage: str, partition: int) -> str:
+        """Operators' actions on the partition, newest last."""
+        return self.partition(storage, partition) + ":audit"
+
     @property
     def partitions_index(self) -> str:
         """A set of every known ``storage/partition``, kept for scans and sweeps."""

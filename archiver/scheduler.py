@@ -20,6 +20,7 @@ from archiver import metrics
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.leadership import LeaderLease
+from archiver.logging_setup import entry_fields
 from archiver.notification import InvalidNotification, Notification, parse_notification
 from archiver.partition import NotificationOutcome
 from archiver.state_store import RedisStateStore
@@ -53,6 +54,8 @@ class Scheduler:
         self.leader = leader
         # With storages configured, notifications for any other storage are rejected.
         self.known_storages = frozenset(settings.storages) or None
+        # True while this scheduler acts (read by the state metrics).
+        self.leading = False
 
     def _hold_leadership(self) -> bool:
         return self.leader is None or self.leader.hold()
@@ -64,20 +67,19 @@ class Scheduler:
         identity = self.leader.identity if self.leader else "-"
         log.info("scheduler started identity=%s", identity)
         failures = 0
-        leading = False
         standby_poll = min(1.0, self.settings.leader_ttl_seconds / 3)
         while not stop.is_set():
             try:
                 if not self._hold_leadership():
-                    if leading:
+                    if self.leading:
                         log.warning("lost leadership; standing by identity=%s", identity)
-                        leading = False
+                        self.leading = False
                     stop.wait(standby_poll)
                     continue
-                if not leading:
+                if not self.leading:
                     log.info("became leader identity=%s", identity)
                     self.store.count("leader_changes")
-                    leading = True
+                    self.leading = True
                 self._serve(stop)
                 failures = 0
             except (redis.RedisError, OperationalError, DispatchFailed) as exc:
@@ -85,10 +87,11 @@ class Scheduler:
                 wait = min(0.5 * 2**failures, 30.0)
                 log.error("scheduler lost its connection; retrying in %.1fs: %s", wait, exc)
                 stop.wait(wait)
-        if self.leader is not None and leading:
+        if self.leader is not None and self.leading:
             # Hand over at once rather than after the lease runs out.
             with contextlib.suppress(redis.RedisError):
                 self.leader.release()
+        self.leading = False
         log.info("scheduler stopped")
 
     def _serve(self, stop: threading.Event) -> None:
@@ -133,11 +136,10 @@ class Scheduler:
         )
         if result.gap is not None:
             log.error(
-                "gap in log sequence storage=%s partition=%d expected_lsn=%d actual_lsn=%d",
-                n.storage,
-                n.partition,
+                "gap in log sequence: entries %d..%d were deleted before they were archived",
                 result.gap.expected,
-                result.gap.actual,
+                result.gap.actual - 1,
+                extra=entry_fields(n.storage, n.partition, result.gap.expected),
             )
         metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc()
         if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
@@ -160,10 +162,8 @@ class Scheduler:
             )
             for storage, partition, claim in claims:
                 log.info(
-                    "re-dispatching partition with no live grant storage=%s partition=%d lsn=%d",
-                    storage,
-                    partition,
-                    claim.lsn,
+                    "re-dispatching partition with no live grant",
+                    extra=entry_fields(storage, partition, claim.lsn),
                 )
                 self.store.count("redispatched")
                 dispatched += dispatch_claim(self.store, self.dispatch, storage, partition, claim)

@@ -6,6 +6,7 @@ only names keys, passes arguments and turns replies back into the core's types.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,8 @@ from archiver.redis_keys import RedisKeys, split_partition_id
 
 # Gaps kept per partition; the total count is kept separately.
 MAX_GAPS_KEPT = 100
+# Announcements closer together than this share one mark (see add_mark in common.lua).
+MARK_RESOLUTION_MS = 1000
 
 
 def load_script(name: str) -> str:
@@ -50,8 +53,20 @@ class CommitResult:
 
 
 @dataclass(frozen=True)
+class GapRecord:
+    gap: Gap
+    at_ms: int
+    # Recorded by an operator's skip-to rather than found missing at the producer.
+    manual: bool
+
+
+@dataclass(frozen=True)
 class PartitionRecord:
-    """A partition's state as stored, with the bookkeeping the core does not need."""
+    """A partition's state as stored, with the bookkeeping the core does not need.
+
+    Records read in bulk (``partitions``) carry no gap list, holder or audit trail;
+    ``gaps_total`` still counts the gaps.
+    """
 
     storage: str
     partition: int
@@ -59,28 +74,68 @@ class PartitionRecord:
     gaps_total: int
     created_ms: int | None
     progress_ms: int | None
+    # When the oldest entry not yet archived was announced; None when nothing waits.
+    oldest_unarchived_ms: int | None = None
+    error_ms: int | None = None
+    # Who runs the current grant ("host:pid"), once its task started.
+    holder: str | None = None
+    recent_gaps: tuple[GapRecord, ...] = ()
+    audit: tuple[dict[str, Any], ...] = ()
+
+    def waiting_since_ms(self) -> int | None:
+        """Since when the partition has had work without archiving anything: the later of
+        its last progress and the announcement of its oldest waiting entry."""
+        if not self.state.has_work:
+            return None
+        times = [t for t in (self.progress_ms, self.oldest_unarchived_ms) if t is not None]
+        return max(times) if times else None
 
     def to_json(self) -> dict[str, Any]:
         s = self.state
         return {
             "storage": self.storage,
             "partition": self.partition,
+            "state": s.condition.value,
             "next_lsn": s.next_lsn,
             "high_water_mark": s.high_water_mark,
             "in_flight_lsn": s.in_flight_lsn,
             "acknowledged_lsn": s.acknowledged_lsn,
-            "backlog": s.high_water_mark - (s.acknowledged_lsn or s.next_lsn - 1),
+            "backlog": s.backlog,
+            "oldest_unarchived_ms": self.oldest_unarchived_ms,
             "fencing_token": s.fencing_token,
+            "lease_holder": self.holder,
+            "lease_claimed_ms": s.claimed_ms if s.in_flight_lsn is not None else None,
             "lease_expires_ms": s.lease_expires_ms,
             "attempts": s.attempts,
             "paused": s.paused,
             "conflicted": s.conflicted,
-            "gaps": [{"expected": g.expected, "actual": g.actual} for g in s.gaps],
             "gaps_total": self.gaps_total,
+            # The newest gaps (at most MAX_GAPS_KEPT); gaps_total counts all.
+            "gaps": [
+                {
+                    "expected": g.gap.expected,
+                    "actual": g.gap.actual,
+                    "at_ms": g.at_ms,
+                    "manual": g.manual,
+                }
+                for g in self.recent_gaps
+            ],
             "last_error": s.last_error,
+            "last_error_ms": self.error_ms,
             "created_ms": self.created_ms,
             "progress_ms": self.progress_ms,
+            "audit": list(self.audit),
         }
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    """An operator's change: done, or refused with the reason."""
+
+    done: bool
+    reason: str = ""
+    claim: Claim | None = None
+    lsn: int | None = None
 
 
 class RedisStateStore:
@@ -102,21 +157,35 @@ class RedisStateStore:
                 "fleet_failure",
                 "fleet_success",
                 "fleet_pause_left",
+                "admin_pause",
+                "admin_release",
+                "admin_requeue",
+                "admin_skip_to",
             )
         }
 
     def _partition_keys(self, storage: str, partition: int) -> list[str]:
-        return [self.keys.partition(storage, partition), self.keys.gaps(storage, partition)]
+        return [
+            self.keys.partition(storage, partition),
+            self.keys.gaps(storage, partition),
+            self.keys.marks(storage, partition),
+        ]
 
     def apply_notification(
-        self, storage: str, partition: int, low: int, high: int, lease_seconds: float
+        self,
+        storage: str,
+        partition: int,
+        low: int,
+        high: int,
+        lease_seconds: float,
+        mark_resolution_ms: int = MARK_RESOLUTION_MS,
     ) -> NotificationResult:
         pipe = self.client.pipeline(transaction=False)
         # The index lives outside the partition's slot; sweeps repair it if this step is lost.
         pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
         self._scripts["apply_notification"](
             keys=self._partition_keys(storage, partition),
-            args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT],
+            args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms],
             client=pipe,
         )
         reply = pipe.execute()[1]
@@ -166,13 +235,20 @@ class RedisStateStore:
         )
 
     def start_attempt(
-        self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
+        self,
+        storage: str,
+        partition: int,
+        lsn: int,
+        token: int,
+        lease_seconds: float,
+        holder: str,
     ) -> tuple[bool, float]:
-        """Renew the grant for a running attempt and read the fleet pause, in one round trip."""
+        """Renew the grant for a running attempt, noting who holds it, and read the fleet
+        pause, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         self._scripts["renew_lease"](
             keys=[self.keys.partition(storage, partition)],
-            args=[lsn, token, _ms(lease_seconds)],
+            args=[lsn, token, _ms(lease_seconds), holder],
             client=pipe,
         )
         self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[], client=pipe)
@@ -189,7 +265,7 @@ class RedisStateStore:
         claim_next: bool = True,
     ) -> CommitResult:
         reply = self._scripts["commit_success"](
-            keys=[self.keys.partition(storage, partition)],
+            keys=[self.keys.partition(storage, partition), self.keys.marks(storage, partition)],
             args=[lsn, token, _ms(lease_seconds), 1 if claim_next else 0],
         )
         if not int(reply[0]):
@@ -265,14 +341,64 @@ class RedisStateStore:
     def fleet_pause_left(self) -> float:
         return int(self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[])) / 1000
 
+    def server_time_ms(self) -> int:
+        """Redis's clock, which every stored time was read from."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    # Operators' changes: one script each, refused unless its precondition holds, and
+    # recorded in the partition's audit trail.
+
+    def _admin_keys(self, storage: str, partition: int) -> list[str]:
+        return [self.keys.partition(storage, partition), self.keys.audit(storage, partition)]
+
+    def pause(
+        self, storage: str, partition: int, actor: str, reason: str, paused: bool = True
+    ) -> AdminResult:
+        done, why = self._scripts["admin_pause"](
+            keys=self._admin_keys(storage, partition), args=["1" if paused else "0", actor, reason]
+        )
+        return AdminResult(bool(int(done)), _text(why))
+
+    def release(self, storage: str, partition: int, actor: str, reason: str) -> AdminResult:
+        done, detail = self._scripts["admin_release"](
+            keys=self._admin_keys(storage, partition), args=[actor, reason]
+        )
+        if not int(done):
+            return AdminResult(False, _text(detail))
+        return AdminResult(True, lsn=int(detail))
+
+    def requeue(
+        self, storage: str, partition: int, actor: str, reason: str, lease_seconds: float
+    ) -> AdminResult:
+        reply = self._scripts["admin_requeue"](
+            keys=self._admin_keys(storage, partition), args=[_ms(lease_seconds), actor, reason]
+        )
+        if not int(reply[0]):
+            return AdminResult(False, _text(reply[1]))
+        claim = Claim(int(reply[1]), int(reply[2]))
+        return AdminResult(True, claim=claim, lsn=claim.lsn)
+
+    def skip_to(
+        self, storage: str, partition: int, lsn: int, actor: str, reason: str
+    ) -> AdminResult:
+        done, detail = self._scripts["admin_skip_to"](
+            keys=[*self._partition_keys(storage, partition), self.keys.audit(storage, partition)],
+            args=[lsn, MAX_GAPS_KEPT, actor, reason],
+        )
+        if not int(done):
+            return AdminResult(False, _text(detail))
+        return AdminResult(True, lsn=int(detail))
+
     def load(self, storage: str, partition: int) -> PartitionRecord | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.partition(storage, partition))
         pipe.lrange(self.keys.gaps(storage, partition), 0, -1)
-        fields, gaps = pipe.execute()
+        pipe.lrange(self.keys.audit(storage, partition), 0, -1)
+        fields, gaps, audit = pipe.execute()
         if not fields:
             return None
-        return _record(storage, partition, fields, gaps)
+        return _record(storage, partition, fields, gaps, audit)
 
     def partition_ids(self, batch: int = 500) -> Iterator[list[tuple[str, int]]]:
         """The index in batches, paged with SSCAN: never one unbounded read."""
@@ -286,25 +412,27 @@ class RedisStateStore:
             yield members
 
     def partitions(self, storage: str | None = None, batch: int = 500) -> Iterator[PartitionRecord]:
+        """Every known partition (or one storage's), read in pipelined batches."""
         for members in self.partition_ids(batch):
-            yield from self._load_many([m for m in members if storage in (None, m[0])])
-
-    def _load_many(self, members: list[tuple[str, int]]) -> Iterator[PartitionRecord]:
-        if not members:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for storage, partition in members:
-            pipe.hgetall(self.keys.partition(storage, partition))
-            pipe.lrange(self.keys.gaps(storage, partition), 0, -1)
-        replies = pipe.execute()
-        for i, (storage, partition) in enumerate(members):
-            fields, gaps = replies[2 * i], replies[2 * i + 1]
-            if fields:
-                yield _record(storage, partition, fields, gaps)
+            wanted = [m for m in members if storage in (None, m[0])]
+            if not wanted:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for member in wanted:
+                pipe.hgetall(self.keys.partition(*member))
+            for (member_storage, member_partition), fields in zip(
+                wanted, pipe.execute(), strict=True
+            ):
+                if fields:
+                    yield _record(member_storage, member_partition, fields, [], [])
 
 
 def _record(
-    storage: str, partition: int, raw_fields: dict[Any, Any], raw_gaps: list[Any]
+    storage: str,
+    partition: int,
+    raw_fields: dict[Any, Any],
+    raw_gaps: list[Any],
+    raw_audit: list[Any],
 ) -> PartitionRecord:
     fields = {_text(k): _text(v) for k, v in raw_fields.items()}
 
@@ -313,16 +441,18 @@ def _record(
 
     gaps = []
     for raw in raw_gaps:
-        expected, actual, _at = _text(raw).split(" ")
-        gaps.append(Gap(int(expected), int(actual)))
+        expected, actual, at_ms, *flags = _text(raw).split(" ")
+        gaps.append(GapRecord(Gap(int(expected), int(actual)), int(at_ms), "manual" in flags))
+    token = int(fields.get("token", 0))
+    holder_token, _, holder = fields.get("holder", "").partition(" ")
     state = PartitionState(
         next_lsn=int(fields["next"]),
         high_water_mark=int(fields["high"]),
         in_flight_lsn=opt("inflight"),
-        fencing_token=int(fields.get("token", 0)),
+        fencing_token=token,
         lease_expires_ms=opt("lease_until"),
         acknowledged_lsn=opt("acked"),
-        gaps=gaps,
+        gaps=[g.gap for g in gaps],
         last_error=fields.get("last_error"),
         attempts=int(fields.get("attempts", 0)),
         claimed_ms=opt("claimed_ms"),
@@ -337,4 +467,12 @@ def _record(
         gaps_total=int(fields.get("gaps_total", 0)),
         created_ms=opt("created_ms"),
         progress_ms=opt("progress_ms"),
+        oldest_unarchived_ms=opt("oldest_ms"),
+        error_ms=opt("error_ms"),
+        # Only the current grant's holder: an older one was fenced off.
+        holder=holder
+        if holder and holder_token == str(token) and state.in_flight_lsn is not None
+        else None,
+        recent_gaps=tuple(gaps),
+        audit=tuple(json.loads(_text(a)) for a in raw_audit),
     )

@@ -70,6 +70,30 @@ class Streams:
                 )
         return last_id, acks
 
+    def recent_acks(
+        self, storage: str, partition: int, limit: int = 5, scan: int = 2000
+    ) -> list[dict[str, Any]]:
+        """The partition's newest acknowledgements among the stream's last ``scan`` messages,
+        newest first; a bounded read, so a quiet partition may show none."""
+        entries: Any = self.client.xrevrange(self.keys.acks, count=scan)
+        found: list[dict[str, Any]] = []
+        for message_id, raw in entries:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            if fields.get("storage") == storage and fields.get("partition") == str(partition):
+                # A stream ID starts with the server's time in milliseconds.
+                at_ms = int(_text(message_id).split("-")[0])
+                found.append({"lsn": int(fields["lsn"]), "at_ms": at_ms})
+                if len(found) >= limit:
+                    break
+        return found
+
+    def queued_notifications(self) -> int:
+        """Notifications published and not yet handled by a scheduler."""
+        return int(self.client.xlen(self.keys.notifications))
+
+    def rejected_count(self) -> int:
+        return int(self.client.xlen(self.keys.rejected_notifications))
+
     def ensure_scheduler_group(self) -> None:
         """Create the consumer group from the stream's start, so nothing published earlier is
         missed, even before the first scheduler ever ran."""

@@ -13,8 +13,10 @@ current fencing token, and archive objects are written once.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
@@ -30,7 +32,17 @@ def queue_name(storage: str) -> str:
 
 
 def worker_command(queues: list[str], concurrency: int, node_name: str) -> list[str]:
-    """The command line of a worker host consuming ``queues``."""
+    """The command line of a worker host consuming ``queues`` (``archiver worker``)."""
+    return [
+        sys.executable, "-m", "archiver", "worker",
+        "--queues", ",".join(queues),
+        "--concurrency", str(concurrency),
+        "--node-name", node_name,
+    ]  # fmt: skip
+
+
+def celery_worker_argv(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+    """What ``archiver worker`` runs once the host is prepared."""
     return [
         sys.executable, "-m", "celery", "-A", "workers", "worker",
         "-Q", ",".join(queues),
@@ -40,6 +52,23 @@ def worker_command(queues: list[str], concurrency: int, node_name: str) -> list[
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel", "INFO",
     ]  # fmt: skip
+
+
+def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:
+    """Messages waiting in each queue, as the broker counts them. A queue the broker does not
+    know (never declared; on Redis, also an empty one) holds none."""
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as connection:
+        for queue in queues:
+            channel: Any = connection.channel()
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except connection.channel_errors:
+                depths[queue] = 0
+            finally:
+                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                    channel.close()
+    return depths
 
 
 def make_celery(settings: Settings, name: str = "archiver") -> Celery:

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import redis
 
+from archiver import metrics
 from archiver.archiving import ArchiveConflict, archive_entry
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
+from archiver.logging_setup import entry_fields
 from archiver.partition import Claim
 from archiver.sinks import Sink
 from archiver.state_store import RedisStateStore
@@ -30,6 +35,13 @@ log = logging.getLogger(__name__)
 
 # Tries at publishing an acknowledgement after its commit, over about ten seconds.
 ACK_ATTEMPTS = 6
+
+LogFields = dict[str, Any]
+
+
+def _holder() -> str:
+    """Who runs an attempt, as ``archiver inspect partition`` shows the lease holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -117,9 +129,9 @@ class EntryArchiver:
         self.dispatch = dispatch
 
     def run(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
-        fields = f"storage={storage} partition={partition} lsn={lsn}"
+        fields = entry_fields(storage, partition, lsn, token=token)
         lease = self.settings.lease_seconds
-        held, pause = self.store.start_attempt(storage, partition, lsn, token, lease)
+        held, pause = self.store.start_attempt(storage, partition, lsn, token, lease, _holder())
         if not held:
             return self._fenced("before archiving", fields)
         if pause > 0:
@@ -154,25 +166,33 @@ class EntryArchiver:
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
         self._after_commit(storage, partition, lsn, fields)
+        seconds = time.monotonic() - started
         outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
+        metrics.ENTRIES_ARCHIVED.labels(
+            storage, "success" if archived.uploaded else "skipped"
+        ).inc()
+        metrics.ARCHIVE_DURATION.labels(storage).observe(seconds)
+        if archived.uploaded and archived.size is not None:
+            metrics.ARCHIVED_BYTES.labels(storage).inc(archived.size)
         log.info(
-            "%s %s key=%s bytes=%s seconds=%.3f",
             outcome.value,
-            fields,
-            archived.key,
-            archived.size,
-            time.monotonic() - started,
+            extra={
+                **fields,
+                "key": archived.key,
+                "bytes": archived.size,
+                "seconds": f"{seconds:.3f}",
+            },
         )
         if commit.next_claim is not None:
             try:
                 dispatch_claim(self.store, self.dispatch, storage, partition, commit.next_claim)
             except Exception:
                 # The claim is left for the sweep, which takes unsent claims over.
-                log.exception("could not send the next task %s", fields)
+                log.exception("could not send the next task", extra=fields)
         return Attempt(outcome, size=archived.size, next_claim=commit.next_claim)
 
     def _failed(
-        self, storage: str, partition: int, claim: Claim, exc: Exception, fields: str
+        self, storage: str, partition: int, claim: Claim, exc: Exception, fields: LogFields
     ) -> Attempt:
         error = f"{type(exc).__name__}: {exc}"
         lease = self.settings.lease_seconds
@@ -183,37 +203,45 @@ class EntryArchiver:
         if attempts is None:
             return self._fenced(f"after a failed attempt ({error})", fields)
         self.store.count("retries")
+        metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
+        metrics.RETRIES.labels(storage).inc()
         pause = self.store.fleet_failure(
             self.settings.retry_min_seconds, self.settings.retry_max_seconds
         )
         delay = max(self.settings.retry_delay(attempts), pause)
         self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
         log.error(
-            "archiving failed; retrying in %.3fs %s attempt=%d error=%s",
+            "archiving failed; retrying in %.3fs (attempt %d)",
             delay,
-            fields,
             attempts,
-            error,
+            extra={**fields, "error": error},
         )
         return Attempt(AttemptOutcome.RETRY, delay=delay, error=error)
 
-    def _fenced(self, when: str, fields: str) -> Attempt:
+    def _fenced(self, when: str, fields: LogFields) -> Attempt:
         """Our grant was taken over (it expired) or the partition moved on: do nothing more."""
-        log.warning("fenced off %s: grant is no longer current %s", when, fields)
+        log.warning("fenced off %s: grant is no longer current", when, extra=fields)
         self.store.count("fenced")
+        metrics.FENCED.labels(fields["storage"]).inc()
         return Attempt(AttemptOutcome.FENCED)
 
     def _conflict(
-        self, storage: str, partition: int, claim: Claim, exc: ArchiveConflict, fields: str
+        self,
+        storage: str,
+        partition: int,
+        claim: Claim,
+        exc: ArchiveConflict,
+        fields: LogFields,
     ) -> Attempt:
         error = f"ArchiveConflict: {exc}"
         if not self.store.mark_conflict(storage, partition, claim.lsn, claim.token, error):
             return self._fenced("after finding a conflicting archive", fields)
         self.store.count("conflicts")
-        log.error("archive conflict; partition stopped %s error=%s", fields, exc)
+        metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
+        log.error("archive conflict; partition stopped", extra={**fields, "error": str(exc)})
         return Attempt(AttemptOutcome.CONFLICT, error=error)
 
-    def _after_commit(self, storage: str, partition: int, lsn: int, fields: str) -> None:
+    def _after_commit(self, storage: str, partition: int, lsn: int, fields: LogFields) -> None:
         """Publish the acknowledgement of a committed LSN. The commit cannot be undone and a
         retry of this task would be fenced off, so Redis trouble is ridden out here."""
         for attempt in range(1, ACK_ATTEMPTS + 1):
@@ -223,10 +251,11 @@ class EntryArchiver:
                 self.streams.publish_ack(storage, partition, lsn, pipe)
                 self.store.fleet_success(self.settings.retry_min_seconds, pipe)
                 pipe.execute()
+                metrics.ACKNOWLEDGEMENTS.inc()
                 return
             except redis.RedisError:
                 if attempt == ACK_ATTEMPTS:
                     # The next notification for this partition acknowledges it again.
-                    log.exception("could not publish acknowledgement %s", fields)
+                    log.exception("could not publish acknowledgement", extra=fields)
                     return
                 time.sleep(min(0.1 * 2**attempt, 5.0))

@@ -148,6 +148,11 @@ def stream_entries(client: Any, key: str) -> list[tuple[str, dict[str, str]]]:
     return [(str(i), dict(fields)) for i, fields in client.xrange(key)]
 
 
+def gap_pairs(state: dict[str, Any]) -> list[tuple[int, int]]:
+    """The gaps of ``archiver inspect partition --json`` as (expected, actual) pairs."""
+    return [(g["expected"], g["actual"]) for g in state["gaps"]]
+
+
 def read_tar(data: bytes) -> dict[str, bytes | None]:
     """Members of a tar by name; directories map to None."""
     members: dict[str, bytes | None] = {}
@@ -236,6 +241,7 @@ class System:
             "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "60",
             "PYTHONUNBUFFERED": "1",
             "ARCHIVER_METRICS_PORT": "0",
+            "ARCHIVER_WORKER_METRICS_PORT": "0",
             **self.env_overrides,
         }
 

@@ -20,7 +20,7 @@ from archiver.taskqueue import CeleryDispatcher, make_celery
 from archiver.worker import EntryArchiver
 
 settings = Settings.from_env()
-configure_logging()
+configure_logging(log_format=settings.log_format)
 app = make_celery(settings, name="workers")
 
 _archivers: dict[int, EntryArchiver] = {}

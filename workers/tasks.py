@@ -7,7 +7,9 @@ import logging
 import redis
 from celery import Task
 
+from archiver import metrics
 from archiver.keys import InvalidName, check_partition, check_storage
+from archiver.logging_setup import entry_fields
 from archiver.lsn import InvalidLSN, check_lsn
 from archiver.taskqueue import TASK_NAME
 from archiver.worker import AttemptOutcome
@@ -30,14 +32,12 @@ def archive_entry(self: Task, storage: str, partition: int, lsn: int, token: int
         log.error("rejected archive task with invalid arguments: %s", exc)
         return "rejected"
     try:
-        attempt = entry_archiver().run(storage, partition, lsn, token)
+        with metrics.TASKS_RUNNING.track_inprogress():
+            attempt = entry_archiver().run(storage, partition, lsn, token)
     except redis.RedisError as exc:
         log.warning(
-            "state store unavailable; retrying storage=%s partition=%s lsn=%s error=%s",
-            storage,
-            partition,
-            lsn,
-            exc,
+            "state store unavailable; retrying",
+            extra=entry_fields(storage, partition, lsn, error=str(exc)),
         )
         raise self.retry(countdown=settings.retry_min_seconds) from exc
     if attempt.outcome is AttemptOutcome.RETRY:

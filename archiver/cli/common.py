@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -21,7 +22,8 @@ from archiver.streams import Streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-console = Console()
+# Tables are not squeezed into 80 columns when piped; a terminal's own width is used.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @dataclass

@@ -3,33 +3,195 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from archiver.catalog import partition_archives
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
 from archiver.config import Settings
+from archiver.overview import PartitionFilter, SortKey, select
+from archiver.partition import PartitionCondition
 from archiver.sinks import open_sink
 from archiver.state_store import PartitionRecord
 
 
 @main.group()
 def inspect() -> None:
-    """Look at partition state in Redis."""
+    """Look at the archiver's state in Redis: the fleet, partitions, rejected notifications.
+
+    Every command pages through Redis (SSCAN, pipelined reads); none reads everything at once.
+    Every command takes --json for scripts.
+    """
 
 
-def _print_partitions(records: list[PartitionRecord]) -> None:
+def _age(ms: int | None) -> str:
+    """A duration for people: 850ms, 42s, 3m12s, 5h03m, 2d04h."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _since(now_ms: int, then_ms: int | None) -> int | None:
+    return None if then_ms is None else now_ms - then_ms
+
+
+def _scanning(records: Iterator[PartitionRecord], quiet: bool) -> Iterator[PartitionRecord]:
+    """Show how far a long scan got (on stderr, on a terminal only)."""
+    progress_console = Console(stderr=True)
+    if quiet or not progress_console.is_terminal:
+        yield from records
+        return
+    with progress_console.status("scanning partitions...") as status:
+        for count, record in enumerate(records, 1):
+            if count % 1000 == 0:
+                status.update(f"scanning partitions... {count:,}")
+            yield record
+
+
+@inspect.command("summary")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@clear_errors
+def inspect_summary(as_json: bool) -> None:
+    """The fleet at a glance: partitions by state, backlog and the age of the oldest entry
+    waiting (per storage), queue depths, fleet backoff, the scheduler leader, recent errors."""
+    from kombu.exceptions import OperationalError
+
+    from archiver.leadership import current_leader
+    from archiver.overview import summarize
+    from archiver.taskqueue import make_celery, queue_depths, queue_name
+
+    settings = Settings.from_env()
+    state = services(settings)
+    store = state.store
+    overview = summarize(_scanning(store.partitions(), as_json))
+    now = store.server_time_ms()
+    storages = sorted(set(overview.storages) | set(settings.storages))
+    queues: dict[str, int | None]
+    broker_error = None
+    try:
+        queues = dict(
+            queue_depths(make_celery(settings), [queue_name(storage) for storage in storages])
+        )
+    except (OperationalError, OSError) as exc:
+        broker_error = f"broker unreachable: {exc}"
+        queues = dict.fromkeys((queue_name(storage) for storage in storages), None)
+    total = overview.total()
+    summary: dict[str, Any] = {
+        "partitions": {c.value: n for c, n in total.partitions.items()},
+        "backlog": total.backlog,
+        "oldest_unarchived_age_seconds": total.oldest_age_seconds(now),
+        "gaps_total": total.gaps_total,
+        "storages": {
+            storage: {
+                "partitions": {c.value: n for c, n in totals.partitions.items()},
+                "backlog": totals.backlog,
+                "oldest_unarchived_age_seconds": totals.oldest_age_seconds(now),
+                "gaps_total": totals.gaps_total,
+            }
+            for storage, totals in sorted(overview.storages.items())
+        },
+        "queues": queues,
+        "broker_error": broker_error,
+        "notifications_waiting": state.streams.queued_notifications(),
+        "notifications_rejected": state.streams.rejected_count(),
+        "fleet_backoff_seconds": store.fleet_pause_left(),
+        "scheduler_leader": current_leader(store.client, store.keys.leader),
+        "counters": store.counters(),
+        "recent_errors": [
+            {
+                "at_ms": e.at_ms,
+                "storage": e.storage,
+                "partition": e.partition,
+                "lsn": e.lsn,
+                "error": e.error,
+            }
+            for e in overview.recent_errors
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    _print_summary(summary, now)
+
+
+def _print_summary(summary: dict[str, Any], now: int) -> None:
+    states = [c.value for c in PartitionCondition]
+    table = Table(
+        "storage", *states, "backlog", "oldest waiting", "gaps", "queue", title="Partitions"
+    )
+    for storage, totals in summary["storages"].items():
+        table.add_row(
+            storage,
+            *(str(totals["partitions"][s]) for s in states),
+            str(totals["backlog"]),
+            _age(round(totals["oldest_unarchived_age_seconds"] * 1000)),
+            str(totals["gaps_total"]),
+            str(summary["queues"].get(f"archiver.{storage}", "-")),
+        )
+    table.add_row(
+        "all",
+        *(str(summary["partitions"][s]) for s in states),
+        str(summary["backlog"]),
+        _age(round(summary["oldest_unarchived_age_seconds"] * 1000)),
+        str(summary["gaps_total"]),
+        str(sum(d for d in summary["queues"].values() if d is not None)),
+        style="bold",
+    )
+    console.print(table)
+    backoff = summary["fleet_backoff_seconds"]
+    console.print(f"scheduler leader: {summary['scheduler_leader'] or 'NONE'}")
+    console.print(f"fleet backoff: {f'{backoff:.1f}s left' if backoff else 'none'}")
+    console.print(
+        f"notifications waiting: {summary['notifications_waiting']}, "
+        f"rejected (kept): {summary['notifications_rejected']}"
+    )
+    if summary["broker_error"]:
+        console.print(f"[red]{summary['broker_error']}[/red]")
+    if summary["counters"]:
+        console.print(
+            "counters: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["counters"].items()))
+        )
+    if summary["recent_errors"]:
+        errors = Table("when", "storage", "partition", "lsn", "error", title="Recent errors")
+        for e in summary["recent_errors"]:
+            errors.add_row(
+                _age(now - e["at_ms"]) + " ago",
+                e["storage"],
+                str(e["partition"]),
+                str(e["lsn"]),
+                e["error"][:100],
+            )
+        console.print(errors)
+
+
+def _print_partitions(records: list[PartitionRecord], now: int) -> None:
     table = Table(
         "storage",
         "partition",
+        "state",
         "next",
         "high",
-        "in flight",
         "acked",
         "backlog",
-        "gaps",
+        "oldest waiting",
+        "no progress for",
+        "tries",
         "last error",
     )
     for r in records:
@@ -37,12 +199,14 @@ def _print_partitions(records: list[PartitionRecord]) -> None:
         table.add_row(
             r.storage,
             str(r.partition),
+            s.condition.value,
             str(s.next_lsn),
             str(s.high_water_mark),
-            "-" if s.in_flight_lsn is None else str(s.in_flight_lsn),
             "-" if s.acknowledged_lsn is None else str(s.acknowledged_lsn),
-            str(r.to_json()["backlog"]),
-            str(r.gaps_total),
+            str(s.backlog),
+            _age(_since(now, r.oldest_unarchived_ms) if s.has_work else None),
+            _age(_since(now, r.waiting_since_ms())),
+            str(s.attempts),
             (s.last_error or "")[:60],
         )
     console.print(table)
@@ -54,31 +218,144 @@ def _print_partitions(records: list[PartitionRecord]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @clear_errors
 def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
-    """Everything known about one partition."""
-    record = services(Settings.from_env()).store.load(storage, partition)
+    """Everything about one partition: positions, lease holder and age, fencing token, recent
+    gaps, last error, recent acknowledgements, and operators' actions (audit trail)."""
+    state = services(Settings.from_env())
+    record = state.store.load(storage, partition)
     if record is None:
         raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
+    now = state.store.server_time_ms()
+    detail = record.to_json()
+    detail["now_ms"] = now
+    detail["recent_acknowledgements"] = state.streams.recent_acks(storage, partition)
     if as_json:
-        click.echo(json.dumps(record.to_json()))
+        click.echo(json.dumps(detail))
         return
-    for name, value in record.to_json().items():
-        click.echo(f"{name:>18}: {value}")
+    s = record.state
+    rows: list[tuple[str, str]] = [
+        ("partition", f"{storage}/{partition}"),
+        ("state", s.condition.value),
+        ("next LSN", str(s.next_lsn)),
+        ("high-water mark", str(s.high_water_mark)),
+        ("acknowledged", "-" if s.acknowledged_lsn is None else str(s.acknowledged_lsn)),
+        ("backlog", str(s.backlog)),
+        ("oldest waiting", _age(_since(now, record.oldest_unarchived_ms) if s.has_work else None)),
+        ("last progress", _ago(now, record.progress_ms)),
+        ("fencing token", str(s.fencing_token)),
+    ]
+    if s.in_flight_lsn is not None:
+        rows += [
+            ("in flight", str(s.in_flight_lsn)),
+            ("lease holder", record.holder or "(task not started yet)"),
+            ("lease age", _age(_since(now, s.claimed_ms))),
+            ("lease expires in", _age(-(_since(now, s.lease_expires_ms) or 0))),
+        ]
+    else:
+        rows.append(("in flight", "-"))
+    rows += [
+        ("failed attempts", str(s.attempts)),
+        ("last error", f"{s.last_error} ({_ago(now, record.error_ms)})" if s.last_error else "-"),
+        ("gaps", str(record.gaps_total)),
+    ]
+    table = Table(show_header=False, box=None)
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if record.recent_gaps:
+        gaps = Table("from", "to", "entries lost", "when", "kind", title="Recent gaps")
+        for g in record.recent_gaps[-10:]:
+            gaps.add_row(
+                str(g.gap.expected),
+                str(g.gap.actual - 1),
+                str(g.gap.actual - g.gap.expected),
+                _ago(now, g.at_ms),
+                "manual (skip-to)" if g.manual else "deleted by the producer",
+            )
+        console.print(gaps)
+    if detail["recent_acknowledgements"]:
+        acks = Table("lsn", "when", title="Recent acknowledgements")
+        for ack in detail["recent_acknowledgements"]:
+            acks.add_row(str(ack["lsn"]), _ago(now, ack["at_ms"]))
+        console.print(acks)
+    if record.audit:
+        audit = Table("when", "who", "action", "reason", "detail", title="Audit trail")
+        for entry in record.audit:
+            audit.add_row(
+                _ago(now, int(entry["at_ms"])),
+                str(entry.get("actor", "")),
+                str(entry.get("action", "")),
+                str(entry.get("reason", "")),
+                json.dumps(entry.get("detail") or {}),
+            )
+        console.print(audit)
+
+
+def _ago(now: int, then_ms: int | None) -> str:
+    return "-" if then_ms is None else _age(now - then_ms) + " ago"
 
 
 @inspect.command("partitions")
 @click.option("--storage", type=STORAGE, help="Only this storage.")
+@click.option(
+    "--state",
+    "condition",
+    type=click.Choice([c.value for c in PartitionCondition]),
+    help="Only partitions in this state.",
+)
+@click.option(
+    "--lagging", type=click.IntRange(1), metavar="N", help="Only partitions with a backlog >= N."
+)
+@click.option(
+    "--stuck",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="Only partitions with work and no progress for at least this long.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice([k.value for k in SortKey]),
+    help="Largest backlog, or oldest waiting entry, first.",
+)
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Show at most this many.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @clear_errors
-def inspect_partitions(storage: str | None, as_json: bool) -> None:
-    """Every known partition (paged through Redis with SSCAN)."""
-    records = sorted(
-        services(Settings.from_env()).store.partitions(storage),
-        key=lambda r: (r.storage, r.partition),
+def inspect_partitions(
+    storage: str | None,
+    condition: str | None,
+    lagging: int | None,
+    stuck: float | None,
+    sort: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Partitions matching every filter given (paged through Redis with SSCAN)."""
+    store = services(Settings.from_env()).store
+    wanted = PartitionFilter(
+        storage=storage,
+        condition=PartitionCondition(condition) if condition else None,
+        lagging=lagging,
+        stuck_seconds=stuck,
     )
+    now = store.server_time_ms()
+    records = select(
+        _scanning(store.partitions(storage), as_json),
+        wanted,
+        now,
+        SortKey(sort) if sort else None,
+        limit,
+    )
+    if sort is None:
+        records.sort(key=lambda r: (r.storage, r.partition))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records]))
     else:
-        _print_partitions(records)
+        _print_partitions(records, now)
 
 
 @main.command("ls")

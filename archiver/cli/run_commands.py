@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
 from archiver.config import Settings, redact_url
 from archiver.notification import Notification
+
+if TYPE_CHECKING:
+    from archiver.scheduler import Scheduler
+    from archiver.state_store import RedisStateStore
 
 
 @main.command()
@@ -27,20 +34,10 @@ def scheduler() -> None:
     from archiver.scheduler import Scheduler
     from archiver.taskqueue import CeleryDispatcher, make_celery
 
-    configure_logging()
     settings = Settings.from_env()
+    configure_logging(log_format=settings.log_format)
     state = services(settings)
     dispatcher = CeleryDispatcher(make_celery(settings))
-    if settings.metrics_port:
-        from archiver.metrics import serve
-
-        try:
-            serve(settings.metrics_port)
-        except OSError as exc:
-            # Losing metrics is no reason to stop archiving; the log and the scrape show it.
-            logging.getLogger("archiver.scheduler").error(
-                "cannot serve metrics on port %d: %s", settings.metrics_port, exc
-            )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -56,7 +53,154 @@ def scheduler() -> None:
         scheduler_identity(),
         settings.leader_ttl_seconds,
     )
-    Scheduler(settings, state.store, state.streams, dispatcher.dispatch, leader).run(stop)
+    scheduler = Scheduler(settings, state.store, state.streams, dispatcher.dispatch, leader)
+    if settings.metrics_port:
+        _serve_scheduler_metrics(settings, state.store, scheduler, stop)
+    scheduler.run(stop)
+
+
+def _serve_scheduler_metrics(
+    settings: Settings, store: RedisStateStore, scheduler: Scheduler, stop: threading.Event
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from archiver.metrics import serve
+    from archiver.state_metrics import FleetStateCollector, StateMetricsRefresher
+
+    def leading() -> bool:
+        return scheduler.leading
+
+    collector = FleetStateCollector(leading)
+    REGISTRY.register(collector)
+    try:
+        serve(settings.metrics_port)
+    except OSError as exc:
+        # Losing metrics is no reason to stop archiving; the log and the scrape show it.
+        logging.getLogger("archiver.scheduler").error(
+            "cannot serve metrics on port %d: %s", settings.metrics_port, exc
+        )
+        return
+    StateMetricsRefresher(
+        store, collector, leading, settings.state_metrics_interval_seconds, stop
+    ).start()
+
+
+@main.command()
+@click.option(
+    "-Q",
+    "--queues",
+    help="Comma-separated queues to consume. Default: archiver.<storage> for every storage in "
+    "ARCHIVER_STORAGES.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    help="Worker processes; each archives one entry at a time.",
+)
+@click.option(
+    "-n", "--node-name", help="Celery node name, unique per host. Default: archiver@<hostname>."
+)
+@clear_errors
+def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
+    """Run a worker host: Celery processes that archive the entries of this host's storages.
+
+    Every storage a queue names must be in ARCHIVER_STORAGES, since only this host can read
+    its files. Several hosts may consume one queue when storages sit on shared disks.
+    The host serves /metrics for all its processes on ARCHIVER_WORKER_METRICS_PORT (default
+    9809; 0 turns it off), from ARCHIVER_METRICS_DIR/<node name>, emptied at start.
+    Stop it with SIGTERM: running attempts finish first.
+    """
+    from archiver.metrics import prepare_multiprocess_dir
+    from archiver.taskqueue import QUEUE_PREFIX, celery_worker_argv, queue_name
+
+    settings = Settings.from_env()
+    names = [q.strip() for q in (queues or "").split(",") if q.strip()]
+    if not names:
+        names = [queue_name(storage) for storage in settings.storages]
+    if not names:
+        raise click.UsageError("no queues to consume: set ARCHIVER_STORAGES or pass --queues")
+    for name in names:
+        storage = name.removeprefix(QUEUE_PREFIX)
+        if not name.startswith(QUEUE_PREFIX) or storage not in settings.storages:
+            raise click.UsageError(
+                f"queue {name!r} is not archiver.<storage> for a storage in ARCHIVER_STORAGES "
+                f"({', '.join(settings.storages) or 'none set'})"
+            )
+    node = node_name or f"archiver@{socket.gethostname()}"
+    env = dict(os.environ)
+    if settings.worker_metrics_port:
+        safe_node = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in node)
+        directory = prepare_multiprocess_dir(settings.metrics_dir / safe_node)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    else:
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    argv = celery_worker_argv(names, concurrency, node)
+    # Replace this process, so that signals sent to it reach Celery's main process.
+    os.execve(argv[0], argv, env)  # noqa: S606 - our own interpreter, argument list
+
+
+@main.command()
+@click.option(
+    "--storage", type=STORAGE, required=True, help="Storage to write (in ARCHIVER_STORAGES)."
+)
+@click.option(
+    "--partitions", default=4, show_default=True, type=click.IntRange(1, 10_000), help="Partitions."
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between rounds; each round appends one entry to every partition.",
+)
+@click.option(
+    "--entry-size",
+    default=16 * 1024,
+    show_default=True,
+    type=click.IntRange(0, 64 * 1024 * 1024),
+    help="Bytes of data per entry.",
+)
+@click.option(
+    "--rounds",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Stop after this many rounds (0: run until SIGTERM).",
+)
+@clear_errors
+def produce(storage: str, partitions: int, interval: float, entry_size: int, rounds: int) -> None:
+    """Run the reference log manager as a producer: append entries to STORAGE's WAL, announce
+    them, and delete them once acknowledged.
+
+    It stands in for a storage node in the compose deployment and in load tests. A restarted
+    producer goes on from the newest LSN it wrote; it never reuses one.
+    """
+    from archiver.demo import entry_files
+    from archiver.log_manager import ReferenceLogManager
+
+    settings = Settings.from_env()
+    root = settings.storage_root(storage)
+    manager = ReferenceLogManager(storage, root, services(settings).streams)
+    for partition in range(1, partitions + 1):
+        manager.resume(partition)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"producing to {storage} ({root}): {partitions} partitions", err=True)
+    done = 0
+    while not stop.is_set() and (rounds == 0 or done < rounds):
+        for partition in range(1, partitions + 1):
+            lsn = manager.high.get(partition, 0) + 1
+            manager.append(partition, entry_files(partition, lsn, entry_size))
+        manager.process_acks()
+        done += 1
+        if done % 60 == 0:
+            click.echo(f"round {done}: newest LSN {max(manager.high.values())}", err=True)
+        stop.wait(interval)
+    manager.process_acks()
 
 
 @main.command()

@@ -1,10 +1,11 @@
 -- Fold a watermark notification (low, high) into one partition and claim its next entry.
--- KEYS[1] partition hash, KEYS[2] partition gap list
--- ARGV[1] low, ARGV[2] high, ARGV[3] lease ms, ARGV[4] gaps kept
+-- KEYS[1] partition hash, KEYS[2] partition gap list, KEYS[3] announcement marks
+-- ARGV[1] low, ARGV[2] high, ARGV[3] lease ms, ARGV[4] gaps kept, ARGV[5] mark resolution ms
 -- Returns {outcome, reacknowledge lsn or '', claimed lsn or '', token, gap expected lsn or ''}
-local key, gaps_key = KEYS[1], KEYS[2]
+local key, gaps_key, marks_key = KEYS[1], KEYS[2], KEYS[3]
 local low, high = ARGV[1], ARGV[2]
 local lease_ms, max_gaps = tonumber(ARGV[3]), tonumber(ARGV[4])
+local resolution_ms = tonumber(ARGV[5])
 local now = now_ms()
 
 local f = redis.call('HMGET', key, 'next', 'high', 'acked')
@@ -14,6 +15,8 @@ local outcome, gap_expected = 'applied', ''
 if not nxt then
   redis.call('HSET', key, 'next', low, 'high', high, 'token', 0, 'attempts', 0,
     'created_ms', ms(now), 'progress_ms', ms(now))
+  add_mark(marks_key, high, now, resolution_ms)
+  refresh_oldest(key, marks_key, now)
 else
   if lsn_less(high, nxt) then
     return {'stale', acked or '', '', 0, ''}
@@ -29,6 +32,10 @@ else
   end
   if lsn_less(known_high, high) then
     redis.call('HSET', key, 'high', high)
+    add_mark(marks_key, high, now, resolution_ms)
+  end
+  if outcome == 'gap' or lsn_less(known_high, high) then
+    refresh_oldest(key, marks_key, now)
   end
 end
 

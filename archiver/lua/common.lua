@@ -61,3 +61,56 @@ local function holds(key, lsn, token)
   local f = redis.call('HMGET', key, 'inflight', 'token')
   return f[1] == lsn and f[2] == token
 end
+
+-- Announcement marks: a short list of 'high ms' pairs, oldest first, saying when the newest
+-- entry was announced. From them the age of the oldest entry not yet archived is known without
+-- a timestamp per entry.
+local MAX_MARKS = 32
+
+local function add_mark(marks_key, high, now, resolution_ms)
+  local last = redis.call('LINDEX', marks_key, -1)
+  if last then
+    local last_ms = string.match(last, ' (%d+)$')
+    if now - tonumber(last_ms) < resolution_ms or redis.call('LLEN', marks_key) >= MAX_MARKS then
+      -- Widen the newest mark: its time is older than the entries it now covers, so the age
+      -- reported errs on the old side, never the young one.
+      redis.call('LSET', marks_key, -1, high .. ' ' .. last_ms)
+      return
+    end
+  end
+  redis.call('RPUSH', marks_key, high .. ' ' .. ms(now))
+end
+
+-- Drop the marks of archived entries and note when the oldest waiting entry was announced
+-- (hash field oldest_ms; absent when nothing waits).
+local function refresh_oldest(key, marks_key, now)
+  local f = redis.call('HMGET', key, 'next', 'high')
+  local nxt, high = f[1], f[2]
+  if lsn_less(high, nxt) then
+    redis.call('DEL', marks_key)
+    redis.call('HDEL', key, 'oldest_ms')
+    return
+  end
+  while true do
+    local first = redis.call('LINDEX', marks_key, 0)
+    if not first then
+      break
+    end
+    local mark_high, mark_ms = string.match(first, '^(%d+) (%d+)$')
+    if not lsn_less(mark_high, nxt) then
+      redis.call('HSET', key, 'oldest_ms', mark_ms)
+      return
+    end
+    redis.call('LPOP', marks_key)
+  end
+  -- No mark covers the waiting entries (state rebuilt without them): count from now.
+  redis.call('HSETNX', key, 'oldest_ms', ms(now))
+end
+
+-- Append an operator's action to the partition's audit trail; the newest 50 are kept.
+local function audit(audit_key, now, action, actor, reason, detail)
+  redis.call('RPUSH', audit_key, cjson.encode({
+    at_ms = ms(now), action = action, actor = actor, reason = reason, detail = detail
+  }))
+  redis.call('LTRIM', audit_key, -50, -1)
+end

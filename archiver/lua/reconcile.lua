@@ -1,9 +1,9 @@
 -- Move a partition forward to what the archive already holds, after its state was lost.
 -- Never moves it backwards. Holes in the archive above the old position become recorded gaps.
--- KEYS[1] partition hash, KEYS[2] gap list
+-- KEYS[1] partition hash, KEYS[2] gap list, KEYS[3] announcement marks
 -- ARGV[1] last archived lsn, ARGV[2] gaps kept, ARGV[3..] holes as 'expected actual' pairs
 -- Returns {1 if changed else 0, the previous next lsn or ''}
-local key, gaps_key = KEYS[1], KEYS[2]
+local key, gaps_key, marks_key = KEYS[1], KEYS[2], KEYS[3]
 local last, max_gaps = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local nxt = redis.call('HGET', key, 'next')
@@ -34,4 +34,5 @@ redis.call('LTRIM', gaps_key, -max_gaps, -1)
 redis.call('HSET', key, 'next', target, 'acked', last, 'attempts', 0, 'progress_ms', ms(now))
 -- Whoever held the old position is fenced off.
 redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error')
+refresh_oldest(key, marks_key, now)
 return {1, nxt or ''}

@@ -1,0 +1,162 @@
+"""Commands that repair: pause, resume, release, skip-to and requeue one partition.
+
+Each is one Lua script: atomic, refused (exit status 1, with the reason) when its precondition
+does not hold, and recorded in the partition's audit trail with who, when, what and why, which
+``archiver inspect partition`` shows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, main, services
+from archiver.config import Settings
+from archiver.state_store import AdminResult
+
+
+def default_actor() -> str:
+    """Who is acting: ARCHIVER_ACTOR, or user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid{os.getuid()}"
+    return os.environ.get("ARCHIVER_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--actor",
+        default=default_actor,
+        show_default="ARCHIVER_ACTOR or user@host",
+        help="Who is acting, for the audit trail.",
+    )(func)
+    func = click.argument("partition", type=PARTITION)(func)
+    return click.argument("storage", type=STORAGE)(func)
+
+
+def _reason_option(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--reason",
+        required=required,
+        default=None if required else "",
+        help="Why, for the audit trail." + (" Required." if required else ""),
+    )
+
+
+def _finish(result: AdminResult, storage: str, partition: int, done: str) -> None:
+    if not result.done:
+        raise click.ClickException(f"refused for {storage}/{partition}: {result.reason}")
+    click.echo(done)
+
+
+@main.group()
+def admin() -> None:
+    """Change one partition's state, safely: atomic, checked, and audited.
+
+    Look first with `archiver inspect partition STORAGE PARTITION`; it also shows the audit
+    trail these commands write.
+    """
+
+
+@admin.command()
+@_common
+@_reason_option(required=False)
+@clear_errors
+def pause(storage: str, partition: int, actor: str, reason: str) -> None:
+    """Stop claiming entries of a partition. An entry already in flight still finishes."""
+    store = services(Settings.from_env()).store
+    result = store.pause(storage, partition, actor, reason, paused=True)
+    _finish(result, storage, partition, f"paused {storage}/{partition}")
+
+
+@admin.command()
+@_common
+@_reason_option(required=False)
+@clear_errors
+def resume(storage: str, partition: int, actor: str, reason: str) -> None:
+    """Undo pause. The scheduler's next sweep dispatches the partition's next entry."""
+    store = services(Settings.from_env()).store
+    result = store.pause(storage, partition, actor, reason, paused=False)
+    _finish(result, storage, partition, f"resumed {storage}/{partition}")
+
+
+@admin.command()
+@_common
+@_reason_option(required=False)
+@clear_errors
+def release(storage: str, partition: int, actor: str, reason: str) -> None:
+    """Break the lease of the entry in flight, e.g. when its worker host is known dead.
+
+    The fencing token is bumped, so the old holder can neither advance the partition nor
+    acknowledge anything if it comes back. The next sweep grants the entry again.
+    """
+    store = services(Settings.from_env()).store
+    result = store.release(storage, partition, actor, reason)
+    _finish(
+        result, storage, partition, f"released {storage}/{partition} (LSN {result.lsn} in flight)"
+    )
+
+
+@admin.command()
+@_common
+@_reason_option(required=False)
+@clear_errors
+def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
+    """Send the partition's next entry to the workers now.
+
+    Clears a conflict mark and the retry backoff, and fences off any holder. For a conflict,
+    first move the conflicting archive object aside (never delete it): otherwise the entry
+    conflicts again.
+    """
+    from archiver.dispatch import dispatch_claim
+    from archiver.taskqueue import CeleryDispatcher, make_celery
+
+    settings = Settings.from_env()
+    store = services(settings).store
+    result = store.requeue(storage, partition, actor, reason, settings.dispatch_timeout_seconds)
+    if result.done and result.claim is not None:
+        dispatcher = CeleryDispatcher(make_celery(settings))
+        if not dispatch_claim(store, dispatcher.dispatch, storage, partition, result.claim):
+            raise click.ClickException(
+                f"requeued {storage}/{partition} but could not send its task (broker "
+                "unreachable?); the scheduler's sweep sends it"
+            )
+    _finish(result, storage, partition, f"requeued {storage}/{partition} at LSN {result.lsn}")
+
+
+@admin.command("skip-to")
+@_common
+@click.argument("lsn", type=LSN)
+@_reason_option(required=True)
+@click.option("--yes", is_flag=True, help="Confirm: the entries skipped are never archived.")
+@clear_errors
+def skip_to(storage: str, partition: int, lsn: int, actor: str, reason: str, yes: bool) -> None:
+    """Give up on the entries below LSN: they are never archived, and a manual gap is recorded.
+
+    For entries that cannot be archived at all (unreadable, lost from the disk). Nothing
+    skipped is acknowledged, but once LSN is, the producer may delete everything below it.
+    LSN may be at most the high-water mark + 1.
+    """
+    store = services(Settings.from_env()).store
+    record = store.load(storage, partition)
+    if record is None:
+        raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
+    if not yes:
+        first = record.state.next_lsn
+        raise click.UsageError(
+            f"skip-to gives up entries {first}..{lsn - 1} of {storage}/{partition} for good; "
+            "pass --yes to confirm"
+        )
+    result = store.skip_to(storage, partition, lsn, actor, reason)
+    _finish(
+        result,
+        storage,
+        partition,
+        f"skipped {storage}/{partition} from {result.lsn} to {lsn} (manual gap recorded)",
+    )
