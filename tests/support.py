@@ -260,12 +260,18 @@ class System:
         return process
 
     def start_worker(
-        self, concurrency: int = 1, wait: bool = True, env: Mapping[str, str] | None = None
+        self,
+        concurrency: int = 1,
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+        node_name: str | None = None,
     ) -> Process:
         process = self._spawn(
             "worker",
             worker_command(
-                [f"archiver.{self.storage}"], concurrency, f"test-{uuid.uuid4().hex[:8]}@%h"
+                [f"archiver.{self.storage}"],
+                concurrency,
+                node_name or f"test-{uuid.uuid4().hex[:8]}@%h",
             ),
             env,
         )

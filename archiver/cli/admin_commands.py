@@ -41,12 +41,9 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _reason_option(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--reason",
-        required=required,
-        default=None if required else "",
-        help="Why, for the audit trail." + (" Required." if required else ""),
-    )
+    if required:
+        return click.option("--reason", required=True, help="Why, for the audit trail. Required.")
+    return click.option("--reason", default="", help="Why, for the audit trail.")
 
 
 def _finish(result: AdminResult, storage: str, partition: int, done: str) -> None:
