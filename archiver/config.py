@@ -58,6 +58,13 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def _log_format(raw: str) -> str:
     if raw.lower() not in ("text", "json"):
         raise ConfigError(f"ARCHIVER_LOG_FORMAT must be text or json, got {raw!r}")
@@ -122,6 +129,10 @@ class Settings:
     state_metrics_interval_seconds: float = 15.0
     # "text" or "json".
     log_format: str = "text"
+    # A task that archived an entry goes on with the partition's next one, up to this many
+    # entries and this many seconds, before it sends the rest back to the queue.
+    chain_entries: int = 100
+    chain_seconds: float = 10.0
     # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
     leader_ttl_seconds: float = 10.0
     # How new archives are stored: plain "<lsn>.tar" or zstd-compressed "<lsn>.tar.zst".
@@ -157,6 +168,8 @@ class Settings:
                 env, "ARCHIVER_STATE_METRICS_INTERVAL_SECONDS", 15.0
             ),
             log_format=_log_format(env.get("ARCHIVER_LOG_FORMAT") or "text"),
+            chain_entries=_count(env, "ARCHIVER_CHAIN_ENTRIES", 100),
+            chain_seconds=_seconds(env, "ARCHIVER_CHAIN_SECONDS", 10.0),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

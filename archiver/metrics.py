@@ -55,6 +55,12 @@ TASKS_RUNNING = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Updated by every process that talks to Redis (archiver/redis_client.py).
+REDIS_ROUND_TRIPS = Counter(
+    "archiver_redis_round_trips",
+    "Requests sent to Redis and answered: a pipeline or a script counts once",
+)
+
 # Computed by the leading scheduler; see archiver/state_metrics.py.
 SCHEDULER_LEADER = "archiver_scheduler_leader"
 BACKLOG = "archiver_backlog_entries"
@@ -75,6 +81,7 @@ EXPORTED_METRICS = frozenset(
         "archiver_retries_total",
         "archiver_fenced_attempts_total",
         "archiver_tasks_running",
+        "archiver_redis_round_trips_total",
         SCHEDULER_LEADER,
         BACKLOG,
         OLDEST_UNARCHIVED_AGE,

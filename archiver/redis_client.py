@@ -1,18 +1,44 @@
-"""Redis connections with deadlines: a dead or black-holed server fails a call, never hangs it."""
+"""Redis connections with deadlines: a dead or black-holed server fails a call, never hangs it.
+
+Every connection counts its round trips (``archiver_redis_round_trips_total``): a pipeline or a
+script is one, whatever it does inside. The orchestration's cost per archived entry is measured
+with it.
+"""
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 import redis
+
+from archiver import metrics
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 
 
+@cache
+def _counting(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` (plain, TLS or Unix socket) that counts what it sends."""
+
+    class CountingConnection(connection_class):  # type: ignore[misc]
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            metrics.REDIS_ROUND_TRIPS.inc()
+            super().send_packed_command(command, check_health)
+
+    CountingConnection.__name__ = f"Counting{connection_class.__name__}"
+    return CountingConnection
+
+
 def connect(url: str, decode_responses: bool = True) -> redis.Redis:
-    return redis.Redis.from_url(
+    client = redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,
         decode_responses=decode_responses,
     )
+    pool = client.connection_pool
+    pool.connection_class = _counting(pool.connection_class)
+    return client

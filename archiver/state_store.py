@@ -6,13 +6,15 @@ only names keys, passes arguments and turns replies back into the core's types.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from archiver.partition import Claim, Gap, NotificationOutcome, PartitionState
 from archiver.redis_keys import RedisKeys, split_partition_id
@@ -28,6 +30,50 @@ def load_script(name: str) -> str:
     package = resources.files("archiver") / "lua"
     common = (package / "common.lua").read_text()
     return common + "\n" + (package / f"{name}.lua").read_text()
+
+
+class LuaScripts:
+    """The partition scripts, run by SHA.
+
+    Unlike redis-py's registered scripts, a pipeline of these costs one round trip: redis-py
+    asks SCRIPT EXISTS before every pipeline that holds a script. Here a script the server lost
+    (a restart, SCRIPT FLUSH) is loaded again when a call meets NOSCRIPT, and the call (or the
+    whole pipeline, see ``RedisStateStore.pipelined``) is made again. Every script and pipeline
+    that may be made twice is idempotent or fenced.
+    """
+
+    def __init__(self, client: redis.Redis, names: Iterable[str]) -> None:
+        self.client = client
+        self.sources = {name: load_script(name) for name in names}
+        self.shas = {
+            name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+            for name, source in self.sources.items()
+        }
+
+    def load(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for source in self.sources.values():
+            pipe.script_load(source)
+        pipe.execute()
+
+    def __call__(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        client: redis.Redis | redis.client.Pipeline | None = None,
+    ) -> Any:
+        """Run ``name`` now, or queue it on ``client`` when that is a pipeline."""
+        target = self.client if client is None else client
+        call = (self.shas[name], len(keys), *keys, *args)
+        if isinstance(target, redis.client.Pipeline):
+            target.evalsha(*call)
+            return None
+        try:
+            return target.evalsha(*call)
+        except NoScriptError:
+            self.load()
+            return target.evalsha(*call)
 
 
 def _text(value: Any) -> str:
@@ -142,9 +188,9 @@ class RedisStateStore:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.client = client
         self.keys = keys
-        self._scripts = {
-            name: client.register_script(load_script(name))
-            for name in (
+        self._lua = LuaScripts(
+            client,
+            (
                 "apply_notification",
                 "claim_next_entry",
                 "renew_lease",
@@ -161,8 +207,22 @@ class RedisStateStore:
                 "admin_release",
                 "admin_requeue",
                 "admin_skip_to",
-            )
-        }
+            ),
+        )
+
+    def pipelined(self, fill: Callable[[redis.client.Pipeline], None]) -> list[Any]:
+        """One round trip for what ``fill`` queues; made again, refilled, if the server had
+        lost the scripts."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            fill(pipe)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._lua.load()
+        raise AssertionError("unreachable")
 
     def _partition_keys(self, storage: str, partition: int) -> list[str]:
         return [
@@ -180,15 +240,17 @@ class RedisStateStore:
         lease_seconds: float,
         mark_resolution_ms: int = MARK_RESOLUTION_MS,
     ) -> NotificationResult:
-        pipe = self.client.pipeline(transaction=False)
-        # The index lives outside the partition's slot; sweeps repair it if this step is lost.
-        pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
-        self._scripts["apply_notification"](
-            keys=self._partition_keys(storage, partition),
-            args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms],
-            client=pipe,
-        )
-        reply = pipe.execute()[1]
+        def fill(pipe: redis.client.Pipeline) -> None:
+            # The index lives outside the partition's slot; sweeps repair it if this is lost.
+            pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
+            self._lua(
+                "apply_notification",
+                keys=self._partition_keys(storage, partition),
+                args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms],
+                client=pipe,
+            )
+
+        reply = self.pipelined(fill)[1]
         outcome, reack, lsn, token, gap_expected = (_text(v) for v in reply)
         return NotificationResult(
             outcome=NotificationOutcome(outcome),
@@ -198,8 +260,10 @@ class RedisStateStore:
         )
 
     def claim_next_entry(self, storage: str, partition: int, lease_seconds: float) -> Claim | None:
-        reply = self._scripts["claim_next_entry"](
-            keys=[self.keys.partition(storage, partition)], args=[_ms(lease_seconds)]
+        reply = self._lua(
+            "claim_next_entry",
+            keys=[self.keys.partition(storage, partition)],
+            args=[_ms(lease_seconds)],
         )
         return Claim(int(reply[0]), int(reply[1])) if reply else None
 
@@ -211,16 +275,20 @@ class RedisStateStore:
     ) -> list[tuple[str, int, Claim]]:
         """Claim the next entry of each partition that has work, in one round trip; with
         ``orphan_seconds``, also take over grants whose task was never marked as sent."""
-        pipe = self.client.pipeline(transaction=False)
-        for storage, partition in partitions:
-            self._scripts["claim_next_entry"](
-                keys=[self.keys.partition(storage, partition)],
-                args=[_ms(lease_seconds)] + ([_ms(orphan_seconds)] if orphan_seconds else []),
-                client=pipe,
-            )
+        args = [_ms(lease_seconds)] + ([_ms(orphan_seconds)] if orphan_seconds else [])
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for storage, partition in partitions:
+                self._lua(
+                    "claim_next_entry",
+                    keys=[self.keys.partition(storage, partition)],
+                    args=args,
+                    client=pipe,
+                )
+
         return [
             (storage, partition, Claim(int(reply[0]), int(reply[1])))
-            for (storage, partition), reply in zip(partitions, pipe.execute(), strict=True)
+            for (storage, partition), reply in zip(partitions, self.pipelined(fill), strict=True)
             if reply
         ]
 
@@ -228,7 +296,8 @@ class RedisStateStore:
         self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
     ) -> bool:
         return bool(
-            self._scripts["renew_lease"](
+            self._lua(
+                "renew_lease",
                 keys=[self.keys.partition(storage, partition)],
                 args=[lsn, token, _ms(lease_seconds)],
             )
@@ -244,15 +313,37 @@ class RedisStateStore:
         holder: str,
     ) -> tuple[bool, float]:
         """Renew the grant for a running attempt, noting who holds it, and read the fleet
-        pause, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        self._scripts["renew_lease"](
+        pause, in one round trip: (still held, seconds of fleet pause left)."""
+        return self.started(
+            self.pipelined(
+                lambda pipe: self.queue_start_attempt(
+                    pipe, storage, partition, lsn, token, lease_seconds, holder
+                )
+            )
+        )
+
+    def queue_start_attempt(
+        self,
+        pipe: redis.client.Pipeline,
+        storage: str,
+        partition: int,
+        lsn: int,
+        token: int,
+        lease_seconds: float,
+        holder: str,
+    ) -> None:
+        """``start_attempt`` as two calls on the caller's pipeline; ``started`` reads them."""
+        self._lua(
+            "renew_lease",
             keys=[self.keys.partition(storage, partition)],
             args=[lsn, token, _ms(lease_seconds), holder],
             client=pipe,
         )
-        self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[], client=pipe)
-        held, pause_ms = pipe.execute()
+        self._lua("fleet_pause_left", keys=[self.keys.fleet], args=[], client=pipe)
+
+    @staticmethod
+    def started(replies: list[Any]) -> tuple[bool, float]:
+        held, pause_ms = replies
         return bool(held), int(pause_ms) / 1000
 
     def commit_success(
@@ -264,7 +355,8 @@ class RedisStateStore:
         lease_seconds: float,
         claim_next: bool = True,
     ) -> CommitResult:
-        reply = self._scripts["commit_success"](
+        reply = self._lua(
+            "commit_success",
             keys=[self.keys.partition(storage, partition), self.keys.marks(storage, partition)],
             args=[lsn, token, _ms(lease_seconds), 1 if claim_next else 0],
         )
@@ -278,7 +370,8 @@ class RedisStateStore:
     ) -> int | None:
         """Returns the failed attempts so far, or None when the caller was fenced off."""
         attempts = int(
-            self._scripts["record_failure"](
+            self._lua(
+                "record_failure",
                 keys=[self.keys.partition(storage, partition)],
                 args=[lsn, token, error[:2000], _ms(hold_seconds)],
             )
@@ -287,21 +380,21 @@ class RedisStateStore:
 
     def mark_dispatched(self, storage: str, partition: int, token: int) -> None:
         """Note that the task for grant ``token`` was sent, so it is not taken for an orphan."""
-        self._scripts["mark_dispatched"](
-            keys=[self.keys.partition(storage, partition)], args=[token]
-        )
+        self._lua("mark_dispatched", keys=[self.keys.partition(storage, partition)], args=[token])
 
     def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
         return bool(
-            self._scripts["release_claim"](
-                keys=[self.keys.partition(storage, partition)], args=[lsn, token]
+            self._lua(
+                "release_claim", keys=[self.keys.partition(storage, partition)], args=[lsn, token]
             )
         )
 
     def mark_conflict(self, storage: str, partition: int, lsn: int, token: int, error: str) -> bool:
         return bool(
-            self._scripts["mark_conflict"](
-                keys=[self.keys.partition(storage, partition)], args=[lsn, token, error[:2000]]
+            self._lua(
+                "mark_conflict",
+                keys=[self.keys.partition(storage, partition)],
+                args=[lsn, token, error[:2000]],
             )
         )
 
@@ -309,14 +402,17 @@ class RedisStateStore:
         self, storage: str, partition: int, last_archived: int, holes: list[Gap]
     ) -> tuple[bool, int | None]:
         """Move the partition past ``last_archived``; returns (changed, previous next LSN)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
-        self._scripts["reconcile"](
-            keys=self._partition_keys(storage, partition),
-            args=[last_archived, MAX_GAPS_KEPT, *(f"{g.expected} {g.actual}" for g in holes)],
-            client=pipe,
-        )
-        changed, previous = pipe.execute()[1]
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
+            self._lua(
+                "reconcile",
+                keys=self._partition_keys(storage, partition),
+                args=[last_archived, MAX_GAPS_KEPT, *(f"{g.expected} {g.actual}" for g in holes)],
+                client=pipe,
+            )
+
+        changed, previous = self.pipelined(fill)[1]
         return bool(int(changed)), int(previous) if _text(previous) else None
 
     def count(self, event: str, amount: int = 1) -> None:
@@ -328,18 +424,21 @@ class RedisStateStore:
 
     def fleet_failure(self, min_seconds: float, max_seconds: float) -> float:
         """Start (or join) a fleet-wide pause; returns the seconds left in it."""
-        left = self._scripts["fleet_failure"](
-            keys=[self.keys.fleet], args=[_ms(min_seconds), _ms(max_seconds)]
+        left = self._lua(
+            "fleet_failure", keys=[self.keys.fleet], args=[_ms(min_seconds), _ms(max_seconds)]
         )
         return int(left) / 1000
 
     def fleet_success(self, min_seconds: float, pipe: redis.client.Pipeline | None = None) -> None:
-        self._scripts["fleet_success"](
-            keys=[self.keys.fleet], args=[_ms(min_seconds)], client=pipe or self.client
+        self._lua(
+            "fleet_success",
+            keys=[self.keys.fleet],
+            args=[_ms(min_seconds)],
+            client=pipe or self.client,
         )
 
     def fleet_pause_left(self) -> float:
-        return int(self._scripts["fleet_pause_left"](keys=[self.keys.fleet], args=[])) / 1000
+        return int(self._lua("fleet_pause_left", keys=[self.keys.fleet], args=[])) / 1000
 
     def server_time_ms(self) -> int:
         """Redis's clock, which every stored time was read from."""
@@ -355,14 +454,16 @@ class RedisStateStore:
     def pause(
         self, storage: str, partition: int, actor: str, reason: str, paused: bool = True
     ) -> AdminResult:
-        done, why = self._scripts["admin_pause"](
-            keys=self._admin_keys(storage, partition), args=["1" if paused else "0", actor, reason]
+        done, why = self._lua(
+            "admin_pause",
+            keys=self._admin_keys(storage, partition),
+            args=["1" if paused else "0", actor, reason],
         )
         return AdminResult(bool(int(done)), _text(why))
 
     def release(self, storage: str, partition: int, actor: str, reason: str) -> AdminResult:
-        done, detail = self._scripts["admin_release"](
-            keys=self._admin_keys(storage, partition), args=[actor, reason]
+        done, detail = self._lua(
+            "admin_release", keys=self._admin_keys(storage, partition), args=[actor, reason]
         )
         if not int(done):
             return AdminResult(False, _text(detail))
@@ -371,8 +472,10 @@ class RedisStateStore:
     def requeue(
         self, storage: str, partition: int, actor: str, reason: str, lease_seconds: float
     ) -> AdminResult:
-        reply = self._scripts["admin_requeue"](
-            keys=self._admin_keys(storage, partition), args=[_ms(lease_seconds), actor, reason]
+        reply = self._lua(
+            "admin_requeue",
+            keys=self._admin_keys(storage, partition),
+            args=[_ms(lease_seconds), actor, reason],
         )
         if not int(reply[0]):
             return AdminResult(False, _text(reply[1]))
@@ -382,7 +485,8 @@ class RedisStateStore:
     def skip_to(
         self, storage: str, partition: int, lsn: int, actor: str, reason: str
     ) -> AdminResult:
-        done, detail = self._scripts["admin_skip_to"](
+        done, detail = self._lua(
+            "admin_skip_to",
             keys=[*self._partition_keys(storage, partition), self.keys.audit(storage, partition)],
             args=[lsn, MAX_GAPS_KEPT, actor, reason],
         )

@@ -233,3 +233,15 @@ def test_a_late_mark_of_an_old_grant_does_not_hide_an_orphan(store: RedisStateSt
     record = store.load("s", 1)
     assert record is not None
     assert record.state.dispatched_token == new.token
+
+
+def test_scripts_lost_by_the_server_are_loaded_again(store: RedisStateStore) -> None:
+    """After a restart or SCRIPT FLUSH, direct calls and pipelines both carry on."""
+    store.client.script_flush()
+    first = store.apply_notification("s", 1, 1, 2, HOUR).claim  # a pipeline
+    assert first is not None
+    store.client.script_flush()
+    assert store.commit_success("s", 1, first.lsn, first.token, HOUR).committed  # a direct call
+    store.client.script_flush()
+    held, pause = store.start_attempt("s", 1, 2, first.token + 1, HOUR, "me:1")
+    assert (held, pause) == (True, 0.0)

@@ -11,6 +11,7 @@ from archiver import metrics
 from archiver.keys import InvalidName, check_partition, check_storage
 from archiver.logging_setup import entry_fields
 from archiver.lsn import InvalidLSN, check_lsn
+from archiver.partition import Claim
 from archiver.taskqueue import TASK_NAME
 from archiver.worker import AttemptOutcome
 from workers.application import app, entry_archiver, settings
@@ -33,7 +34,7 @@ def archive_entry(self: Task, storage: str, partition: int, lsn: int, token: int
         return "rejected"
     try:
         with metrics.TASKS_RUNNING.track_inprogress():
-            attempt = entry_archiver().run(storage, partition, lsn, token)
+            attempt = entry_archiver().run_chain(storage, partition, lsn, token)
     except redis.RedisError as exc:
         log.warning(
             "state store unavailable; retrying",
@@ -41,5 +42,7 @@ def archive_entry(self: Task, storage: str, partition: int, lsn: int, token: int
         )
         raise self.retry(countdown=settings.retry_min_seconds) from exc
     if attempt.outcome is AttemptOutcome.RETRY:
-        raise self.retry(countdown=attempt.delay)
+        # The grant that failed, which after a chain is not the one this task was sent with.
+        claim = attempt.claim or Claim(lsn, token)
+        raise self.retry(args=(storage, partition, claim.lsn, claim.token), countdown=attempt.delay)
     return attempt.outcome.value

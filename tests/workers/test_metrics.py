@@ -96,3 +96,44 @@ def test_one_endpoint_per_host_sums_every_worker_process(system: System, tmp_pat
     system.notify(1, 1, 3)
     system.wait_acked(1, 3)
     wait_for(lambda: archived() == 7, timeout=30, what="the 7th archived entry on the endpoint")
+
+
+def test_a_task_chains_entries_at_two_redis_round_trips_each(
+    system: System, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "ARCHIVER_WORKER_METRICS_PORT": str(port),
+        "ARCHIVER_METRICS_DIR": str(tmp_path / "metrics"),
+        "ARCHIVER_CHAIN_ENTRIES": "10",
+    }
+    system.start_worker(concurrency=1, env=env)
+    system.start_scheduler()
+    wait_for(lambda: scrape(port), what="the worker's metrics endpoint")
+    before = value(scrape(port), "archiver_redis_round_trips_total")
+    entries = 30
+    for lsn in range(1, entries + 1):
+        system.write(1, lsn)
+    system.notify(1, 1, entries)
+    system.wait_acked(1, entries)
+    assert system.acks(1) == list(range(1, entries + 1))
+    wait_for(
+        lambda: (
+            value(
+                scrape(port), "archiver_entries_archived_total", storage="default", status="success"
+            )
+            == entries
+        ),
+        what="every entry counted",
+    )
+    per_entry = (value(scrape(port), "archiver_redis_round_trips_total") - before) / entries
+    # Two per chained entry (commit and claim; acknowledge and start the next), a few more
+    # where a chain ends and its last grant goes back to the queue.
+    assert per_entry <= 3, per_entry
+    # Chains of 10: three tasks ran 30 entries (plus no retries).
+    received = [
+        line
+        for line in system.logs().splitlines()
+        if "Task archiver.archive_entry" in line and "received" in line
+    ]
+    assert len(received) == 3, received
