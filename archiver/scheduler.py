@@ -12,13 +12,15 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
+from dataclasses import replace
 
 import redis
 from kombu.exceptions import OperationalError
 
 from archiver import metrics
 from archiver.config import Settings
-from archiver.dispatch import Dispatch, dispatch_claim
+from archiver.dispatch import Dispatch, dispatch_claims
 from archiver.leadership import LeaderLease
 from archiver.logging_setup import entry_fields
 from archiver.notification import InvalidNotification, Notification, parse_notification
@@ -119,38 +121,67 @@ class Scheduler:
             self.handle(batch)
 
     def handle(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+        """Apply a batch of notifications, then delete them. Notifications for the same
+        partition are folded into one first: only the newest watermarks matter."""
+        latest: dict[tuple[str, int], Notification] = {}
+        first_lows: dict[tuple[str, int], int] = {}
+        folded: Counter[tuple[str, int]] = Counter()
         for _message_id, fields in messages:
             try:
-                notification = parse_notification(fields, self.known_storages)
+                n = parse_notification(fields, self.known_storages)
             except InvalidNotification as exc:
                 log.error("rejected notification: %s fields=%r", exc, _shown(fields))
                 self.streams.reject_notification(fields, str(exc))
                 metrics.NOTIFICATIONS.labels(result="rejected").inc()
                 continue
-            self.apply(notification)
+            key = (n.storage, n.partition)
+            if (earlier := latest.get(key)) is not None:
+                # The producer's watermarks only grow; applying both in turn ends the same.
+                n = replace(n, low=max(earlier.low, n.low), high=max(earlier.high, n.high))
+            latest[key] = n
+            first_lows.setdefault(key, n.low)
+            folded[key] += 1
+        self.apply(list(latest.values()), folded, first_lows)
         self.streams.done_with_notifications([message_id for message_id, _ in messages])
 
-    def apply(self, n: Notification) -> None:
-        result = self.store.apply_notification(
-            n.storage, n.partition, n.low, n.high, self.settings.dispatch_timeout_seconds
+    def apply(
+        self,
+        notifications: list[Notification],
+        folded: Counter[tuple[str, int]] | None = None,
+        first_lows: dict[tuple[str, int], int] | None = None,
+    ) -> None:
+        """Apply notifications (one per partition) in one round trip, re-acknowledge what is
+        already archived, and send the tasks of the entries claimed."""
+        results = self.store.apply_notifications(
+            [(n.storage, n.partition, n.low, n.high) for n in notifications],
+            self.settings.dispatch_timeout_seconds,
+            first_lows=[
+                (first_lows or {}).get((n.storage, n.partition), n.low) for n in notifications
+            ],
         )
-        if result.gap is not None:
-            log.error(
-                "gap in log sequence: entries %d..%d were deleted before they were archived",
-                result.gap.expected,
-                result.gap.actual - 1,
-                extra=entry_fields(n.storage, n.partition, result.gap.expected),
-            )
-        metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc()
-        if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
-            # Everything announced is archived, but the producer may not know: tell it again.
-            self.streams.publish_ack(n.storage, n.partition, result.reacknowledge)
-            metrics.ACKNOWLEDGEMENTS.inc()
-        if result.claim is not None and not dispatch_claim(
-            self.store, self.dispatch, n.storage, n.partition, result.claim
-        ):
-            # Leave the notification pending: it is applied again once sending works.
-            raise DispatchFailed(f"could not dispatch {n.storage}/{n.partition}")
+        reacknowledge = []
+        claims = []
+        for n, result in zip(notifications, results, strict=True):
+            if result.gap is not None:
+                log.error(
+                    "gap in log sequence: entries %d..%d were deleted before they were archived",
+                    result.gap.expected,
+                    result.gap.actual - 1,
+                    extra=entry_fields(n.storage, n.partition, result.gap.expected),
+                )
+            count = folded[(n.storage, n.partition)] if folded else 1
+            metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc(count)
+            if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
+                # Everything announced is archived, but the producer may not know: tell it again.
+                reacknowledge.append((n.storage, n.partition, result.reacknowledge))
+            if result.claim is not None:
+                claims.append((n.storage, n.partition, result.claim))
+        if reacknowledge:
+            self.streams.publish_acks(reacknowledge)
+            metrics.ACKNOWLEDGEMENTS.inc(len(reacknowledge))
+        if dispatch_claims(self.store, self.dispatch, claims) < len(claims):
+            # Leave the notifications pending: they are applied again once sending works.
+            raise DispatchFailed(f"could not dispatch {len(claims)} claimed entries")
 
     def sweep(self) -> int:
         """Dispatch every partition that has work and no live grant: lost task messages and
@@ -165,8 +196,9 @@ class Scheduler:
                     "re-dispatching partition with no live grant",
                     extra=entry_fields(storage, partition, claim.lsn),
                 )
-                self.store.count("redispatched")
-                dispatched += dispatch_claim(self.store, self.dispatch, storage, partition, claim)
+            if claims:
+                self.store.count("redispatched", len(claims))
+            dispatched += dispatch_claims(self.store, self.dispatch, claims)
         return dispatched
 
 

@@ -240,24 +240,44 @@ class RedisStateStore:
         lease_seconds: float,
         mark_resolution_ms: int = MARK_RESOLUTION_MS,
     ) -> NotificationResult:
-        def fill(pipe: redis.client.Pipeline) -> None:
-            # The index lives outside the partition's slot; sweeps repair it if this is lost.
-            pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
-            self._lua(
-                "apply_notification",
-                keys=self._partition_keys(storage, partition),
-                args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms],
-                client=pipe,
-            )
+        """Fold a notification into the partition and claim its next entry if it can."""
+        return self.apply_notifications(
+            [(storage, partition, low, high)], lease_seconds, mark_resolution_ms
+        )[0]
 
-        reply = self.pipelined(fill)[1]
-        outcome, reack, lsn, token, gap_expected = (_text(v) for v in reply)
-        return NotificationResult(
-            outcome=NotificationOutcome(outcome),
-            reacknowledge=int(reack) if reack else None,
-            claim=Claim(int(lsn), int(token)) if lsn else None,
-            gap=Gap(int(gap_expected), low) if gap_expected else None,
-        )
+    def apply_notifications(
+        self,
+        notifications: list[tuple[str, int, int, int]],
+        lease_seconds: float,
+        mark_resolution_ms: int = MARK_RESOLUTION_MS,
+        first_lows: list[int] | None = None,
+    ) -> list[NotificationResult]:
+        """``apply_notification`` for many (storage, partition, low, high), one round trip.
+        Where several notifications were folded into one, ``first_lows`` holds the low of the
+        first: an unknown partition starts there."""
+        if not notifications:
+            return []
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            # The index lives outside the partitions' slots; sweeps repair it if this is lost.
+            pipe.sadd(
+                self.keys.partitions_index,
+                *{self.keys.partition_id(s, p) for s, p, _, _ in notifications},
+            )
+            starts = first_lows or [low for _, _, low, _ in notifications]
+            for (storage, partition, low, high), start in zip(notifications, starts, strict=True):
+                self._lua(
+                    "apply_notification",
+                    keys=self._partition_keys(storage, partition),
+                    args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms, start],
+                    client=pipe,
+                )
+
+        replies = self.pipelined(fill)[1:]
+        return [
+            _notification_result(reply, low)
+            for (_, _, low, _), reply in zip(notifications, replies, strict=True)
+        ]
 
     def claim_next_entry(self, storage: str, partition: int, lease_seconds: float) -> Claim | None:
         reply = self._lua(
@@ -381,6 +401,22 @@ class RedisStateStore:
     def mark_dispatched(self, storage: str, partition: int, token: int) -> None:
         """Note that the task for grant ``token`` was sent, so it is not taken for an orphan."""
         self._lua("mark_dispatched", keys=[self.keys.partition(storage, partition)], args=[token])
+
+    def mark_dispatched_many(self, sent: list[tuple[str, int, int]]) -> None:
+        """``mark_dispatched`` for many (storage, partition, token), in one round trip."""
+        if not sent:
+            return
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            for storage, partition, token in sent:
+                self._lua(
+                    "mark_dispatched",
+                    keys=[self.keys.partition(storage, partition)],
+                    args=[token],
+                    client=pipe,
+                )
+
+        self.pipelined(fill)
 
     def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
         return bool(
@@ -529,6 +565,16 @@ class RedisStateStore:
             ):
                 if fields:
                     yield _record(member_storage, member_partition, fields, [], [])
+
+
+def _notification_result(reply: list[Any], low: int) -> NotificationResult:
+    outcome, reack, lsn, token, gap_expected = (_text(v) for v in reply)
+    return NotificationResult(
+        outcome=NotificationOutcome(outcome),
+        reacknowledge=int(reack) if reack else None,
+        claim=Claim(int(lsn), int(token)) if lsn else None,
+        gap=Gap(int(gap_expected), low) if gap_expected else None,
+    )
 
 
 def _record(

@@ -54,6 +54,13 @@ class Streams:
             approximate=True,
         )
 
+    def publish_acks(self, acks: list[tuple[str, int, int]]) -> None:
+        """Append many (storage, partition, lsn) acknowledgements in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for storage, partition, lsn in acks:
+            self.publish_ack(storage, partition, lsn, pipe)
+        pipe.execute()
+
     def read_acks(
         self, after_id: str, count: int = 1000, block_ms: int | None = None
     ) -> tuple[str, list[Acknowledgement]]:

@@ -7,8 +7,10 @@ tasks to a real worker.
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from archiver.config import Settings
+from archiver.notification import Notification
 from archiver.scheduler import DispatchFailed, Scheduler
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
@@ -134,3 +136,28 @@ def test_sweep_takes_over_a_claim_whose_task_was_never_sent(
     store.mark_dispatched("default", 2, sent.token)
     wait_for(lambda: scheduler.sweep() == 1, timeout=10, what="the orphan to be taken over")
     assert dispatched == [("default", 1, 1, 2)]
+
+
+def test_notifications_for_one_partition_are_folded_into_one(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    dispatched: list[tuple[str, int, int, int]] = []
+    scheduler = _scheduler(store, streams, dispatched)
+    before = REGISTRY.get_sample_value("archiver_notifications_total", {"result": "gap"}) or 0
+    for low, high in ((1, 3), (1, 5), (4, 6)):  # the producer lost 1..3 between the last two
+        streams.publish_notification(Notification("default", 1, low, high))
+    streams.publish_notification(Notification("default", 2, 1, 1))
+    streams.ensure_scheduler_group()
+    batch = streams.read_notifications(pending=False, count=100, block_ms=None)
+    assert len(batch) == 4
+    scheduler.handle(batch)
+    # One claim per partition; partition 1 as if the three had been applied in turn.
+    assert dispatched == [("default", 1, 4, 1), ("default", 2, 1, 1)]
+    record = store.load("default", 1)
+    assert record is not None
+    assert (record.state.next_lsn, record.state.high_water_mark) == (4, 6)
+    assert record.gaps_total == 1
+    # Every notification is counted, with the outcome of the one it was folded into.
+    after = REGISTRY.get_sample_value("archiver_notifications_total", {"result": "gap"}) or 0
+    assert after - before == 3
+    assert streams.client.xlen(streams.keys.notifications) == 0

@@ -1,6 +1,8 @@
 -- Fold a watermark notification (low, high) into one partition and claim its next entry.
 -- KEYS[1] partition hash, KEYS[2] partition gap list, KEYS[3] announcement marks
--- ARGV[1] low, ARGV[2] high, ARGV[3] lease ms, ARGV[4] gaps kept, ARGV[5] mark resolution ms
+-- ARGV[1] low, ARGV[2] high, ARGV[3] lease ms, ARGV[4] gaps kept, ARGV[5] mark resolution ms,
+-- ARGV[6] where an unknown partition starts: the low of the first of the notifications folded
+-- into this one (so that folding changes nothing: a gap between them is still a gap)
 -- Returns {outcome, reacknowledge lsn or '', claimed lsn or '', token, gap expected lsn or ''}
 local key, gaps_key, marks_key = KEYS[1], KEYS[2], KEYS[3]
 local low, high = ARGV[1], ARGV[2]
@@ -13,11 +15,13 @@ local nxt, known_high, acked = f[1], f[2], f[3]
 local outcome, gap_expected = 'applied', ''
 
 if not nxt then
-  redis.call('HSET', key, 'next', low, 'high', high, 'token', 0, 'attempts', 0,
+  nxt, known_high = ARGV[6] or low, high
+  redis.call('HSET', key, 'next', nxt, 'high', high, 'token', 0, 'attempts', 0,
     'created_ms', ms(now), 'progress_ms', ms(now))
   add_mark(marks_key, high, now, resolution_ms)
   refresh_oldest(key, marks_key, now)
-else
+end
+do
   if lsn_less(high, nxt) then
     return {'stale', acked or '', '', 0, ''}
   end
