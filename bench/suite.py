@@ -1,0 +1,484 @@
+"""The benchmark suite: six scenarios, each against a baseline measured in the same run on the
+same servers, with real processes (redis-server, ``archiver scheduler``, ``archiver worker``,
+moto's S3 server on loopback).
+
+    .venv/bin/python -m bench.suite                 # all six
+    .venv/bin/python -m bench.suite --only 1 --only 5
+    .venv/bin/python -m bench.suite --quick         # smaller sizes, for a smoke run
+
+Prints a table and writes ``bench/results/suite.json`` (machine, command, every figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from archiver.archiving import entry_path
+from archiver.config import Settings
+from archiver.keys import archive_key
+from archiver.log_manager import write_entry
+from archiver.lsn import format_lsn
+from archiver.notification import Notification
+from archiver.sinks.s3 import CLIENT_CONFIG
+from archiver.tarball import entry_tar_chunks
+from archiver.taskqueue import make_celery
+from bench import noop_app
+from bench.common import s3_server, save
+from bench.harness import STORAGE, Fleet
+
+TMPFS = Path("/dev/shm")  # noqa: S108 - a private directory is made inside it
+console = Console()
+
+
+@dataclass
+class Result:
+    scenario: int
+    name: str
+    measured: str
+    archiver: float
+    baseline: float | None
+    unit: str
+    target: str
+    met: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.baseline else self.archiver / self.baseline
+
+
+def _work_dir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(dir=TMPFS if TMPFS.is_dir() else None)
+
+
+def _rate_of_fleet(
+    fleet: Fleet, partitions: int, entries: int, scheduler: bool = True
+) -> tuple[float, dict[str, Any]]:
+    """Announce every partition's entries at once; entries/s until the last acknowledgement."""
+    fleet.start_worker()
+    if scheduler:
+        fleet.start_scheduler()
+    trips_before = fleet.worker_metric("archiver_redis_round_trips_total")
+    started = time.monotonic()
+    fleet.notify([Notification(STORAGE, p, 1, entries) for p in range(1, partitions + 1)])
+    last = fleet.wait_acked(dict.fromkeys(range(1, partitions + 1), entries))
+    seconds = last - started
+    total = partitions * entries
+    deadline = time.monotonic() + 30
+    while fleet.worker_metric("archiver_entries_archived_total") < total:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker host's metrics never counted every entry")
+        time.sleep(0.05)
+    trips = fleet.worker_metric("archiver_redis_round_trips_total") - trips_before
+    return total / seconds, {
+        "entries": total,
+        "seconds": round(seconds, 3),
+        "redis_round_trips_per_entry": round(trips / total, 2),
+    }
+
+
+def scenario_1(quick: bool, concurrency: int) -> Result:
+    """200 partitions of 4 KiB entries into a filesystem bucket, against bare Celery no-op
+    tasks through the same broker at the same worker concurrency."""
+    partitions, entries = (50, 20) if quick else (200, 50)
+    total = partitions * entries
+    with _work_dir() as tmp:
+        work = Path(tmp)
+        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        try:
+            fleet.write(partitions, entries, 4096)
+            archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
+            fleet.stop()
+            # Same redis-server (a fresh one: the archiver's run is over), same concurrency.
+            fleet = Fleet(work / "noop", "file:///unused", concurrency)
+            baseline_rate = _noop_rate(fleet, total)
+        finally:
+            fleet.stop()
+    ratio = archiver_rate / baseline_rate
+    return Result(
+        1,
+        f"{partitions} partitions × {entries} × 4 KiB, filesystem sink",
+        "entries/s vs Celery no-op tasks/s",
+        archiver_rate,
+        baseline_rate,
+        "/s",
+        "≥ 1.0×",
+        ratio >= 1.0,
+        {**details, "concurrency": concurrency, "bucket": "tmpfs"},
+    )
+
+
+def _noop_rate(fleet: Fleet, total: int) -> float:
+    fleet.env["ARCHIVER_BROKER_URL"] = fleet.redis.url
+    fleet.spawn(
+        "noop-worker",
+        [
+            sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker",
+            "-Q", noop_app.QUEUE, "-c", str(fleet.concurrency), "-P", "prefork",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--loglevel", "WARNING", "-n", f"noop-{time.time_ns()}@host",
+        ],
+    )  # fmt: skip
+    fleet.wait(lambda: "ready." in fleet.log("noop-worker"), "the no-op worker", timeout=60)
+    app = make_celery(Settings(redis_url=fleet.redis.url, broker_url=fleet.redis.url))
+    started = time.monotonic()
+    with app.producer_or_acquire() as producer:
+        for _ in range(total):
+            app.send_task("bench.noop", queue=noop_app.QUEUE, producer=producer)
+    fleet.wait(
+        lambda: int(fleet.client.get(noop_app.DONE_KEY) or 0) >= total,
+        "the no-op tasks",
+        timeout=600,
+    )
+    return total / (time.monotonic() - started)
+
+
+def _tar_bytes(root: Path, partition: int, lsn: int) -> bytes:
+    buffer = io.BytesIO()
+    for chunk in entry_tar_chunks(entry_path(root, partition, lsn), format_lsn(lsn)):
+        buffer.write(chunk)
+    return buffer.getvalue()
+
+
+def _put_all(args: tuple[str, str, list[tuple[str, bytes]]]) -> int:
+    url, bucket, objects = args
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
+    for key, body in objects:
+        client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+    return len(objects)
+
+
+def _raw_put_rate(url: str, bucket: str, objects: list[tuple[str, bytes]], workers: int) -> float:
+    """put_object of the same bytes from ``workers`` processes, like a prefork worker host."""
+    shares = [(url, bucket, objects[i::workers]) for i in range(workers)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        started = time.monotonic()
+        done = sum(pool.map(_put_all, shares))
+        seconds = time.monotonic() - started
+    assert done == len(objects)
+    return done / seconds
+
+
+def _s3_scenario(
+    number: int, partitions: int, entries: int, size: int, concurrency: int, target: float
+) -> Result:
+    with s3_server() as url, _work_dir() as tmp:
+        work = Path(tmp)
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
+        client.create_bucket(Bucket="archive")
+        client.create_bucket(Bucket="raw")
+        fleet = Fleet(work, f"s3://archive/wal?endpoint_url={url}&region=us-east-1", concurrency)
+        try:
+            fleet.write(partitions, entries, size)
+            # The baseline uploads the very bytes the archiver will upload: the same tars.
+            objects = [
+                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
+                for p in range(1, partitions + 1)
+                for lsn in range(1, entries + 1)
+            ]
+            baseline_rate = _raw_put_rate(url, "raw", objects, concurrency)
+            archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
+        finally:
+            fleet.stop()
+    ratio = archiver_rate / baseline_rate
+    plural = "s" if partitions > 1 else ""
+    what = f"{partitions} partition{plural} × {entries} × {size // 1024} KiB, S3"
+    return Result(
+        number,
+        what,
+        "entries/s vs raw put_object/s, same bytes and concurrency",
+        archiver_rate,
+        baseline_rate,
+        "/s",
+        f"≥ {target}×",
+        ratio >= target,
+        {**details, "concurrency": concurrency},
+    )
+
+
+def scenario_2(quick: bool, concurrency: int) -> Result:
+    partitions, entries = (16, 10) if quick else (64, 20)
+    return _s3_scenario(2, partitions, entries, 64 * 1024, concurrency, 0.9)
+
+
+def scenario_3(quick: bool, concurrency: int) -> Result:
+    return _s3_scenario(3, 1, 50 if quick else 300, 16 * 1024, 1, 0.8)
+
+
+def scenario_4(quick: bool, concurrency: int) -> Result:
+    """One big entry: throughput against a raw multipart upload of an equal prebuilt file, and
+    the worker process's peak RSS growth while it archives."""
+    size = (256 if quick else 1024) * 1024 * 1024
+    part = 8 * 1024 * 1024
+    with s3_server() as url, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
+        client.create_bucket(Bucket="archive")
+        client.create_bucket(Bucket="raw")
+        fleet = Fleet(work, f"s3://archive/wal?endpoint_url={url}&region=us-east-1", 1)
+        try:
+            data = work / "big.bin"
+            with open(data, "wb") as out:
+                for _ in range(size // part):
+                    out.write(os.urandom(part))
+            write_entry(fleet.root, 1, 1, {})
+            data.rename(entry_path(fleet.root, 1, 1) / "data")
+            prebuilt = work / "prebuilt.tar"
+            with open(prebuilt, "wb") as out:
+                for chunk in entry_tar_chunks(entry_path(fleet.root, 1, 1), format_lsn(1)):
+                    out.write(chunk)
+            started = time.monotonic()
+            upload = client.create_multipart_upload(Bucket="raw", Key="big.tar")
+            parts: list[Any] = []
+            with open(prebuilt, "rb") as source:
+                number = 1
+                while chunk := source.read(part):
+                    response = client.upload_part(
+                        Bucket="raw",
+                        Key="big.tar",
+                        UploadId=upload["UploadId"],
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                    parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                    number += 1
+            client.complete_multipart_upload(
+                Bucket="raw",
+                Key="big.tar",
+                UploadId=upload["UploadId"],
+                MultipartUpload={"Parts": parts},
+            )
+            baseline = prebuilt.stat().st_size / (time.monotonic() - started)
+            prebuilt.unlink()
+
+            host = fleet.start_worker()
+            fleet.start_scheduler()
+            child = host.children()[0]
+            rss_before = child.memory_info().rss
+            peak = [rss_before]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.02):
+                    try:
+                        peak.append(max(p.memory_info().rss for p in host.children()))
+                    except psutil.Error:
+                        continue
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            started = time.monotonic()
+            fleet.notify([Notification(STORAGE, 1, 1, 1)])
+            last = fleet.wait_acked({1: 1}, timeout=1800)
+            done.set()
+            sampler.join()
+            archived = (size + 1024) / (last - started)
+        finally:
+            fleet.stop()
+    growth = (max(peak) - rss_before) / 2**20
+    ratio = archived / baseline
+    return Result(
+        4,
+        f"one {size // 2**20} MiB entry, S3",
+        "bytes/s vs raw multipart upload; worker RSS growth",
+        archived / 2**20,
+        baseline / 2**20,
+        "MiB/s",
+        "≥ 0.8×; RSS growth ≤ 64 MiB",
+        ratio >= 0.8 and growth <= 64,
+        {"rss_growth_mib": round(growth, 1), "part_size_mib": part // 2**20},
+    )
+
+
+def scenario_5(quick: bool, concurrency: int) -> Result:
+    """Scheduler ingest: notifications per second through a real scheduler process, and its
+    memory with many partitions tracked."""
+    notifications, partitions = (20_000, 2_000) if quick else (100_000, 10_000)
+    tracked = 20_000 if quick else 100_000
+    with _work_dir() as tmp:
+        work = Path(tmp)
+        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        try:
+            rate = _ingest(fleet, notifications, partitions, first_partition=1)
+            # Then notifications for ``tracked`` new partitions: every one is claimed and its
+            # task sent. The scheduler's memory must not grow with them (Redis holds state).
+            rate_new = _ingest(fleet, tracked, tracked, first_partition=partitions + 1)
+            rss = psutil.Process(fleet.processes["scheduler"].pid).memory_info().rss / 2**20
+            known = fleet.client.scard(fleet.keys.partitions_index)
+        finally:
+            fleet.stop()
+    return Result(
+        5,
+        f"{notifications:,} notifications over {partitions:,} partitions",
+        "notifications/s ingested; scheduler RSS",
+        rate,
+        None,
+        "/s",
+        "≥ 20,000/s; RSS ≤ 150 MiB",
+        rate >= 20_000 and rss <= 150,
+        {
+            "scheduler_rss_mib": round(rss, 1),
+            "partitions_tracked": known,
+            "new_partitions_rate": round(rate_new),
+        },
+    )
+
+
+def _ingest(fleet: Fleet, notifications: int, partitions: int, first_partition: int) -> float:
+    """Publish first, then let the scheduler drain the stream: its own rate, not the
+    publisher's."""
+    scheduler = fleet.processes.get("scheduler")
+    if scheduler is not None:
+        scheduler.terminate()
+        scheduler.wait(30)
+        fleet.client.delete(fleet.keys.leader)
+    batch = []
+    for i in range(notifications):
+        partition = first_partition + i % partitions
+        batch.append(Notification(STORAGE, partition, 1, 1 + i // partitions))
+        if len(batch) == 10_000:
+            fleet.notify(batch)
+            batch = []
+    fleet.notify(batch)
+    started = time.monotonic()
+    fleet.start_scheduler()
+    fleet.wait(lambda: fleet.client.xlen(fleet.keys.notifications) == 0, "the stream drained", 600)
+    return notifications / (time.monotonic() - started)
+
+
+def scenario_6(quick: bool, concurrency: int, rate: float) -> Result:
+    """Notification to acknowledgement latency with the producer announcing each entry as it
+    is written, at ``rate`` entries/s over 200 partitions."""
+    partitions = 200
+    total = 500 if quick else 3000
+    with _work_dir() as tmp:
+        work = Path(tmp)
+        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        try:
+            fleet.write(partitions, total // partitions + 1, 4096)
+            fleet.start_worker()
+            fleet.start_scheduler()
+            sent: dict[tuple[int, int], float] = {}
+            latencies: list[float] = []
+            finished = threading.Event()
+
+            def read_acks() -> None:
+                after = "$"
+                while not finished.is_set():
+                    after, acks = fleet.streams.read_acks(after, count=1000, block_ms=200)
+                    now = time.monotonic()
+                    for ack in acks:
+                        at = sent.pop((ack.partition, ack.lsn), None)
+                        if at is not None:
+                            latencies.append(now - at)
+
+            reader = threading.Thread(target=read_acks, daemon=True)
+            reader.start()
+            time.sleep(0.5)  # the reader is blocked on the stream's end
+            interval = 1 / rate
+            started = time.monotonic()
+            for i in range(total):
+                partition, lsn = 1 + i % partitions, 1 + i // partitions
+                due = started + i * interval
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+                sent[(partition, lsn)] = time.monotonic()
+                fleet.streams.publish_notification(Notification(STORAGE, partition, 1, lsn))
+            fleet.wait(lambda: len(latencies) >= total, "every acknowledgement", timeout=120)
+            finished.set()
+        finally:
+            fleet.stop()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    return Result(
+        6,
+        f"latency at {rate:,.0f} entries/s (20% of scenario 1)",
+        "notification → acknowledgement, p99",
+        p99,
+        None,
+        "ms",
+        "p99 ≤ 50 ms",
+        p99 <= 50,
+        {
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "max_ms": round(latencies[-1] * 1000, 1),
+            "entries": total,
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=int, action="append", choices=range(1, 7))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument(
+        "--concurrency", type=int, default=psutil.cpu_count() or 2, help="worker processes"
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="entries/s for scenario 6 (default: 20%% of scenario 1's rate, or 200/s)",
+    )
+    args = parser.parse_args()
+    chosen = args.only or [1, 2, 3, 4, 5, 6]
+    results: list[Result] = []
+    runners: dict[int, Callable[[], Result]] = {
+        1: lambda: scenario_1(args.quick, args.concurrency),
+        2: lambda: scenario_2(args.quick, args.concurrency),
+        3: lambda: scenario_3(args.quick, args.concurrency),
+        4: lambda: scenario_4(args.quick, args.concurrency),
+        5: lambda: scenario_5(args.quick, args.concurrency),
+    }
+    for number in chosen:
+        console.print(f"scenario {number} ...")
+        if number == 6:
+            first = next((r for r in results if r.scenario == 1), None)
+            rate = args.latency_rate or (0.2 * first.archiver if first else 200.0)
+            result = scenario_6(args.quick, args.concurrency, rate)
+        else:
+            result = runners[number]()
+        results.append(result)
+        console.print(_table([result]))
+    console.print(_table(results))
+    path = save(
+        "suite-quick" if args.quick else "suite",
+        {"results": [{**asdict(r), "ratio": r.ratio} for r in results]},
+    )
+    console.print(f"written to {path}")
+
+
+def _table(results: list[Result]) -> Table:
+    table = Table("#", "scenario", "measured", "archiver", "baseline", "ratio", "target", "met")
+    for r in results:
+        table.add_row(
+            str(r.scenario),
+            r.name,
+            r.measured,
+            f"{r.archiver:,.1f} {r.unit}",
+            "-" if r.baseline is None else f"{r.baseline:,.1f} {r.unit}",
+            "-" if r.ratio is None else f"{r.ratio:.2f}×",
+            r.target,
+            "yes" if r.met else "NO",
+        )
+    return table
+
+
+if __name__ == "__main__":
+    main()
