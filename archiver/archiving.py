@@ -111,11 +111,17 @@ def archive_entry(
     lsn: int,
     compression: Compression = Compression.NONE,
     guard: Guard = _unguarded,
+    fresh: bool = False,
 ) -> ArchivedEntry:
-    """``guard`` sees every chunk on its way to the sink and may abort the write by raising."""
+    """``guard`` sees every chunk on its way to the sink and may abort the write by raising.
+
+    Unless ``fresh`` (no earlier attempt at this LSN can have written anything), the archive is
+    first looked for under both names, so that an entry is never stored under both. Either
+    way the write itself is create-only: an object already under the name is compared, never
+    replaced."""
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
-    existing = existing_archive(sink, storage, partition, lsn, compression)
+    existing = None if fresh else existing_archive(sink, storage, partition, lsn, compression)
     if existing is not None:
         key, stored_as = existing
         if not os.path.lexists(path):

@@ -92,6 +92,20 @@ class NotificationResult:
     gap: Gap | None
 
 
+# renew_lease's answer when no earlier attempt at the LSN can have written an archive.
+FRESH = 2
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    # The grant is still ours.
+    held: bool
+    # Seconds left in the fleet-wide pause.
+    pause: float
+    # No earlier attempt at this LSN can have written its archive: no need to look for one.
+    fresh: bool
+
+
 @dataclass(frozen=True)
 class CommitResult:
     committed: bool
@@ -331,9 +345,9 @@ class RedisStateStore:
         token: int,
         lease_seconds: float,
         holder: str,
-    ) -> tuple[bool, float]:
+    ) -> AttemptStart:
         """Renew the grant for a running attempt, noting who holds it, and read the fleet
-        pause, in one round trip: (still held, seconds of fleet pause left)."""
+        pause, in one round trip."""
         return self.started(
             self.pipelined(
                 lambda pipe: self.queue_start_attempt(
@@ -362,9 +376,9 @@ class RedisStateStore:
         self._lua("fleet_pause_left", keys=[self.keys.fleet], args=[], client=pipe)
 
     @staticmethod
-    def started(replies: list[Any]) -> tuple[bool, float]:
-        held, pause_ms = replies
-        return bool(held), int(pause_ms) / 1000
+    def started(replies: list[Any]) -> AttemptStart:
+        held, pause_ms = (int(r) for r in replies)
+        return AttemptStart(held=held > 0, pause=pause_ms / 1000, fresh=held == FRESH)
 
     def commit_success(
         self,

@@ -28,7 +28,7 @@ from archiver.dispatch import Dispatch, dispatch_claim
 from archiver.logging_setup import entry_fields
 from archiver.partition import Claim
 from archiver.sinks import Sink
-from archiver.state_store import RedisStateStore
+from archiver.state_store import AttemptStart, RedisStateStore
 from archiver.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Attempt:
     # Entries archived by the task, chained ones included.
     entries: int = 0
     # The grant check for next_claim, already made (see EntryArchiver.run).
-    next_started: tuple[bool, float] | None = None
+    next_started: AttemptStart | None = None
 
 
 class LeaseKeeper:
@@ -141,7 +141,7 @@ class EntryArchiver:
         partitions waiting in the queue get their turn; the rest goes back to the queue."""
         deadline = time.monotonic() + self.settings.chain_seconds
         claim = Claim(lsn, token)
-        started: tuple[bool, float] | None = None
+        started: AttemptStart | None = None
         done = 0
         while True:
             go_on = done + 1 < self.settings.chain_entries and time.monotonic() < deadline
@@ -162,7 +162,7 @@ class EntryArchiver:
         partition: int,
         lsn: int,
         token: int,
-        started: tuple[bool, float] | None = None,
+        started: AttemptStart | None = None,
         go_on: bool = False,
     ) -> Attempt:
         """One attempt at ``lsn``. ``started`` is the grant check already made for it (in the
@@ -173,10 +173,9 @@ class EntryArchiver:
         claim = Claim(lsn, token)
         if started is None:
             started = self.store.start_attempt(storage, partition, lsn, token, lease, _holder())
-        held, pause = started
-        if not held:
+        if not started.held:
             return self._fenced("before archiving", fields)
-        if pause > 0:
+        if (pause := started.pause) > 0:
             # The fleet is backing off after a failure elsewhere: wait our turn, keeping the
             # grant. A little jitter keeps the waiting tasks from all returning at once.
             delay = pause * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
@@ -195,6 +194,7 @@ class EntryArchiver:
                     lsn,
                     self.settings.compression,
                     guard=keeper.guard,
+                    fresh=started.fresh,
                 )
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)
@@ -316,7 +316,7 @@ class EntryArchiver:
 
     def _after_commit(
         self, storage: str, partition: int, lsn: int, fields: LogFields, next_claim: Claim | None
-    ) -> tuple[bool, float] | None:
+    ) -> AttemptStart | None:
         """Publish the acknowledgement of a committed LSN, and relieve the fleet's backoff; with
         ``next_claim``, also start the attempt at it: one round trip for all of it.
 

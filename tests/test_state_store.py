@@ -243,5 +243,33 @@ def test_scripts_lost_by_the_server_are_loaded_again(store: RedisStateStore) -> 
     store.client.script_flush()
     assert store.commit_success("s", 1, first.lsn, first.token, HOUR).committed  # a direct call
     store.client.script_flush()
-    held, pause = store.start_attempt("s", 1, 2, first.token + 1, HOUR, "me:1")
-    assert (held, pause) == (True, 0.0)
+    started = store.start_attempt("s", 1, 2, first.token + 1, HOUR, "me:1")
+    assert (started.held, started.pause) == (True, 0.0)
+
+
+def test_an_attempt_is_fresh_only_if_nothing_can_have_written_before(
+    store: RedisStateStore,
+) -> None:
+    """Fresh: the LSN's first grant, first start, no failure, and not the partition's first
+    entry. A fresh attempt does not look for an existing archive before writing."""
+    first = store.apply_notification("s", 1, 1, 3, HOUR).claim
+    assert first is not None
+    # The partition's first entry: state may have been lost before, so never fresh.
+    assert not store.start_attempt("s", 1, 1, first.token, HOUR, "me:1").fresh
+    second = store.commit_success("s", 1, 1, first.token, HOUR).next_claim
+    assert second is not None
+    assert store.start_attempt("s", 1, 2, second.token, HOUR, "me:1").fresh
+    # The same grant started again (a redelivered task): its first run may have written.
+    assert not store.start_attempt("s", 1, 2, second.token, HOUR, "me:2").fresh
+    # A failure, then a new grant of the same LSN: not fresh either.
+    assert store.release_claim("s", 1, 2, second.token)
+    regrant = store.claim_next_entry("s", 1, HOUR)
+    assert regrant is not None
+    assert regrant.lsn == 2
+    assert not store.start_attempt("s", 1, 2, regrant.token, HOUR, "me:3").fresh
+    third = store.commit_success("s", 1, 2, regrant.token, HOUR).next_claim
+    assert third is not None
+    store.record_failure("s", 1, 3, third.token, "boom", HOUR)
+    assert not store.start_attempt("s", 1, 3, third.token, HOUR, "me:4").fresh
+    # A renewal without a holder is not a start, and says nothing about freshness.
+    assert store.renew_lease("s", 1, 3, third.token, HOUR)

@@ -53,6 +53,12 @@ local function claim(key, now, lease_ms, orphan_ms)
   end
   local token = redis.call('HINCRBY', key, 'token', 1)
   redis.call('HSET', key, 'inflight', nxt, 'lease_until', ms(now + lease_ms), 'claimed_ms', ms(now))
+  -- How many grants this LSN has had: after the first, an earlier attempt may have written.
+  if redis.call('HGET', key, 'grant_lsn') == nxt then
+    redis.call('HINCRBY', key, 'grants', 1)
+  else
+    redis.call('HSET', key, 'grant_lsn', nxt, 'grants', 1)
+  end
   return {nxt, token}
 end
 
