@@ -7,6 +7,7 @@ only then is the acknowledgement published.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -14,9 +15,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -71,41 +71,15 @@ class Attempt:
     next_started: AttemptStart | None = None
 
 
-class LeaseKeeper:
-    """Renews a grant in the background while an upload runs, so a slow upload keeps it."""
+class HeldGrant:
+    """The grant of the attempt running now; ``lost`` is set once a renewal is refused."""
 
-    def __init__(
-        self, store: RedisStateStore, storage: str, partition: int, claim: Claim, lease: float
-    ) -> None:
-        self._renew: Callable[[], bool] = lambda: store.renew_lease(
-            storage, partition, claim.lsn, claim.token, lease
-        )
-        self._interval = lease / 3
-        self._stop = threading.Event()
+    def __init__(self, storage: str, partition: int, claim: Claim, renew_at: float) -> None:
+        self.storage = storage
+        self.partition = partition
+        self.claim = claim
+        self.renew_at = renew_at
         self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                if not self._renew():
-                    self.lost.set()
-                    return
-            except Exception:  # a Redis blip: try again at the next tick
-                log.warning("lease renewal failed; retrying", exc_info=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def guard(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Stop streaming as soon as the grant is lost: the write is then aborted."""
@@ -113,6 +87,51 @@ class LeaseKeeper:
             if self.lost.is_set():
                 raise LeaseLost("grant lost while uploading")
             yield chunk
+
+
+class LeaseKeeper:
+    """Renews the running attempt's grant every third of the lease, so that a slow upload keeps
+    it. One thread per process serves every attempt in turn: starting a thread per entry
+    would cost more than a small entry's upload."""
+
+    def __init__(self, store: RedisStateStore, lease: float) -> None:
+        self._store = store
+        self._lease = lease
+        self._interval = lease / 3
+        self._lock = threading.Lock()
+        self._held: HeldGrant | None = None
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def keep(self, storage: str, partition: int, claim: Claim) -> Iterator[HeldGrant]:
+        held = HeldGrant(storage, partition, claim, time.monotonic() + self._interval)
+        with self._lock:
+            self._held = held
+            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        try:
+            yield held
+        finally:
+            with self._lock:
+                self._held = None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(self._interval / 4, 1.0))
+            with self._lock:
+                held = self._held
+            if held is None or time.monotonic() < held.renew_at:
+                continue
+            try:
+                if not self._store.renew_lease(
+                    held.storage, held.partition, held.claim.lsn, held.claim.token, self._lease
+                ):
+                    held.lost.set()
+            except Exception:  # a Redis blip: try again at the next tick
+                log.warning("lease renewal failed; retrying", exc_info=True)
+                continue
+            held.renew_at = time.monotonic() + self._interval
 
 
 class LeaseLost(Exception):
@@ -133,6 +152,7 @@ class EntryArchiver:
         self.streams = streams
         self.sink = sink
         self.dispatch = dispatch
+        self.keeper = LeaseKeeper(store, settings.lease_seconds)
 
     def run_chain(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
         """Archive ``lsn``, then go on with the partition's next entries while each commit
@@ -185,7 +205,7 @@ class EntryArchiver:
         begun = time.monotonic()
         try:
             root = self.settings.storage_root(storage)
-            with LeaseKeeper(self.store, storage, partition, claim, lease) as keeper:
+            with self.keeper.keep(storage, partition, claim) as held:
                 archived = archive_entry(
                     self.sink,
                     storage,
@@ -193,7 +213,7 @@ class EntryArchiver:
                     partition,
                     lsn,
                     self.settings.compression,
-                    guard=keeper.guard,
+                    guard=held.guard,
                     fresh=started.fresh,
                 )
         except ArchiveConflict as exc:

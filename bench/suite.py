@@ -133,7 +133,7 @@ def _noop_rate(fleet: Fleet, total: int) -> float:
             sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker",
             "-Q", noop_app.QUEUE, "-c", str(fleet.concurrency), "-P", "prefork",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--loglevel", "WARNING", "-n", f"noop-{time.time_ns()}@host",
+            "--loglevel", "INFO", "-n", f"noop-{time.time_ns()}@host",
         ],
     )  # fmt: skip
     fleet.wait(lambda: "ready." in fleet.log("noop-worker"), "the no-op worker", timeout=60)
