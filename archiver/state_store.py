@@ -14,8 +14,10 @@ from importlib import resources
 from typing import Any
 
 import redis
+import redis.cluster
 from redis.exceptions import NoScriptError
 
+from archiver.cluster_pipeline import ClusterBatch
 from archiver.partition import Claim, Gap, NotificationOutcome, PartitionState
 from archiver.redis_keys import RedisKeys, split_partition_id
 
@@ -32,6 +34,9 @@ def load_script(name: str) -> str:
     return common + "\n" + (package / f"{name}.lua").read_text()
 
 
+PIPELINES = (redis.client.Pipeline, redis.cluster.ClusterPipeline, ClusterBatch)
+
+
 class LuaScripts:
     """The partition scripts, run by SHA.
 
@@ -42,8 +47,10 @@ class LuaScripts:
     that may be made twice is idempotent or fenced.
     """
 
-    def __init__(self, client: redis.Redis, names: Iterable[str]) -> None:
-        self.client = client
+    def __init__(
+        self, client: redis.Redis | redis.cluster.RedisCluster, names: Iterable[str]
+    ) -> None:
+        self.client: Any = client
         self.sources = {name: load_script(name) for name in names}
         self.shas = {
             name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -51,10 +58,9 @@ class LuaScripts:
         }
 
     def load(self) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        # One call per script: on a cluster, each is sent to every primary.
         for source in self.sources.values():
-            pipe.script_load(source)
-        pipe.execute()
+            self.client.script_load(source)
 
     def __call__(
         self,
@@ -66,7 +72,7 @@ class LuaScripts:
         """Run ``name`` now, or queue it on ``client`` when that is a pipeline."""
         target = self.client if client is None else client
         call = (self.shas[name], len(keys), *keys, *args)
-        if isinstance(target, redis.client.Pipeline):
+        if isinstance(target, PIPELINES):
             target.evalsha(*call)
             return None
         try:
@@ -199,8 +205,8 @@ class AdminResult:
 
 
 class RedisStateStore:
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
-        self.client = client
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, keys: RedisKeys) -> None:
+        self.client: Any = client
         self.keys = keys
         self._lua = LuaScripts(
             client,
@@ -228,10 +234,15 @@ class RedisStateStore:
         """One round trip for what ``fill`` queues; made again, refilled, if the server had
         lost the scripts."""
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe: Any = (
+                ClusterBatch(self.client)
+                if isinstance(self.client, redis.cluster.RedisCluster)
+                else self.client.pipeline(transaction=False)
+            )
             fill(pipe)
             try:
-                return pipe.execute()
+                replies: list[Any] = pipe.execute()
+                return replies
             except NoScriptError:
                 if attempt == 2:
                     raise

@@ -152,7 +152,7 @@ def test_requeue_clears_a_conflict_and_sends_the_entry(
     assert after["in_flight_lsn"] == 1
     assert after["audit"][-1]["detail"]["was_conflicted"] is True
     # The task went to the storage's queue on the broker (the same Redis here).
-    message = json.loads(store.client.lindex("archiver.default", 0))  # type: ignore[arg-type]
+    message = json.loads(store.client.lindex("archiver.default", 0))
     assert message["headers"]["task"] == "archiver.archive_entry"
     args = json.loads(base64.b64decode(message["body"]))[0]
     assert args == ["default", 1, 1, after["fencing_token"]]
