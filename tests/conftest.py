@@ -5,11 +5,14 @@ Every server here is real. Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import kombu
 import pytest
 import redis
 
@@ -74,6 +77,46 @@ def s3_bucket(s3_endpoint: S3Endpoint) -> str:
     name = f"archive-{uuid.uuid4().hex[:12]}"
     s3_endpoint.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The machine's RabbitMQ (``scripts/test`` starts it when it is installed but stopped)."""
+    url = os.environ.get("ARCHIVER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    with kombu.Connection(url, connect_timeout=5) as connection:
+        try:
+            connection.ensure_connection(max_retries=3)
+        except Exception as exc:
+            pytest.fail(f"RabbitMQ does not answer at {url}: {exc}")
+    return url
+
+
+@pytest.fixture(params=["redis-broker", "rabbitmq-broker"])
+def system_on_each_broker(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path, rabbitmq_url: str
+) -> Iterator[System]:
+    """``system``, once with Redis as the Celery broker and once with RabbitMQ."""
+    sys_ = System(redis_url=redis_url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
+    if request.param == "rabbitmq-broker":
+        sys_.env_overrides["ARCHIVER_BROKER_URL"] = rabbitmq_url
+        purge_queue(rabbitmq_url, f"archiver.{sys_.storage}")
+    yield sys_
+    sys_.close()
+    if request.param == "rabbitmq-broker":
+        purge_queue(rabbitmq_url, f"archiver.{sys_.storage}")
+
+
+def purge_queue(url: str, queue: str) -> None:
+    """Drop what an earlier test left in a RabbitMQ queue (tests share the broker)."""
+    with kombu.Connection(url, connect_timeout=5) as connection:
+        channel: Any = connection.channel()
+        try:
+            channel.queue_purge(queue)
+        except connection.channel_errors:
+            pass  # no such queue yet
+        finally:
+            with contextlib.suppress(*connection.channel_errors, *connection.connection_errors):
+                channel.close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The archiving semantics, each against a real Redis, a real Celery worker process and a real
-scheduler process."""
+scheduler process; the core scenarios once with Redis and once with RabbitMQ as the broker."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from archiver.keys import archive_key
 from archiver.lsn import format_lsn
 from archiver.tarball import entry_tar_chunks
 from tests.support import System, gap_pairs, source, wait_for
+
+
+@pytest.fixture
+def system(system_on_each_broker: System) -> System:
+    return system_on_each_broker
 
 
 def test_a_single_entry_is_archived_and_acknowledged(system: System) -> None:
