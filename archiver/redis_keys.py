@@ -38,6 +38,12 @@ class RedisKeys:
         return f"{self.prefix}:partitions"
 
     @property
+    def due(self) -> str:
+        """A sorted set of partitions that may need the sweep, scored by when to look next
+        (milliseconds, Redis's clock): every partition with work is in it."""
+        return f"{self.prefix}:due"
+
+    @property
     def fleet(self) -> str:
         return f"{self.prefix}:fleet"
 

@@ -37,6 +37,11 @@ class DispatchFailed(Exception):
 
 BATCH = 500
 BLOCK_MS = 1000
+# A sweep looks at no more than this many batches of due partitions before notifications get
+# their turn again.
+SWEEP_BATCHES = 20
+# How often (in sweeps) the whole partition index is added to the due index again.
+RESYNC_EVERY_SWEEPS = 30
 
 
 class Scheduler:
@@ -58,6 +63,10 @@ class Scheduler:
         self.known_storages = frozenset(settings.storages) or None
         # True while this scheduler acts (read by the state metrics).
         self.leading = False
+        # Redis's clock minus ours, in ms: due times are kept on Redis's clock.
+        self._clock_offset_ms = 0
+        self._sweeps = 0
+        self.more_due = False
 
     def _hold_leadership(self) -> bool:
         return self.leader is None or self.leader.hold()
@@ -101,6 +110,8 @@ class Scheduler:
         renew_every = self.settings.leader_ttl_seconds / 3
         next_renewal = time.monotonic() + renew_every
         self.streams.ensure_scheduler_group()
+        self._learn_clock()
+        self._sweeps = 0  # a new leader first adds the whole index to the due index
         # First what an earlier leader read but did not finish: all read as one consumer.
         while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
             if stop.is_set() or not self._still_leading():
@@ -116,7 +127,9 @@ class Scheduler:
                 return
             if time.monotonic() >= next_sweep:
                 self.sweep()
-                next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
+                # More due than one sweep looks at: go on right after the next read.
+                wait = 0.0 if self.more_due else self.settings.sweep_interval_seconds
+                next_sweep = time.monotonic() + wait
             batch = self.streams.read_notifications(pending=False, count=BATCH, block_ms=BLOCK_MS)
             self.handle(batch)
 
@@ -176,6 +189,16 @@ class Scheduler:
                 reacknowledge.append((n.storage, n.partition, result.reacknowledge))
             if result.claim is not None:
                 claims.append((n.storage, n.partition, result.claim))
+        # Before sending anything: a claim whose task is never sent is looked at again soon.
+        self.store.mark_due_after_apply(
+            claimed=[(s, p) for s, p, _ in claims],
+            working=[
+                (n.storage, n.partition)
+                for n, result in zip(notifications, results, strict=True)
+                if result.claim is None and result.outcome is not NotificationOutcome.STALE
+            ],
+            at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
+        )
         if reacknowledge:
             self.streams.publish_acks(reacknowledge)
             metrics.ACKNOWLEDGEMENTS.inc(len(reacknowledge))
@@ -184,13 +207,35 @@ class Scheduler:
             raise DispatchFailed(f"could not dispatch {len(claims)} claimed entries")
 
     def sweep(self) -> int:
-        """Dispatch every partition that has work and no live grant: lost task messages and
-        dead workers' expired grants end up here."""
+        """Look at the partitions due (see ``RedisStateStore.mark_due``): claim and send those
+        with work and no live grant (lost task messages, dead workers' expired grants, claims
+        whose sender died), note when to look again at the others. Returns how many tasks
+        were sent; ``more_due`` tells whether more were due than one sweep looks at."""
+        now = self._learn_clock()
+        if self._sweeps % RESYNC_EVERY_SWEEPS == 0:
+            self._resync_due(now)
+        self._sweeps += 1
+        orphan_ms = _ms(self.settings.orphan_grace_seconds)
         dispatched = 0
-        for members in self.store.partition_ids(BATCH):
-            claims = self.store.claim_many(
-                members, self.settings.dispatch_timeout_seconds, self.settings.orphan_grace_seconds
+        self.more_due = False
+        for _ in range(SWEEP_BATCHES):
+            due = self.store.due_partitions(now, BATCH)
+            checks = self.store.check_partitions(
+                due, self.settings.dispatch_timeout_seconds, self.settings.orphan_grace_seconds
             )
+            later: dict[tuple[str, int], int] = {}
+            done: list[tuple[str, int]] = []
+            claims = []
+            for check in checks:
+                member = (check.storage, check.partition)
+                if check.claim is not None:
+                    claims.append((check.storage, check.partition, check.claim))
+                    later[member] = now + orphan_ms
+                elif check.again_ms is not None:
+                    later[member] = max(check.again_ms, now + 1)
+                else:
+                    done.append(member)
+            self.store.reschedule(later, done)
             for storage, partition, claim in claims:
                 log.info(
                     "re-dispatching partition with no live grant",
@@ -198,8 +243,29 @@ class Scheduler:
                 )
             if claims:
                 self.store.count("redispatched", len(claims))
-            dispatched += dispatch_claims(self.store, self.dispatch, claims)
+                dispatched += dispatch_claims(self.store, self.dispatch, claims)
+            if len(due) < BATCH:
+                return dispatched
+        self.more_due = True
         return dispatched
+
+    def _resync_due(self, now_ms: int) -> None:
+        """Add every known partition the due index lacks, to be looked at now: it repairs
+        additions that were lost, and fills the index after an upgrade."""
+        for members in self.store.partition_ids(BATCH):
+            self.store.mark_due(members, now_ms, only_new=True)
+
+    def _learn_clock(self) -> int:
+        now = self.store.server_time_ms()
+        self._clock_offset_ms = now - round(time.time() * 1000)
+        return now
+
+    def _server_now_ms(self) -> int:
+        return round(time.time() * 1000) + self._clock_offset_ms
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def _shown(fields: dict[str, str]) -> dict[str, str]:

@@ -113,6 +113,17 @@ class AttemptStart:
 
 
 @dataclass(frozen=True)
+class DueCheck:
+    """What the sweep found at one partition: a claim it made, or when to look again (a live
+    grant holds it), or neither (nothing to do until new work arrives)."""
+
+    storage: str
+    partition: int
+    claim: Claim | None
+    again_ms: int | None
+
+
+@dataclass(frozen=True)
 class CommitResult:
     committed: bool
     next_claim: Claim | None = None
@@ -310,7 +321,7 @@ class RedisStateStore:
             keys=[self.keys.partition(storage, partition)],
             args=[_ms(lease_seconds)],
         )
-        return Claim(int(reply[0]), int(reply[1])) if reply else None
+        return Claim(int(reply[0]), int(reply[1])) if reply and _text(reply[0]) else None
 
     def claim_many(
         self,
@@ -320,6 +331,19 @@ class RedisStateStore:
     ) -> list[tuple[str, int, Claim]]:
         """Claim the next entry of each partition that has work, in one round trip; with
         ``orphan_seconds``, also take over grants whose task was never marked as sent."""
+        return [
+            (check.storage, check.partition, check.claim)
+            for check in self.check_partitions(partitions, lease_seconds, orphan_seconds)
+            if check.claim is not None
+        ]
+
+    def check_partitions(
+        self,
+        partitions: list[tuple[str, int]],
+        lease_seconds: float,
+        orphan_seconds: float | None = None,
+    ) -> list[DueCheck]:
+        """``claim_many``, also saying when to look again at each partition not claimed."""
         args = [_ms(lease_seconds)] + ([_ms(orphan_seconds)] if orphan_seconds else [])
 
         def fill(pipe: redis.client.Pipeline) -> None:
@@ -331,11 +355,65 @@ class RedisStateStore:
                     client=pipe,
                 )
 
-        return [
-            (storage, partition, Claim(int(reply[0]), int(reply[1])))
-            for (storage, partition), reply in zip(partitions, self.pipelined(fill), strict=True)
-            if reply
-        ]
+        checks = []
+        for (storage, partition), reply in zip(partitions, self.pipelined(fill), strict=True):
+            if not reply:
+                checks.append(DueCheck(storage, partition, None, None))
+            elif _text(reply[0]):
+                claim = Claim(int(reply[0]), int(reply[1]))
+                checks.append(DueCheck(storage, partition, claim, None))
+            else:
+                checks.append(DueCheck(storage, partition, None, int(reply[1])))
+        return checks
+
+    # The due index: which partitions the sweep looks at, and when. Entries are added when
+    # work arrives and removed only when a look finds none, so every partition with work is
+    # in it; the scheduler adds the whole partition index again now and then, in case an
+    # addition was lost (the index is outside the partitions' slots, so no script keeps it).
+
+    def mark_due(self, partitions: Iterable[tuple[str, int]], at_ms: int, only_new: bool) -> None:
+        """Look at ``partitions`` by ``at_ms``: sooner if already due later, or (with
+        ``only_new``) only those not in the index at all."""
+        members = {self.keys.partition_id(s, p): at_ms for s, p in partitions}
+        if members:
+            self.client.zadd(self.keys.due, members, nx=only_new, lt=not only_new)
+
+    def mark_due_after_apply(
+        self, claimed: list[tuple[str, int]], working: list[tuple[str, int]], at_ms: int
+    ) -> None:
+        """After applying notifications, in one round trip: partitions just claimed are looked
+        at again by ``at_ms`` (their task may never be sent); others with work are added if
+        they are not in the index yet."""
+        if not claimed and not working:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        if claimed:
+            members = {self.keys.partition_id(s, p): at_ms for s, p in claimed}
+            pipe.zadd(self.keys.due, members, lt=True)
+        if working:
+            members = {self.keys.partition_id(s, p): at_ms for s, p in working}
+            pipe.zadd(self.keys.due, members, nx=True)
+        pipe.execute()
+
+    def due_partitions(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        members = self.client.zrangebyscore(self.keys.due, "-inf", now_ms, start=0, num=limit)
+        return [split_partition_id(_text(m)) for m in members]
+
+    def reschedule(self, later: dict[tuple[str, int], int], done: list[tuple[str, int]]) -> None:
+        """After a look: when to look again, or (``done``: nothing to do) not until new work."""
+        if not later and not done:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        if later:
+            pipe.zadd(
+                self.keys.due, {self.keys.partition_id(s, p): at for (s, p), at in later.items()}
+            )
+        if done:
+            pipe.zrem(self.keys.due, *(self.keys.partition_id(s, p) for s, p in done))
+        pipe.execute()
+
+    def due_count(self) -> int:
+        return int(self.client.zcard(self.keys.due))
 
     def renew_lease(
         self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
@@ -520,7 +598,13 @@ class RedisStateStore:
             keys=self._admin_keys(storage, partition),
             args=["1" if paused else "0", actor, reason],
         )
+        if int(done) and not paused:
+            self._due_now(storage, partition)
         return AdminResult(bool(int(done)), _text(why))
+
+    def _due_now(self, storage: str, partition: int) -> None:
+        """After an operator's change: the sweep looks at the partition at once."""
+        self.mark_due([(storage, partition)], self.server_time_ms(), only_new=False)
 
     def release(self, storage: str, partition: int, actor: str, reason: str) -> AdminResult:
         done, detail = self._lua(
@@ -528,6 +612,7 @@ class RedisStateStore:
         )
         if not int(done):
             return AdminResult(False, _text(detail))
+        self._due_now(storage, partition)
         return AdminResult(True, lsn=int(detail))
 
     def requeue(
@@ -541,6 +626,7 @@ class RedisStateStore:
         if not int(reply[0]):
             return AdminResult(False, _text(reply[1]))
         claim = Claim(int(reply[1]), int(reply[2]))
+        self._due_now(storage, partition)
         return AdminResult(True, claim=claim, lsn=claim.lsn)
 
     def skip_to(
@@ -553,6 +639,7 @@ class RedisStateStore:
         )
         if not int(done):
             return AdminResult(False, _text(detail))
+        self._due_now(storage, partition)
         return AdminResult(True, lsn=int(detail))
 
     def load(self, storage: str, partition: int) -> PartitionRecord | None:

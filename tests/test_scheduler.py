@@ -161,3 +161,45 @@ def test_notifications_for_one_partition_are_folded_into_one(
     after = REGISTRY.get_sample_value("archiver_notifications_total", {"result": "gap"}) or 0
     assert after - before == 3
     assert streams.client.xlen(streams.keys.notifications) == 0
+
+
+def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    dispatched: list[tuple[str, int, int, int]] = []
+    scheduler = _scheduler(store, streams, dispatched)
+    streams.ensure_scheduler_group()
+    for partition in (1, 2, 3):
+        streams.publish_notification(Notification("default", partition, 1, 1))
+    scheduler.handle(streams.read_notifications(pending=False, count=10, block_ms=None))
+    due = store.client.zrange(store.keys.due, 0, -1, withscores=True)
+    now = store.server_time_ms()
+    # Just claimed: looked at again once an unsent task would count as an orphan.
+    assert {member for member, _ in due} == {"default/1", "default/2", "default/3"}
+    assert all(now < score <= now + 23_000 for _, score in due)
+    # Partition 3 is archived meanwhile; partition 2's task was lost and its grant ran out.
+    three = store.load("default", 3)
+    assert three is not None
+    store.commit_success("default", 3, 1, three.state.fencing_token, 60, claim_next=False)
+    store.client.hset(store.keys.partition("default", 2), "lease_until", 1)
+    store.client.zadd(store.keys.due, {"default/1": 0, "default/2": 0, "default/3": 0})
+    dispatched.clear()
+
+    assert scheduler.sweep() == 1
+    assert dispatched == [("default", 2, 1, 2)]
+    scores = dict(store.client.zrange(store.keys.due, 0, -1, withscores=True))
+    # Idle: dropped until new work arrives. Live grant: looked at when its lease ends.
+    assert "default/3" not in scores
+    one = store.load("default", 1)
+    assert one is not None
+    assert scores["default/1"] == one.state.lease_expires_ms
+    # A partition missing from the index is found again by the periodic resync.
+    store.client.zrem(store.keys.due, "default/2")
+    store.client.hset(store.keys.partition("default", 2), "lease_until", 1)
+    dispatched.clear()
+    sweeps = 0
+    while not dispatched:
+        scheduler.sweep()
+        sweeps += 1
+        assert sweeps <= 30, "the resync should come within 30 sweeps"
+    assert dispatched == [("default", 2, 1, 3)]
