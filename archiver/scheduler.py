@@ -40,7 +40,7 @@ BLOCK_MS = 1000
 # A sweep looks at no more than this many batches of due partitions before notifications get
 # their turn again.
 SWEEP_BATCHES = 20
-# How often (in sweeps) the whole partition index is added to the due index again.
+# How often (in sweeps) a pass adding the whole partition index to the due index starts.
 RESYNC_EVERY_SWEEPS = 30
 
 
@@ -66,6 +66,8 @@ class Scheduler:
         # Redis's clock minus ours, in ms: due times are kept on Redis's clock.
         self._clock_offset_ms = 0
         self._sweeps = 0
+        # Where the pass adding the partition index to the due index is; None between passes.
+        self._resync_cursor: int | None = None
         self.more_due = False
 
     def _hold_leadership(self) -> bool:
@@ -111,7 +113,9 @@ class Scheduler:
         next_renewal = time.monotonic() + renew_every
         self.streams.ensure_scheduler_group()
         self._learn_clock()
-        self._sweeps = 0  # a new leader first adds the whole index to the due index
+        # A new leader starts a pass adding the whole partition index to the due index.
+        self._sweeps = 0
+        self._resync_cursor = None
         # First what an earlier leader read but did not finish: all read as one consumer.
         while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
             if stop.is_set() or not self._still_leading():
@@ -212,9 +216,11 @@ class Scheduler:
         whose sender died), note when to look again at the others. Returns how many tasks
         were sent; ``more_due`` tells whether more were due than one sweep looks at."""
         now = self._learn_clock()
-        if self._sweeps % RESYNC_EVERY_SWEEPS == 0:
-            self._resync_due(now)
+        if self._sweeps % RESYNC_EVERY_SWEEPS == 0 and self._resync_cursor is None:
+            self._resync_cursor = 0
         self._sweeps += 1
+        if self._resync_cursor is not None:
+            self._resync_step(now)
         orphan_ms = _ms(self.settings.orphan_grace_seconds)
         dispatched = 0
         self.more_due = False
@@ -249,11 +255,17 @@ class Scheduler:
         self.more_due = True
         return dispatched
 
-    def _resync_due(self, now_ms: int) -> None:
-        """Add every known partition the due index lacks, to be looked at now: it repairs
-        additions that were lost, and fills the index after an upgrade."""
-        for members in self.store.partition_ids(BATCH):
+    def _resync_step(self, now_ms: int) -> None:
+        """Add the partitions the due index lacks, to be looked at now: it repairs additions
+        that were lost, and fills the index after an upgrade. A bounded part per sweep, so a
+        new leader with a million partitions does not stop reading notifications meanwhile."""
+        for _ in range(SWEEP_BATCHES):
+            cursor, members = self.store.scan_partition_ids(self._resync_cursor or 0, BATCH)
             self.store.mark_due(members, now_ms, only_new=True)
+            if cursor == 0:
+                self._resync_cursor = None
+                return
+            self._resync_cursor = cursor
 
     def _learn_clock(self) -> int:
         now = self.store.server_time_ms()

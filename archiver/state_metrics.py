@@ -120,9 +120,12 @@ class StateMetricsRefresher(threading.Thread):
                 # Look again soon: a new leader should export its state at once.
                 self.stop.wait(min(1.0, self.interval))
                 continue
+            started = time.monotonic()
             try:
                 self.collector.update(take_snapshot(self.store))
             except redis.RedisError as exc:
                 # The last snapshot stays; its timestamp shows how old it is.
                 log.warning("could not refresh state metrics: %s", exc)
-            self.stop.wait(self.interval)
+            # With very many partitions a scan takes long: it never takes more than a third
+            # of the scheduler's time, which applying notifications needs.
+            self.stop.wait(max(self.interval, 2 * (time.monotonic() - started)))

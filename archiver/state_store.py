@@ -663,6 +663,11 @@ class RedisStateStore:
         if members:
             yield members
 
+    def scan_partition_ids(self, cursor: int, count: int) -> tuple[int, list[tuple[str, int]]]:
+        """One SSCAN step over the index: the next cursor (0 at the end) and members."""
+        next_cursor, members = self.client.sscan(self.keys.partitions_index, cursor, count=count)
+        return int(next_cursor), [split_partition_id(_text(m)) for m in members]
+
     def partitions(self, storage: str | None = None, batch: int = 500) -> Iterator[PartitionRecord]:
         """Every known partition (or one storage's), read in pipelined batches."""
         for members in self.partition_ids(batch):
