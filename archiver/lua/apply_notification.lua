@@ -38,7 +38,9 @@ do
     redis.call('HSET', key, 'high', high)
     add_mark(marks_key, high, now, resolution_ms)
   end
-  if outcome == 'gap' or lsn_less(known_high, high) then
+  -- The oldest waiting entry changes only when the partition moved on (a gap) or had been
+  -- caught up; a higher mark over waiting entries leaves it be.
+  if outcome == 'gap' or (lsn_less(known_high, high) and lsn_less(known_high, nxt)) then
     refresh_oldest(key, marks_key, now)
   end
 end
