@@ -1,16 +1,18 @@
 """Redis connections with deadlines: a dead or black-holed server fails a call, never hangs it.
 
-Every connection counts its round trips (``archiver_redis_round_trips_total``): a pipeline or a
-script is one, whatever it does inside. The orchestration's cost per archived entry is measured
-with it.
+Every connection to a single server counts its round trips
+(``archiver_redis_round_trips_total``): a pipeline or a script is one, whatever it does inside.
+The orchestration's cost per archived entry is measured with it.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
 
 from archiver import metrics
 
@@ -32,6 +34,22 @@ def _counting(connection_class: type[Any]) -> type[Any]:
 
 
 def connect(url: str, decode_responses: bool = True) -> redis.Redis:
+    """A client for ``url``; with ``?cluster=yes`` in it, for a Redis Cluster reached through
+    that node (the state store and streams then spread over its masters)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "cluster"]
+    if len(query) != len(parse_qsl(parts.query)):
+        flag = dict(parse_qsl(parts.query))["cluster"].lower()
+        if flag in ("yes", "true", "1"):
+            plain = urlunsplit(parts._replace(query=urlencode(query)))
+            cluster = RedisCluster.from_url(
+                plain,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                decode_responses=decode_responses,
+            )
+            return cast(redis.Redis, cluster)
+        url = urlunsplit(parts._replace(query=urlencode(query)))
     client = redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from redis.cluster import RedisCluster
 
 from archiver.local_redis import redis_server_binary
 from archiver.partition import Gap
+from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
@@ -185,3 +187,13 @@ def test_scripts_are_loaded_again_on_every_master_after_a_flush(
         node.redis_connection.script_flush()
     results = store.apply_notifications([("s", p, 1, 2) for p in range(1, 7)], HOUR)
     assert [r.outcome.value for r in results] == ["applied"] * 6
+
+
+def test_a_cluster_url_gives_a_cluster_client(cluster: RedisCluster) -> None:
+    node = cluster.get_primaries()[0]  # type: ignore[no-untyped-call]
+    client: Any = connect(f"redis://{node.host}:{node.port}/0?cluster=yes")
+    assert isinstance(client, RedisCluster)
+    store = RedisStateStore(client, RedisKeys(f"u{time.time_ns()}"))
+    results = store.apply_notifications([("s", p, 1, 1) for p in range(1, 7)], HOUR)
+    assert all(r.claim is not None for r in results)
+    assert len(list(store.partitions())) == 6
