@@ -23,17 +23,7 @@ def dispatch_claim(
     out the dispatch timeout. A sent task is marked as sent: a claim left unmarked (its sender
     died in between) is taken over by the sweep soon after, not after the dispatch timeout.
     """
-    try:
-        dispatch(storage, partition, claim.lsn, claim.token)
-    except Exception:
-        log.exception(
-            "could not send archive task; releasing claim",
-            extra=entry_fields(storage, partition, claim.lsn),
-        )
-        store.release_claim(storage, partition, claim.lsn, claim.token)
-        return False
-    store.mark_dispatched(storage, partition, claim.token)
-    return True
+    return dispatch_claims(store, dispatch, [(storage, partition, claim)]) == 1
 
 
 def dispatch_claims(
