@@ -37,19 +37,18 @@ def connect(url: str, decode_responses: bool = True) -> redis.Redis:
     """A client for ``url``; with ``?cluster=yes`` in it, for a Redis Cluster reached through
     that node (the state store and streams then spread over its masters)."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "cluster"]
-    if len(query) != len(parse_qsl(parts.query)):
-        flag = dict(parse_qsl(parts.query))["cluster"].lower()
-        if flag in ("yes", "true", "1"):
-            plain = urlunsplit(parts._replace(query=urlencode(query)))
-            cluster = RedisCluster.from_url(
-                plain,
+    params = dict(parse_qsl(parts.query))
+    cluster = params.pop("cluster", None)
+    if cluster is not None:
+        url = urlunsplit(parts._replace(query=urlencode(params)))
+        if cluster.lower() in ("yes", "true", "1"):
+            cluster_client = RedisCluster.from_url(
+                url,
                 socket_timeout=SOCKET_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 decode_responses=decode_responses,
             )
-            return cast(redis.Redis, cluster)
-        url = urlunsplit(parts._replace(query=urlencode(query)))
+            return cast(redis.Redis, cluster_client)
     client = redis.Redis.from_url(
         url,
         socket_timeout=SOCKET_TIMEOUT,

@@ -12,8 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import redis
 from kombu.exceptions import OperationalError
@@ -29,6 +28,16 @@ from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Folded:
+    """The notifications of one partition in a batch, as one."""
+
+    notification: Notification
+    # Where the partition starts if it is unknown: the first notification's low.
+    first_low: int
+    count: int = 1
 
 
 class DispatchFailed(Exception):
@@ -140,9 +149,7 @@ class Scheduler:
     def handle(self, messages: list[tuple[str, dict[str, str]]]) -> None:
         """Apply a batch of notifications, then delete them. Notifications for the same
         partition are folded into one first: only the newest watermarks matter."""
-        latest: dict[tuple[str, int], Notification] = {}
-        first_lows: dict[tuple[str, int], int] = {}
-        folded: Counter[tuple[str, int]] = Counter()
+        folded: dict[tuple[str, int], Folded] = {}
         for _message_id, fields in messages:
             try:
                 n = parse_notification(fields, self.known_storages)
@@ -152,33 +159,32 @@ class Scheduler:
                 metrics.NOTIFICATIONS.labels(result="rejected").inc()
                 continue
             key = (n.storage, n.partition)
-            if (earlier := latest.get(key)) is not None:
-                # The producer's watermarks only grow; applying both in turn ends the same.
-                n = replace(n, low=max(earlier.low, n.low), high=max(earlier.high, n.high))
-            latest[key] = n
-            first_lows.setdefault(key, n.low)
-            folded[key] += 1
-        self.apply(list(latest.values()), folded, first_lows)
+            if (earlier := folded.get(key)) is None:
+                folded[key] = Folded(n, first_low=n.low)
+                continue
+            # The producer's watermarks only grow; applying both in turn ends the same.
+            latest = earlier.notification
+            earlier.notification = replace(
+                n, low=max(latest.low, n.low), high=max(latest.high, n.high)
+            )
+            earlier.count += 1
+        self.apply(list(folded.values()))
         self.streams.done_with_notifications([message_id for message_id, _ in messages])
 
-    def apply(
-        self,
-        notifications: list[Notification],
-        folded: Counter[tuple[str, int]] | None = None,
-        first_lows: dict[tuple[str, int], int] | None = None,
-    ) -> None:
+    def apply(self, batch: list[Folded]) -> None:
         """Apply notifications (one per partition) in one round trip, re-acknowledge what is
         already archived, and send the tasks of the entries claimed."""
         results = self.store.apply_notifications(
-            [(n.storage, n.partition, n.low, n.high) for n in notifications],
+            [(f.notification.storage, f.notification.partition, f.notification.low,
+              f.notification.high) for f in batch],
             self.settings.dispatch_timeout_seconds,
-            first_lows=[
-                (first_lows or {}).get((n.storage, n.partition), n.low) for n in notifications
-            ],
-        )
+            first_lows=[f.first_low for f in batch],
+        )  # fmt: skip
         reacknowledge = []
         claims = []
-        for n, result in zip(notifications, results, strict=True):
+        working = []
+        for f, result in zip(batch, results, strict=True):
+            n = f.notification
             if result.gap is not None:
                 log.error(
                     "gap in log sequence: entries %d..%d were deleted before they were archived",
@@ -186,21 +192,18 @@ class Scheduler:
                     result.gap.actual - 1,
                     extra=entry_fields(n.storage, n.partition, result.gap.expected),
                 )
-            count = folded[(n.storage, n.partition)] if folded else 1
-            metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc(count)
+            metrics.NOTIFICATIONS.labels(result=result.outcome.value).inc(f.count)
             if result.outcome is NotificationOutcome.STALE and result.reacknowledge is not None:
                 # Everything announced is archived, but the producer may not know: tell it again.
                 reacknowledge.append((n.storage, n.partition, result.reacknowledge))
             if result.claim is not None:
                 claims.append((n.storage, n.partition, result.claim))
+            elif result.outcome is not NotificationOutcome.STALE:
+                working.append((n.storage, n.partition))
         # Before sending anything: a claim whose task is never sent is looked at again soon.
         self.store.mark_due_after_apply(
             claimed=[(s, p) for s, p, _ in claims],
-            working=[
-                (n.storage, n.partition)
-                for n, result in zip(notifications, results, strict=True)
-                if result.claim is None and result.outcome is not NotificationOutcome.STALE
-            ],
+            working=working,
             at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
         )
         if reacknowledge:

@@ -141,10 +141,10 @@ def skip_to(storage: str, partition: int, lsn: int, actor: str, reason: str, yes
     LSN may be at most the high-water mark + 1.
     """
     store = services(Settings.from_env()).store
-    record = store.load(storage, partition)
-    if record is None:
-        raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
     if not yes:
+        record = store.load(storage, partition)
+        if record is None:
+            raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
         first = record.state.next_lsn
         raise click.UsageError(
             f"skip-to gives up entries {first}..{lsn - 1} of {storage}/{partition} for good; "

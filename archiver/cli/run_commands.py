@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from archiver.state_store import RedisStateStore
 
 
+ENTRY_SIZE = click.option(
+    "--entry-size",
+    default=16 * 1024,
+    show_default=True,
+    type=click.IntRange(0, 64 * 1024 * 1024),
+    help="Bytes of data per entry.",
+)
+
+
 @main.command()
 @clear_errors
 def scheduler() -> None:
@@ -156,13 +165,7 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
     type=click.FloatRange(0),
     help="Seconds between rounds; each round appends one entry to every partition.",
 )
-@click.option(
-    "--entry-size",
-    default=16 * 1024,
-    show_default=True,
-    type=click.IntRange(0, 64 * 1024 * 1024),
-    help="Bytes of data per entry.",
-)
+@ENTRY_SIZE
 @click.option(
     "--rounds",
     default=0,
@@ -233,13 +236,7 @@ def notify(storage: str, partition: int, low: int, high: int) -> None:
     type=click.IntRange(1, 100_000),
     help="Entries per partition.",
 )
-@click.option(
-    "--entry-size",
-    default=16 * 1024,
-    show_default=True,
-    type=click.IntRange(0, 64 * 1024 * 1024),
-    help="Bytes of data per entry.",
-)
+@ENTRY_SIZE
 @click.option(
     "--workers",
     default=2,

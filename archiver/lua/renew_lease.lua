@@ -15,7 +15,7 @@ end
 local f = redis.call('HMGET', key, 'holder', 'grants', 'attempts', 'acked')
 local started_before = f[1] and string.match(f[1], '^(%d+) ') == ARGV[2]
 redis.call('HSET', key, 'holder', ARGV[2] .. ' ' .. ARGV[4])
-if not started_before and f[2] == '1' and (f[3] == nil or f[3] == false or f[3] == '0') and f[4] then
+if not started_before and f[2] == '1' and (not f[3] or f[3] == '0') and f[4] then
   return 2
 end
 return 1
