@@ -1,9 +1,10 @@
-"""Sending a claimed entry to the workers, without stranding the claim when sending fails."""
+"""Sending claimed entries to the workers, without stranding a claim when sending fails."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from archiver.logging_setup import entry_fields
 from archiver.partition import Claim
@@ -11,7 +12,19 @@ from archiver.state_store import RedisStateStore
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[str, int, int, int], None]
+
+class ArchiveTask(NamedTuple):
+    """What a task message carries: the entry to archive and the grant to do it under."""
+
+    storage: str
+    partition: int
+    lsn: int
+    token: int
+
+
+# Sends tasks, several at once where the broker allows; one result per task, in order: None
+# once it is sent, else why it may not have been.
+Dispatch = Callable[[Sequence[ArchiveTask]], list[Exception | None]]
 
 
 def dispatch_claim(
@@ -22,6 +35,8 @@ def dispatch_claim(
     A released claim is picked up again by the next notification or sweep, instead of waiting
     out the dispatch timeout. A sent task is marked as sent: a claim left unmarked (its sender
     died in between) is taken over by the sweep soon after, not after the dispatch timeout.
+    A task released although it did reach the broker is harmless: its grant is gone, so the
+    worker that takes it is fenced off.
     """
     return dispatch_claims(store, dispatch, [(storage, partition, claim)]) == 1
 
@@ -29,19 +44,22 @@ def dispatch_claim(
 def dispatch_claims(
     store: RedisStateStore, dispatch: Dispatch, claims: list[tuple[str, int, Claim]]
 ) -> int:
-    """``dispatch_claim`` for many claims, with all the sent marks in one round trip.
-    Returns how many were sent."""
+    """``dispatch_claim`` for many claims: the tasks sent together, and all the sent marks in
+    one round trip. Returns how many were sent."""
+    if not claims:
+        return 0
+    tasks = [ArchiveTask(s, p, claim.lsn, claim.token) for s, p, claim in claims]
     sent = []
-    for storage, partition, claim in claims:
-        try:
-            dispatch(storage, partition, claim.lsn, claim.token)
-        except Exception:
-            log.exception(
-                "could not send archive task; releasing claim",
-                extra=entry_fields(storage, partition, claim.lsn),
+    for task, error in zip(tasks, dispatch(tasks), strict=True):
+        if error is not None:
+            log.error(
+                "could not send archive task; releasing claim: %s",
+                error,
+                exc_info=error,
+                extra=entry_fields(task.storage, task.partition, task.lsn),
             )
-            store.release_claim(storage, partition, claim.lsn, claim.token)
+            store.release_claim(task.storage, task.partition, task.lsn, task.token)
             continue
-        sent.append((storage, partition, claim.token))
+        sent.append((task.storage, task.partition, task.token))
     store.mark_dispatched_many(sent)
     return len(sent)

@@ -18,8 +18,16 @@ class InvalidName(ValueError):
     """A storage name or partition id that is unsafe as a key component."""
 
 
+# Names already found valid: a deployment has a handful, and the scheduler checks one per
+# notification.
+_valid_storages: set[str] = set()
+_VALID_STORAGES_KEPT = 1024
+
+
 def check_storage(storage: str) -> str:
     """Storage names become path and key components, so only a safe alphabet is allowed."""
+    if type(storage) is str and storage in _valid_storages:
+        return storage
     if not isinstance(storage, str) or not storage:
         raise InvalidName("storage name must be a non-empty string")
     if len(storage) > MAX_NAME_LENGTH:
@@ -29,6 +37,8 @@ def check_storage(storage: str) -> str:
             f"storage name {storage!r} must use letters, digits, '_', '.', '-' "
             "and start with a letter or digit"
         )
+    if type(storage) is str and len(_valid_storages) < _VALID_STORAGES_KEPT:
+        _valid_storages.add(storage)
     return storage
 
 

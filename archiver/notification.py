@@ -39,28 +39,41 @@ class Notification:
         }
 
 
-def _text(value: str | bytes) -> str:
-    if isinstance(value, bytes):
-        if len(value) > MAX_FIELD_BYTES:
-            raise InvalidNotification(f"field longer than {MAX_FIELD_BYTES} bytes")
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidNotification("field is not UTF-8") from exc
-    if len(value) > MAX_FIELD_BYTES:
+# A stream entry's fields as redis-py returns them: bytes, or text from a client that decodes.
+RawFields = Mapping[str, str] | Mapping[bytes, bytes]
+
+
+def _encoded(value: str | bytes) -> bytes:
+    encoded = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_FIELD_BYTES:
         raise InvalidNotification(f"field longer than {MAX_FIELD_BYTES} bytes")
-    return value
+    return encoded
+
+
+def readable_fields(raw: RawFields) -> dict[str, str]:
+    """Fields as text, whatever their bytes: for logs and the dead-letter stream."""
+    return {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else k): (
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        )
+        for k, v in raw.items()
+    }
 
 
 def parse_notification(
-    raw: Mapping[str, str] | Mapping[bytes, bytes],
-    known_storages: frozenset[str] | None = None,
+    raw: RawFields, known_storages: frozenset[str] | None = None
 ) -> Notification:
     """Turn stream fields into a Notification, or raise InvalidNotification with the reason."""
     if len(raw) > MAX_FIELDS:
         raise InvalidNotification(f"more than {MAX_FIELDS} fields")
-    fields = {_text(k): _text(v) for k, v in raw.items()}
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in fields.items())
+    encoded = {_encoded(k): _encoded(v) for k, v in raw.items()}
+    size = sum(len(k) + len(v) for k, v in encoded.items())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidNotification(f"payload of {size} bytes is over {MAX_PAYLOAD_BYTES}")
+    try:
+        fields = {k.decode(): v.decode() for k, v in encoded.items()}
+    except UnicodeDecodeError as exc:
+        raise InvalidNotification("field is not UTF-8") from exc
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidNotification(f"payload of {size} bytes is over {MAX_PAYLOAD_BYTES}")
     missing = [name for name in FIELDS if name not in fields]

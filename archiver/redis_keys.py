@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from archiver.keys import check_partition, check_storage
 
+_GAPS = ":gaps"
+_MARKS = ":marks"
+
 
 @dataclass(frozen=True)
 class RedisKeys:
@@ -22,11 +25,16 @@ class RedisKeys:
         return f"{self.prefix}:partition:{{{self.partition_id(storage, partition)}}}"
 
     def gaps(self, storage: str, partition: int) -> str:
-        return self.partition(storage, partition) + ":gaps"
+        return self.partition(storage, partition) + _GAPS
 
     def marks(self, storage: str, partition: int) -> str:
         """When recent high-water marks were announced: the age of the oldest waiting entry."""
-        return self.partition(storage, partition) + ":marks"
+        return self.partition(storage, partition) + _MARKS
+
+    def partition_keys(self, storage: str, partition: int) -> list[str]:
+        """The partition's hash, gaps and marks, which most scripts take, named at once."""
+        key = self.partition(storage, partition)
+        return [key, key + _GAPS, key + _MARKS]
 
     def audit(self, storage: str, partition: int) -> str:
         """Operators' actions on the partition, newest last."""

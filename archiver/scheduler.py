@@ -22,7 +22,13 @@ from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claims
 from archiver.leadership import LeaderLease
 from archiver.logging_setup import entry_fields
-from archiver.notification import InvalidNotification, Notification, parse_notification
+from archiver.notification import (
+    InvalidNotification,
+    Notification,
+    RawFields,
+    parse_notification,
+    readable_fields,
+)
 from archiver.partition import NotificationOutcome
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
@@ -146,7 +152,7 @@ class Scheduler:
             batch = self.streams.read_notifications(pending=False, count=BATCH, block_ms=BLOCK_MS)
             self.handle(batch)
 
-    def handle(self, messages: list[tuple[str, dict[str, str]]]) -> None:
+    def handle(self, messages: list[tuple[str, RawFields]]) -> None:
         """Apply a batch of notifications, then delete them. Notifications for the same
         partition are folded into one first: only the newest watermarks matter."""
         folded: dict[tuple[str, int], Folded] = {}
@@ -154,8 +160,9 @@ class Scheduler:
             try:
                 n = parse_notification(fields, self.known_storages)
             except InvalidNotification as exc:
-                log.error("rejected notification: %s fields=%r", exc, _shown(fields))
-                self.streams.reject_notification(fields, str(exc))
+                readable = readable_fields(fields)
+                log.error("rejected notification: %s fields=%r", exc, _shown(readable))
+                self.streams.reject_notification(readable, str(exc))
                 metrics.NOTIFICATIONS.labels(result="rejected").inc()
                 continue
             key = (n.storage, n.partition)

@@ -260,13 +260,6 @@ class RedisStateStore:
                 self._lua.load()
         raise AssertionError("unreachable")
 
-    def _partition_keys(self, storage: str, partition: int) -> list[str]:
-        return [
-            self.keys.partition(storage, partition),
-            self.keys.gaps(storage, partition),
-            self.keys.marks(storage, partition),
-        ]
-
     def apply_notification(
         self,
         storage: str,
@@ -304,7 +297,7 @@ class RedisStateStore:
             for (storage, partition, low, high), start in zip(notifications, starts, strict=True):
                 self._lua(
                     "apply_notification",
-                    keys=self._partition_keys(storage, partition),
+                    keys=self.keys.partition_keys(storage, partition),
                     args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms, start],
                     client=pipe,
                 )
@@ -546,7 +539,7 @@ class RedisStateStore:
             pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
             self._lua(
                 "reconcile",
-                keys=self._partition_keys(storage, partition),
+                keys=self.keys.partition_keys(storage, partition),
                 args=[last_archived, MAX_GAPS_KEPT, *(f"{g.expected} {g.actual}" for g in holes)],
                 client=pipe,
             )
@@ -634,7 +627,10 @@ class RedisStateStore:
     ) -> AdminResult:
         done, detail = self._lua(
             "admin_skip_to",
-            keys=[*self._partition_keys(storage, partition), self.keys.audit(storage, partition)],
+            keys=[
+                *self.keys.partition_keys(storage, partition),
+                self.keys.audit(storage, partition),
+            ],
             args=[lsn, MAX_GAPS_KEPT, actor, reason],
         )
         if not int(done):

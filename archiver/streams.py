@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from archiver.notification import Notification
+from archiver.notification import Notification, RawFields
 from archiver.redis_keys import RedisKeys
 
 SCHEDULER_GROUP = "scheduler"
@@ -33,6 +33,11 @@ class Acknowledgement:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_id(message_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds), int(sequence)
 
 
 class Streams:
@@ -114,8 +119,9 @@ class Streams:
 
     def read_notifications(
         self, pending: bool, count: int, block_ms: int | None
-    ) -> list[tuple[str, dict[str, str]]]:
-        """Our pending notifications (``pending=True``) or new ones."""
+    ) -> list[tuple[str, RawFields]]:
+        """Our pending notifications (``pending=True``) or new ones, fields as read: checking
+        and decoding them is ``parse_notification``'s job."""
         reply: Any = self.client.xreadgroup(
             SCHEDULER_GROUP,
             SCHEDULER_CONSUMER,
@@ -123,22 +129,25 @@ class Streams:
             count=count,
             block=None if pending else block_ms,
         )
-        messages: list[tuple[str, dict[str, str]]] = []
+        messages: list[tuple[str, RawFields]] = []
         for _stream, entries in reply or []:
             for message_id, raw in entries:
-                if raw is None:  # deleted while pending
-                    messages.append((_text(message_id), {}))
-                    continue
-                messages.append((_text(message_id), {_text(k): _text(v) for k, v in raw.items()}))
+                # A notification deleted while pending has no fields.
+                messages.append((_text(message_id), raw or {}))
         return messages
 
     def done_with_notifications(self, message_ids: list[str]) -> None:
-        """Acknowledge and delete handled notifications: the stream holds only unhandled ones."""
+        """Acknowledge and delete handled notifications: the stream holds only unhandled ones.
+
+        The scheduler handles notifications in stream order, so everything up to the newest of
+        ``message_ids`` is handled: the stream is trimmed up to it, which costs Redis a small
+        fraction of deleting each entry by ID."""
         if not message_ids:
             return
+        newest = max(_stream_id(message_id) for message_id in message_ids)
         pipe = self.client.pipeline(transaction=False)
         pipe.xack(self.keys.notifications, SCHEDULER_GROUP, *message_ids)
-        pipe.xdel(self.keys.notifications, *message_ids)
+        pipe.xtrim(self.keys.notifications, minid=f"{newest[0]}-{newest[1] + 1}", approximate=False)
         pipe.execute()
 
     def rejected_notifications(self, limit: int) -> list[dict[str, Any]]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
+from kombu import Producer
 
 from archiver.config import Settings
+from archiver.dispatch import ArchiveTask
 
 TASK_NAME = "archiver.archive_entry"
 QUEUE_PREFIX = "archiver."
@@ -100,13 +102,51 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
     return app
 
 
-@dataclass
 class CeleryDispatcher:
-    """Sends archive tasks; the scheduler and the workers both dispatch through it."""
+    """Sends archive tasks; the scheduler and the workers both dispatch through it.
 
-    app: Celery
+    Tasks sent together go out as one batch where the transport batches publishing (Redis:
+    one pipeline), which costs a fraction of sending them one by one; elsewhere each is
+    published at once."""
 
-    def dispatch(self, storage: str, partition: int, lsn: int, token: int) -> None:
-        self.app.send_task(
-            TASK_NAME, args=[storage, partition, lsn, token], queue=queue_name(storage)
-        )
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        with app.connection_for_write() as connection:
+            # Celery publishes to a queue by its name (the default exchange). On Redis that
+            # needs no declaration, which would otherwise cost more than the rest of a send;
+            # an AMQP broker drops a message whose queue does not exist yet.
+            self._declare: list[Any] | None = (
+                [] if connection.transport.driver_type == "redis" else None
+            )
+
+    def __call__(self, tasks: Sequence[ArchiveTask]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        try:
+            # The batch is large enough to go out in one flush, at the end.
+            with (
+                self.app.producer_or_acquire() as producer,
+                producer.batch(max_size=4 * len(tasks) + 1),
+            ):
+                results.extend(self._send(task, producer) for task in tasks)
+        except Exception as exc:
+            # The batch did not go out, or not all of it: count every task as unsent.
+            return [exc] * len(tasks)
+        return results
+
+    def _send(self, task: ArchiveTask, producer: Producer) -> Exception | None:
+        args = list(task)
+        try:
+            self.app.send_task(
+                TASK_NAME,
+                args=args,
+                queue=queue_name(task.storage),
+                producer=producer,
+                declare=self._declare,
+                # What monitoring shows of the arguments; Celery's own rendering of plain
+                # values gives the same text at several times the cost.
+                argsrepr=repr(args),
+                kwargsrepr="{}",
+            )
+        except Exception as exc:
+            return exc
+        return None

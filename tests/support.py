@@ -12,7 +12,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ import psutil
 import redis
 
 from archiver.archiving import existing_archive
+from archiver.dispatch import ArchiveTask, Dispatch
 from archiver.keys import Compression, archive_key, archive_lsn, partition_prefix
 from archiver.local_redis import free_port
 from archiver.log_manager import write_entry
@@ -136,6 +137,16 @@ class Process:
                 self.popen.wait()
                 raise AssertionError(f"{self.name} did not stop within {timeout}s") from None
         return self.popen.returncode
+
+
+def recording_dispatch(sent: list[ArchiveTask]) -> Dispatch:
+    """A dispatcher that sends nothing: it records each task in ``sent``."""
+
+    def dispatch(tasks: Sequence[ArchiveTask]) -> list[Exception | None]:
+        sent.extend(tasks)
+        return [None] * len(tasks)
+
+    return dispatch
 
 
 def source(*chunks: bytes) -> Source:

@@ -6,22 +6,25 @@ tasks to a real worker.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from prometheus_client import REGISTRY
 
 from archiver.config import Settings
+from archiver.dispatch import ArchiveTask
 from archiver.notification import Notification
 from archiver.scheduler import DispatchFailed, Scheduler
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
-from tests.support import stream_entries, wait_for
+from tests.support import recording_dispatch, stream_entries, wait_for
 
 
 def _scheduler(
-    store: RedisStateStore, streams: Streams, dispatched: list[tuple[str, int, int, int]]
+    store: RedisStateStore, streams: Streams, dispatched: list[ArchiveTask]
 ) -> Scheduler:
     settings = Settings.from_env({"ARCHIVER_STORAGES": "default=/srv/default"})
-    return Scheduler(settings, store, streams, lambda *args: dispatched.append(args))
+    return Scheduler(settings, store, streams, recording_dispatch(dispatched))
 
 
 def _drain(scheduler: Scheduler, streams: Streams) -> None:
@@ -33,7 +36,7 @@ def _drain(scheduler: Scheduler, streams: Streams) -> None:
 def test_bad_notifications_are_dead_lettered_and_good_ones_still_flow(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     scheduler = _scheduler(store, streams, dispatched)
     bad = [
         {"storage": "default", "partition": "1", "low": "5"},
@@ -75,7 +78,7 @@ def test_pending_notifications_of_a_crashed_scheduler_are_read_again(
     assert streams.read_notifications(pending=False, count=10, block_ms=None) == []
     pending = streams.read_notifications(pending=True, count=10, block_ms=None)
     assert len(pending) == 1
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     _scheduler(store, streams, dispatched).handle(pending)
     assert dispatched == [("default", 2, 4, 1)]
     assert streams.read_notifications(pending=True, count=10, block_ms=None) == []
@@ -84,7 +87,7 @@ def test_pending_notifications_of_a_crashed_scheduler_are_read_again(
 def test_sweep_dispatches_partitions_whose_grant_expired(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     scheduler = _scheduler(store, streams, dispatched)
     # A grant that has already run out: its task was lost.
     store.apply_notification("default", 7, 1, 2, lease_seconds=0.001)
@@ -96,13 +99,13 @@ def test_sweep_dispatches_partitions_whose_grant_expired(
 def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    sent: list[tuple[str, int, int, int]] = []
+    sent: list[ArchiveTask] = []
     broker_up = False
 
-    def dispatch(*args: object) -> None:
+    def dispatch(tasks: Sequence[ArchiveTask]) -> list[Exception | None]:
         if not broker_up:
-            raise ConnectionError("broker unreachable")
-        sent.append(args)  # type: ignore[arg-type]
+            return [ConnectionError("broker unreachable")] * len(tasks)
+        return recording_dispatch(sent)(tasks)
 
     settings = Settings.from_env({"ARCHIVER_STORAGES": "default=/srv/default"})
     scheduler = Scheduler(settings, store, streams, dispatch)
@@ -126,9 +129,9 @@ def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
 def test_sweep_takes_over_a_claim_whose_task_was_never_sent(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     settings = Settings.from_env({"ARCHIVER_SWEEP_INTERVAL_SECONDS": "0.1"})
-    scheduler = Scheduler(settings, store, streams, lambda *args: dispatched.append(args))
+    scheduler = Scheduler(settings, store, streams, recording_dispatch(dispatched))
     # A scheduler claimed both and died; it had sent only partition 2's task.
     store.apply_notification("default", 1, 1, 1, lease_seconds=600)
     sent = store.apply_notification("default", 2, 1, 1, lease_seconds=600).claim
@@ -141,7 +144,7 @@ def test_sweep_takes_over_a_claim_whose_task_was_never_sent(
 def test_notifications_for_one_partition_are_folded_into_one(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     scheduler = _scheduler(store, streams, dispatched)
     before = REGISTRY.get_sample_value("archiver_notifications_total", {"result": "gap"}) or 0
     for low, high in ((1, 3), (1, 5), (4, 6)):  # the producer lost 1..3 between the last two
@@ -166,7 +169,7 @@ def test_notifications_for_one_partition_are_folded_into_one(
 def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
     store: RedisStateStore, streams: Streams
 ) -> None:
-    dispatched: list[tuple[str, int, int, int]] = []
+    dispatched: list[ArchiveTask] = []
     scheduler = _scheduler(store, streams, dispatched)
     streams.ensure_scheduler_group()
     for partition in (1, 2, 3):

@@ -34,13 +34,12 @@ def entry_archiver() -> EntryArchiver:
         _archivers.clear()
         client = connect(settings.redis_url)
         keys = RedisKeys(settings.redis_prefix)
-        dispatcher = CeleryDispatcher(app)
         archiver = EntryArchiver(
             settings,
             RedisStateStore(client, keys),
             Streams(client, keys),
             open_sink(settings.require_sink_url()),
-            dispatcher.dispatch,
+            CeleryDispatcher(app),
         )
         _archivers[pid] = archiver
     return archiver

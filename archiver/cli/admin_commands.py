@@ -119,7 +119,7 @@ def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
     result = store.requeue(storage, partition, actor, reason, settings.dispatch_timeout_seconds)
     if result.done and result.claim is not None:
         dispatcher = CeleryDispatcher(make_celery(settings))
-        if not dispatch_claim(store, dispatcher.dispatch, storage, partition, result.claim):
+        if not dispatch_claim(store, dispatcher, storage, partition, result.claim):
             raise click.ClickException(
                 f"requeued {storage}/{partition} but could not send its task (broker "
                 "unreachable?); the scheduler's sweep sends it"

@@ -62,7 +62,7 @@ def scheduler() -> None:
         scheduler_identity(),
         settings.leader_ttl_seconds,
     )
-    scheduler = Scheduler(settings, state.store, state.streams, dispatcher.dispatch, leader)
+    scheduler = Scheduler(settings, state.store, state.streams, dispatcher, leader)
     if settings.metrics_port:
         _serve_scheduler_metrics(settings, state.store, scheduler, stop)
     scheduler.run(stop)
