@@ -28,6 +28,7 @@ __all__ = [
     "WriteResult",
     "computed_sha256",
     "open_sink",
+    "preload_sink",
 ]
 
 
@@ -44,3 +45,12 @@ def open_sink(url: str) -> Sink:
 
         return S3Sink.from_url(url)
     raise ValueError(f"unsupported sink URL {url!r}: use file:///path or s3://bucket/prefix")
+
+
+def preload_sink(url: str) -> None:
+    """Load what the sink at ``url`` needs before a process forks its workers, so that each
+    starts with it: for S3, boto3 and the S3 model."""
+    if urlsplit(url).scheme == "s3":
+        from archiver.sinks.s3 import preload
+
+        preload()

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
 from archiver.sinks.base import (
     DELETE_BATCH,
@@ -54,6 +56,30 @@ CLIENT_CONFIG = Config(
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
 )
+
+
+# The S3 model and endpoint rules, read once per process instead of once per client. A worker
+# host reads them before its pool forks (``preload``), so each worker process starts with them.
+_LOADER = botocore.loaders.create_loader()
+
+
+def preload() -> None:
+    """Read what every S3 client needs now: a client made after this takes a fraction of the
+    time (about 50 ms instead of 100 ms, plus the imports)."""
+    try:
+        for model in ("service-2", "endpoint-rule-set-1"):
+            _LOADER.load_service_model("s3", model)
+        for data in ("partitions", "sdk-default-configuration", "_retry", "endpoints"):
+            _LOADER.load_data(data)
+    except DataNotFoundError:  # another botocore release: its clients load what they need
+        log.debug("S3 client data not preloaded", exc_info=True)
+
+
+def _session() -> boto3.session.Session:
+    """A session of its own (sessions are not thread-safe), reading through the shared loader."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
 
 
 def _error_code(exc: ClientError) -> str:
@@ -121,7 +147,7 @@ class S3Sink:
         except ValueError as exc:
             raise ValueError(f"bad S3 sink URL parameter: {exc}") from exc
         config = CLIENT_CONFIG.merge(overrides)
-        client = boto3.session.Session().client(
+        client = _session().client(
             "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
         )
         return cls(

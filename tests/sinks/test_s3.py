@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -142,3 +144,50 @@ def test_bad_encryption_settings_are_refused(s3_endpoint: S3Endpoint) -> None:
         open_sink(s3_endpoint.sink_url("b") + "&sse=rot13")
     with pytest.raises(ValueError, match="needs sse=aws:kms"):
         open_sink(s3_endpoint.sink_url("b") + "&sse_kms_key_id=k")
+
+
+_COUNT_MODEL_READS = """
+import sys
+from archiver.sinks import open_sink, preload_sink
+from archiver.sinks import s3
+
+reads = []
+load_file = s3._LOADER.file_loader.load_file
+
+
+def counted(path):
+    data = load_file(path)
+    if data is not None:  # a file read, not a probe for an optional one
+        reads.append(path)
+    return data
+
+
+s3._LOADER.file_loader.load_file = counted
+url = sys.argv[1]
+if sys.argv[2] == "preload":
+    preload_sink(url)
+before = len(reads)
+open_sink(url)
+print(before, len(reads) - before)
+"""
+
+
+@pytest.mark.parametrize("preloaded", [True, False])
+def test_a_worker_host_reads_the_s3_model_once_before_its_pool_forks(preloaded: bool) -> None:
+    """workers.application preloads; a client made afterwards (in each forked worker process)
+    reads no model file. Run in a fresh interpreter: this one has read them already. Making a
+    client connects to nothing, so no endpoint is needed."""
+    url = "s3://bucket?endpoint_url=http://127.0.0.1:9&region=us-east-1"
+    mode = "preload" if preloaded else "lazy"
+    output = subprocess.run(
+        [sys.executable, "-c", _COUNT_MODEL_READS, url, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    at_preload, at_client = (int(n) for n in output.split())
+    if preloaded:
+        assert at_preload > 0
+        assert at_client == 0
+    else:
+        assert at_client > 0
