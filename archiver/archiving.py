@@ -93,10 +93,17 @@ def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path,
 
 
 def existing_archive(
-    sink: Sink, storage: str, partition: int, lsn: int, preferred: Compression
+    sink: Sink,
+    storage: str,
+    partition: int,
+    lsn: int,
+    preferred: Compression,
+    other_names_only: bool = False,
 ) -> tuple[str, Compression] | None:
-    """The archive object of ``lsn`` under either name, the preferred one looked up first."""
-    for compression in (preferred, *(c for c in Compression if c is not preferred)):
+    """The archive object of ``lsn`` under either name, the preferred one looked up first
+    (or not at all, with ``other_names_only``)."""
+    names = [c for c in Compression if c is not preferred]
+    for compression in names if other_names_only else [preferred, *names]:
         key = archive_key(storage, partition, lsn, compression)
         if sink.exists(key):
             return key, compression
@@ -115,13 +122,18 @@ def archive_entry(
 ) -> ArchivedEntry:
     """``guard`` sees every chunk on its way to the sink and may abort the write by raising.
 
+    The write is create-only: an object already under the name is compared, never replaced.
     Unless ``fresh`` (no earlier attempt at this LSN can have written anything), the archive is
-    first looked for under both names, so that an entry is never stored under both. Either
-    way the write itself is create-only: an object already under the name is compared, never
-    replaced."""
+    first looked for under the other name, so that an entry is never stored under both; and
+    under both when the entry is gone from disk and there is nothing to write."""
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
-    existing = None if fresh else existing_archive(sink, storage, partition, lsn, compression)
+    existing = None
+    if not fresh:
+        on_disk = os.path.lexists(path)
+        existing = existing_archive(
+            sink, storage, partition, lsn, compression, other_names_only=on_disk
+        )
     if existing is not None:
         key, stored_as = existing
         if not os.path.lexists(path):
@@ -138,7 +150,7 @@ def archive_entry(
     key = archive_key(storage, partition, lsn, compression)
     result = sink.write(key, source)
     if result.outcome is WriteOutcome.ALREADY_EXISTS:
-        # Someone wrote it between our look and our write.
+        # An earlier attempt wrote it, or another worker raced us.
         _accept_existing(sink, key, compression, path, name)
         return ArchivedEntry(key, uploaded=False, size=result.size)
     return ArchivedEntry(key, uploaded=True, size=result.size)

@@ -80,6 +80,10 @@ def configure_logging(level: str | None = None, log_format: str | None = None) -
     handler.setFormatter(make_formatter(log_format))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Our loggers carry the level themselves: a Celery worker sets the root logger's to its own
+    # --loglevel when it starts.
+    for ours in ("archiver", "workers"):
+        logging.getLogger(ours).setLevel(level.upper())
     # boto's and urllib3's debug chatter is not ours to show.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,40 @@ def test_existing_archives_are_compared_by_content_under_either_name(tmp_path: P
     (tmp_path / "wal" / "1" / "wal" / "0000000000001" / "f").write_bytes(b"other")
     with pytest.raises(ArchiveConflict):
         archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
+
+
+class LookupsCounted(FilesystemSink):
+    """A real filesystem bucket that records which keys were looked up."""
+
+    looked_up: list[str]
+
+    def exists(self, key: str) -> bool:
+        self.looked_up.append(key)
+        return super().exists(key)
+
+
+def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> None:
+    """The create-only write finds an archive under the preferred name by itself: an attempt
+    that may follow an earlier one (not ``fresh``) looks up the other name only, and both
+    names only when the entry is gone from disk."""
+    sink = LookupsCounted(tmp_path / "bucket")
+    sink.looked_up = []
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
+    assert archive_entry(sink, "s", tmp_path / "wal", 1, 1).uploaded
+    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    # An earlier attempt archived it and crashed before committing: found by the write.
+    sink.looked_up = []
+    again = archive_entry(sink, "s", tmp_path / "wal", 1, 1)
+    assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1))
+    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    # The entry is gone (acknowledged, then deleted): found by looking under both names.
+    shutil.rmtree(entry_path(tmp_path / "wal", 1, 1))
+    sink.looked_up = []
+    gone = archive_entry(sink, "s", tmp_path / "wal", 1, 1)
+    assert (gone.uploaded, gone.verified) == (False, False)
+    assert sink.looked_up == [archive_key("s", 1, 1)]
+    # A fresh attempt looks nowhere.
+    write_entry(tmp_path / "wal", 1, 2, {"f": b"more"})
+    sink.looked_up = []
+    assert archive_entry(sink, "s", tmp_path / "wal", 1, 2, fresh=True).uploaded
+    assert sink.looked_up == []

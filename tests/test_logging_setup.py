@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +72,22 @@ def test_a_bad_log_format_is_a_clear_configuration_error() -> None:
     with pytest.raises(ConfigError, match="ARCHIVER_LOG_FORMAT must be text or json"):
         Settings.from_env({"ARCHIVER_LOG_FORMAT": "xml"})
     assert Settings.from_env({"ARCHIVER_LOG_FORMAT": "JSON"}).log_format == "json"
+
+
+def test_a_worker_host_keeps_the_configured_level_for_the_archivers_own_lines() -> None:
+    """Celery sets the root logger's level to its --loglevel (INFO, for its "ready." line) as
+    the worker starts; ARCHIVER_LOG_LEVEL must still hold for the archiver's lines, which are
+    one per entry. In a fresh interpreter, since logging is set up once per process."""
+    code = (
+        "import logging\n"
+        "from workers.application import app\n"
+        "app.log.setup(loglevel='INFO')\n"  # what `celery worker --loglevel INFO` does
+        "print(logging.getLogger('archiver.worker').isEnabledFor(logging.INFO),"
+        " logging.getLogger('celery.worker').isEnabledFor(logging.INFO))\n"
+    )
+    env = {**os.environ, "ARCHIVER_LOG_LEVEL": "WARNING"}
+    env.pop("ARCHIVER_SINK_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]

@@ -197,6 +197,9 @@ class S3Sink:
             for chunk in stream:
                 digest.update(chunk)
             sha256 = digest.hexdigest()
+            # Not worth uploading a large object only to be refused at the end.
+            if self.exists(key):
+                return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
             return self._write_multipart(key, source, sha256)
         except ClientError as exc:
             if _error_code(exc) in _PRECONDITION_FAILED:

@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,10 +38,19 @@ def test_large_objects_go_multipart_and_are_written_once(sink: S3Sink, s3_bucket
     assert result.outcome is WriteOutcome.CREATED
     assert result.size == 12 * len(chunk) + 4
     assert sink.read("s/1/big.tar") == b"".join(data)
+    started: list[dict[str, Any]] = []
+    create_multipart_upload = sink.client.create_multipart_upload
+
+    def recorded(**kwargs: Any) -> Any:
+        started.append(kwargs)
+        return create_multipart_upload(**kwargs)
+
+    sink.client.create_multipart_upload = recorded  # type: ignore[method-assign]
     assert (
         sink.write("s/1/big.tar", source(*[b"x" * MIN_PART_SIZE] * 2)).outcome
         is WriteOutcome.ALREADY_EXISTS
     )
+    assert started == []  # refused before uploading anything
     assert sink.read("s/1/big.tar") == b"".join(data)
     uploads = sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
     assert uploads == []
