@@ -167,15 +167,39 @@ def _put_all(args: tuple[str, str, list[tuple[str, bytes]]]) -> int:
     return len(objects)
 
 
-def _raw_put_rate(url: str, bucket: str, objects: list[tuple[str, bytes]], workers: int) -> float:
-    """put_object of the same bytes from ``workers`` processes, like a prefork worker host."""
+def _raw_put_rate(
+    url: str, bucket: str, objects: list[tuple[str, bytes]], workers: int
+) -> tuple[float, float]:
+    """put_object of the same bytes from ``workers`` processes, like a prefork worker host.
+    Returns puts/s and the CPU seconds the processes used."""
     shares = [(url, bucket, objects[i::workers]) for i in range(workers)]
+    cpu_before = _children_cpu()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         started = time.monotonic()
         done = sum(pool.map(_put_all, shares))
         seconds = time.monotonic() - started
     assert done == len(objects)
-    return done / seconds
+    return done / seconds, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended (the pool's, once it closed)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _server_process(url: str) -> psutil.Process:
+    """The S3 server started by ``s3_server``: the child listening on the URL's port."""
+    port = url.rsplit(":", 1)[1]
+    for child in psutil.Process().children():
+        if port in child.cmdline():
+            return child
+    raise RuntimeError(f"no child process serves {url}")
 
 
 def _s3_scenario(
@@ -195,10 +219,26 @@ def _s3_scenario(
                 for p in range(1, partitions + 1)
                 for lsn in range(1, entries + 1)
             ]
-            baseline_rate = _raw_put_rate(url, "raw", objects, concurrency)
+            # Where the CPU goes on each side, per entry: the server's share is what the
+            # two sides compete for on a small machine.
+            server = _server_process(url)
+            server_cpu = _cpu(server)
+            baseline_rate, baseline_client_cpu = _raw_put_rate(url, "raw", objects, concurrency)
+            baseline_server_cpu = _cpu(server) - server_cpu
+            server_cpu = _cpu(server)
             archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
+            archiver_server_cpu = _cpu(server) - server_cpu
+            pool = psutil.Process(fleet.processes["worker"].pid).children()
+            worker_cpu = sum(_cpu(process) for process in pool)
         finally:
             fleet.stop()
+    total = len(objects)
+    details["cpu_ms_per_entry"] = {
+        "baseline_clients": round(baseline_client_cpu / total * 1000, 2),
+        "baseline_server": round(baseline_server_cpu / total * 1000, 2),
+        "archiver_worker_processes": round(worker_cpu / total * 1000, 2),
+        "archiver_server": round(archiver_server_cpu / total * 1000, 2),
+    }
     ratio = archiver_rate / baseline_rate
     plural = "s" if partitions > 1 else ""
     what = f"{partitions} partition{plural} × {entries} × {size // 1024} KiB, S3"
