@@ -14,6 +14,12 @@ from archiver.taskqueue import TASK_NAME, CeleryDispatcher, make_celery, queue_d
 from tests.support import wait_for
 
 
+def _delete_queue(url: str, queue: str) -> None:
+    with kombu.Connection(url) as connection:
+        channel: Any = connection.channel()
+        channel.queue_delete(queue)
+
+
 def test_queue_depths_on_both_brokers(redis_url: str, rabbitmq_url: str) -> None:
     for broker in (redis_url, rabbitmq_url):
         app = make_celery(Settings(redis_url=redis_url, broker_url=broker))
@@ -30,15 +36,7 @@ def test_queue_depths_on_both_brokers(redis_url: str, rabbitmq_url: str) -> None
             )
         finally:
             if broker == rabbitmq_url:
-                with kombu.Connection(rabbitmq_url) as connection:
-                    channel: Any = connection.channel()
-                    channel.queue_delete(queue)
-
-
-def _delete_queue(url: str, queue: str) -> None:
-    with kombu.Connection(url) as connection:
-        channel: Any = connection.channel()
-        channel.queue_delete(queue)
+                _delete_queue(rabbitmq_url, queue)
 
 
 def test_tasks_sent_together_arrive_as_celery_tasks_on_both_brokers(
