@@ -3,7 +3,9 @@
 An archive object is never replaced. When one is already there (an earlier attempt crashed
 after its upload, or another worker raced us), its content is compared with a fresh tar of the
 entry: the tar is deterministic, so equal content means the entry is archived, and different
-content is a conflict that stops the partition.
+content is a conflict that stops the partition. When the entry is gone from this host there is
+nothing to compare with: the object is accepted only if it verifies on its own (its recorded
+SHA-256 and a sound tar of exactly this entry).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from archiver.archive_check import archive_problem
+from archiver.catalog import Archive
 from archiver.compression import decoded, encode
 from archiver.keys import Compression, archive_key, check_partition
 from archiver.lsn import format_lsn
-from archiver.sinks import Sink, WriteOutcome
+from archiver.sinks import Sink, SinkError, WriteOutcome
 from archiver.sinks.base import hashing
-from archiver.tarball import UnsafeEntry, entry_tar_chunks
+from archiver.tarball import EntryError, EntryMissing, UnsafeEntry, entry_tar_chunks
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,10 @@ Guard = Callable[[Iterator[bytes]], Iterator[bytes]]
 
 class ArchiveConflict(Exception):
     """The archive object exists with content other than the entry's."""
+
+
+class UnverifiableArchive(EntryError):
+    """The entry is not on this host, and the object at its name does not verify on its own."""
 
 
 def entry_path(storage_root: Path, partition: int, lsn: int) -> Path:
@@ -48,8 +56,6 @@ class ArchivedEntry:
     # False when the object was already in the sink and nothing was uploaded.
     uploaded: bool
     size: int | None
-    # False only when an existing object could not be compared: its entry is gone from disk.
-    verified: bool = True
 
 
 def _unguarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -83,7 +89,15 @@ def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path,
         sink.confirm_archived(key, ours)
         return
     # Compare content, not bytes: zstd's output may differ between library versions.
-    object_sha256, tar_sha256 = _stored_content(sink, key, compression)
+    try:
+        object_sha256, tar_sha256 = _stored_content(sink, key, compression)
+    except SinkError:
+        raise
+    except Exception as exc:  # not a zstd frame, for one: not what the entry gives
+        raise ArchiveConflict(
+            f"{key} already exists and cannot be decoded ({type(exc).__name__}: {exc}); "
+            "it is not replaced"
+        ) from exc
     if tar_sha256 != ours:
         raise ArchiveConflict(
             f"{key} already exists with other content (entry's tar sha256 {ours}); "
@@ -110,6 +124,26 @@ def existing_archive(
     return None
 
 
+def _accept_without_entry(
+    sink: Sink, storage: str, partition: int, lsn: int, compression: Compression, path: Path
+) -> ArchivedEntry:
+    """The entry is gone from this host (acknowledged and deleted, or its disk is not mounted
+    here): an object at its name is accepted only if it verifies on its own."""
+    existing = existing_archive(sink, storage, partition, lsn, compression)
+    if existing is None:
+        raise EntryMissing(f"entry directory {path} is missing and LSN {lsn} is not archived")
+    key, stored_as = existing
+    problem = archive_problem(sink, Archive(lsn, key, 0, stored_as))
+    if problem is not None:
+        raise UnverifiableArchive(
+            f"entry directory {path} is missing, and {key} does not verify ({problem}); "
+            "not accepted as its archive"
+        )
+    log.info("entry is gone; its archive verified key=%s", key)
+    sink.confirm_archived(key, None)
+    return ArchivedEntry(key, uploaded=False, size=None)
+
+
 def archive_entry(
     sink: Sink,
     storage: str,
@@ -128,19 +162,16 @@ def archive_entry(
     under both when the entry is gone from disk and there is nothing to write."""
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
+    on_disk = os.path.lexists(path)
+    if not on_disk:
+        return _accept_without_entry(sink, storage, partition, lsn, compression, path)
     existing = None
     if not fresh:
-        on_disk = os.path.lexists(path)
         existing = existing_archive(
-            sink, storage, partition, lsn, compression, other_names_only=on_disk
+            sink, storage, partition, lsn, compression, other_names_only=True
         )
     if existing is not None:
         key, stored_as = existing
-        if not os.path.lexists(path):
-            # The producer deletes only acknowledged entries, so this one was archived before.
-            log.warning("archive exists and its entry is gone; not compared key=%s", key)
-            sink.confirm_archived(key, None)
-            return ArchivedEntry(key, uploaded=False, size=None, verified=False)
         _accept_existing(sink, key, stored_as, path, name)
         return ArchivedEntry(key, uploaded=False, size=None)
 

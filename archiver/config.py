@@ -139,6 +139,9 @@ class Settings:
     compression: Compression = Compression.NONE
     # Hard limit on one archiving attempt; a hung attempt is killed and retried.
     task_time_limit_seconds: float = 1800.0
+    # Failures of an entry itself (unreadable, unsafe, an object at its name that does not
+    # verify) before its partition stops for an operator.
+    entry_failures_before_stop: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +173,7 @@ class Settings:
             log_format=_log_format(env.get("ARCHIVER_LOG_FORMAT") or "text"),
             chain_entries=_count(env, "ARCHIVER_CHAIN_ENTRIES", 100),
             chain_seconds=_seconds(env, "ARCHIVER_CHAIN_SECONDS", 10.0),
+            entry_failures_before_stop=_count(env, "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP", 5),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

@@ -15,7 +15,7 @@ import uuid
 
 import redis
 
-from archiver.state_store import load_script
+from archiver.scripts import load_script
 
 
 def scheduler_identity() -> str:

@@ -24,6 +24,7 @@ class PartitionCondition(enum.StrEnum):
     ACTIVE = "active"  # has work, nothing in flight right now
     IN_FLIGHT = "in-flight"
     CONFLICTED = "conflicted"  # stopped: an archive object holds other bytes
+    STOPPED = "stopped"  # stopped: the entry failed too often in ways a retry cannot mend
     PAUSED = "paused"  # stopped by an operator
 
 
@@ -39,6 +40,17 @@ class Gap:
 
     expected: int
     actual: int
+
+
+@dataclass(frozen=True)
+class VerifiedRun:
+    """Archive objects of a partition that were downloaded and verified: every object from
+    ``checked_from`` up to ``last``, the first of them at ``first``, with ``holes`` between."""
+
+    first: int
+    last: int
+    checked_from: int
+    holes: tuple[Gap, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,10 +85,15 @@ class PartitionState:
     last_error: str | None = None
     # Failed attempts at next_lsn; drives the retry backoff.
     attempts: int = 0
+    # Of those, failures of the entry itself (unreadable, unsafe, an object that does not
+    # verify), as opposed to the store's: enough of them stop the partition.
+    entry_failures: int = 0
     # An operator stopped this partition; nothing is claimed while set.
     paused: bool = False
     # An archive object exists with bytes other than the entry's: archiving stopped here.
     conflicted: bool = False
+    # The entry failed too often on its own account: archiving stopped here for an operator.
+    stopped: bool = False
 
     @property
     def has_work(self) -> bool:
@@ -91,6 +108,8 @@ class PartitionState:
     def condition(self) -> PartitionCondition:
         if self.conflicted:
             return PartitionCondition.CONFLICTED
+        if self.stopped:
+            return PartitionCondition.STOPPED
         if self.paused:
             return PartitionCondition.PAUSED
         if self.in_flight_lsn is not None:
@@ -125,6 +144,7 @@ def apply_notification(state: PartitionState, low: int, high: int) -> AppliedNot
         state.gaps.append(gap)
         state.next_lsn = low
         state.attempts = 0
+        state.entry_failures = 0
         state.last_error = None
         # The entry in flight is gone from the producer: fence its holder off.
         state.in_flight_lsn = None
@@ -139,7 +159,7 @@ def claim_next_entry(
 ) -> Claim | None:
     """Grant ``next_lsn`` if there is work and no live grant; an expired grant is taken over,
     and with ``orphan_ms`` so is a grant that old whose task was never marked as sent."""
-    if state.paused or state.conflicted or not state.has_work:
+    if state.paused or state.conflicted or state.stopped or not state.has_work:
         return None
     if (
         state.in_flight_lsn is not None
@@ -184,19 +204,44 @@ def commit_success(state: PartitionState, lsn: int, token: int) -> bool:
     state.lease_expires_ms = None
     state.last_error = None
     state.attempts = 0
+    state.entry_failures = 0
     return True
+
+
+@dataclass(frozen=True)
+class RecordedFailure:
+    # Failed attempts at the LSN so far.
+    attempts: int
+    # The partition is stopped: the entry failed ``stop_after`` times on its own account.
+    stopped: bool = False
 
 
 def record_failure(
-    state: PartitionState, lsn: int, token: int, error: str, now_ms: int, hold_ms: int
-) -> bool:
-    """Note a failed attempt; the holder keeps the grant for ``hold_ms`` while it waits to retry."""
+    state: PartitionState,
+    lsn: int,
+    token: int,
+    error: str,
+    now_ms: int,
+    hold_ms: int,
+    stop_after: int | None = None,
+) -> RecordedFailure | None:
+    """Note a failed attempt; the holder keeps the grant for ``hold_ms`` while it waits to retry.
+
+    ``stop_after`` marks a failure of the entry itself: after that many the partition stops,
+    since retrying an entry that cannot be archived only hides it. None when fenced off."""
     if not state.holds(lsn, token):
-        return False
+        return None
     state.last_error = error
     state.attempts += 1
+    if stop_after is not None:
+        state.entry_failures += 1
+        if state.entry_failures >= stop_after:
+            state.stopped = True
+            state.in_flight_lsn = None
+            state.lease_expires_ms = None
+            return RecordedFailure(state.attempts, stopped=True)
     state.lease_expires_ms = now_ms + hold_ms
-    return True
+    return RecordedFailure(state.attempts)
 
 
 def release_claim(state: PartitionState, lsn: int, token: int) -> bool:

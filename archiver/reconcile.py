@@ -1,22 +1,44 @@
 """Rebuilding partition state from the archive, for when Redis state was lost.
 
 Each partition moves to just past its newest archived LSN, which is acknowledged as done; holes
-below it become recorded gaps. State is never moved backwards, so running it on healthy state
-changes nothing. The producer's next notification then resumes work without re-uploading.
+below it become recorded gaps. Acknowledging lets the producer delete its entries, so every
+object the partition moves past is downloaded and verified first (recorded SHA-256, a sound tar
+of exactly its entry): reconcile stops before the first one that is not, and says why. State is
+never moved backwards, and a conflicted or stopped partition is left for an operator, so
+running it on healthy state changes nothing.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from archiver.archive_check import checked_in_order
 from archiver.catalog import partition_archives
 from archiver.keys import InvalidName, check_storage, parse_partition
-from archiver.partition import Gap
+from archiver.partition import Gap, VerifiedRun
 from archiver.sinks import Sink
 from archiver.state_store import RedisStateStore
+
+REFUSALS = {
+    "conflicted": "the partition is conflicted: an operator must look at it first "
+    "(archiver inspect partition; then archiver admin requeue)",
+    "stopped": "the partition is stopped on an entry that failed: an operator must look at it "
+    "first (archiver inspect partition; then archiver admin requeue)",
+    "moved": "the partition's position moved below the verified objects meanwhile; run "
+    "reconcile again",
+}
+
+
+@dataclass(frozen=True)
+class RefusedObject:
+    """An archive object reconcile would not move past."""
+
+    lsn: int
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -28,8 +50,17 @@ class ReconciledPartition:
     holes: list[Gap] = field(default_factory=list)
     changed: bool = False
     previous_next_lsn: int | None = None
+    # Where the partition is (or, in a dry run, would be) afterwards.
+    next_lsn: int | None = None
+    # Objects downloaded and verified.
+    verified: int = 0
+    # The first object that did not verify: the partition was not moved past it.
+    refused_object: RefusedObject | None = None
+    # Why the partition was left alone as a whole, if it was.
+    refused: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        refused_object = self.refused_object
         return {
             "storage": self.storage,
             "partition": self.partition,
@@ -38,8 +69,27 @@ class ReconciledPartition:
             "holes": [{"expected": h.expected, "actual": h.actual} for h in self.holes],
             "changed": self.changed,
             "previous_next_lsn": self.previous_next_lsn,
-            "next_lsn": None if self.last_archived is None else self.last_archived + 1,
+            "next_lsn": self.next_lsn,
+            "verified": self.verified,
+            "refused": self.refused,
+            "refused_object": None
+            if refused_object is None
+            else {
+                "lsn": refused_object.lsn,
+                "key": refused_object.key,
+                "reason": refused_object.reason,
+            },
         }
+
+    @property
+    def problem(self) -> str | None:
+        """What an operator has to look at, in one line, or None."""
+        if self.refused is not None:
+            return self.refused
+        if self.refused_object is not None:
+            o = self.refused_object
+            return f"stopped before LSN {o.lsn} ({o.key}): {o.reason}"
+        return None
 
 
 def holes_in(lsns: list[int]) -> list[Gap]:
@@ -64,16 +114,67 @@ def partitions_in(sink: Sink, storage: str) -> Iterator[int]:
 
 
 def reconcile_partition(
-    store: RedisStateStore, sink: Sink, storage: str, partition: int, dry_run: bool = False
+    store: RedisStateStore,
+    sink: Sink,
+    storage: str,
+    partition: int,
+    dry_run: bool = False,
+    parallel: int = 8,
+    on_checked: Callable[[], None] = lambda: None,
 ) -> ReconciledPartition:
-    lsns = sorted({a.lsn for a in partition_archives(sink, storage, partition)})
+    archives = partition_archives(sink, storage, partition)
+    lsns = sorted({a.lsn for a in archives})
     if not lsns:
         return ReconciledPartition(storage, partition, 0, None)
-    holes = holes_in(lsns)
+    record = store.load(storage, partition)
+    previous = None if record is None else record.state.next_lsn
+    result = ReconciledPartition(
+        storage,
+        partition,
+        archived=len(lsns),
+        last_archived=lsns[-1],
+        previous_next_lsn=previous,
+        next_lsn=previous,
+    )
+    if record is not None and (record.state.conflicted or record.state.stopped):
+        refusal = "conflicted" if record.state.conflicted else "stopped"
+        return replace(result, refused=REFUSALS[refusal])
+    # Without state every object is checked, as if from LSN 1: none lies below the first.
+    checked_from = 1 if previous is None else previous
+    verified: list[int] = []
+    refused_object = None
+    for archive, problem in checked_in_order(
+        sink, [a for a in archives if a.lsn >= checked_from], parallel
+    ):
+        on_checked()
+        if problem is not None:
+            refused_object = RefusedObject(archive.lsn, archive.key, problem)
+            break
+        if not verified or verified[-1] != archive.lsn:
+            verified.append(archive.lsn)
+    if refused_object is not None:
+        # Both names of one LSN must verify; the run ends below it.
+        verified = [lsn for lsn in verified if lsn < refused_object.lsn]
+    result = replace(result, verified=len(verified), refused_object=refused_object)
+    if not verified:
+        return result
+    # The hole between the old position and the first verified object (a prune, a rollback).
+    behind = previous is not None and previous < verified[0]
+    leading = [Gap(previous, verified[0])] if behind and previous is not None else []
+    run = VerifiedRun(verified[0], verified[-1], checked_from, tuple(holes_in(verified)))
+    holes = leading + list(run.holes)
     if dry_run:
-        record = store.load(storage, partition)
-        behind = record is None or record.state.next_lsn <= lsns[-1]
-        previous = None if record is None else record.state.next_lsn
-        return ReconciledPartition(storage, partition, len(lsns), lsns[-1], holes, behind, previous)
-    changed, previous = store.reconcile(storage, partition, lsns[-1], holes)
-    return ReconciledPartition(storage, partition, len(lsns), lsns[-1], holes, changed, previous)
+        return replace(result, holes=holes, changed=True, next_lsn=run.last + 1)
+    applied = store.reconcile(storage, partition, run)
+    if applied.refused is not None:
+        return replace(result, refused=REFUSALS[applied.refused])
+    if not applied.changed:  # the partition got there on its own meanwhile
+        previous = applied.previous_next_lsn
+        return replace(result, previous_next_lsn=previous, next_lsn=previous)
+    return replace(
+        result,
+        holes=holes,
+        changed=True,
+        previous_next_lsn=applied.previous_next_lsn,
+        next_lsn=run.last + 1,
+    )

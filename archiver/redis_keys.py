@@ -75,6 +75,12 @@ class RedisKeys:
     def acks(self) -> str:
         return f"{self.prefix}:acks"
 
+    @property
+    def acks_published(self) -> str:
+        """The newest LSN published per partition; its hash tag is the stream's whole name, so
+        both share a cluster slot and one script keeps them together."""
+        return f"{{{self.acks}}}:published"
+
 
 def split_partition_id(member: str) -> tuple[str, int]:
     storage, _, partition = member.rpartition("/")

@@ -2,8 +2,10 @@
 
 One listing plans the whole restore. Objects are downloaded ahead in parallel, each checked
 against the SHA-256 recorded at upload, and extracted in LSN order, each into a temporary
-directory that is renamed into place once complete. A marker in ``DIR/.restored/`` records each
-finished entry, so an interrupted restore resumes where it stopped.
+directory that is renamed into place once complete. A journal, ``DIR/.restored``, names the
+storage, partition and archive it restores, and records each finished entry: an interrupted
+restore resumes where it stopped, and a restore of anything else into the same directory is
+refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from archiver.lsn import format_lsn
 from archiver.sinks import Sink
 from archiver.tarball import extract_entry
 
-# One line per finished entry: its LSN name and the object it came from.
+# A header naming what is restored, then one line per finished entry: its LSN name and the
+# object it came from.
 JOURNAL = ".restored"
+JOURNAL_HEADER = "# wal-archiver restore"
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
@@ -43,6 +47,37 @@ class Discontinuity(RestoreError):
 
 class ChecksumMismatch(RestoreError):
     pass
+
+
+class ForeignDestination(RestoreError):
+    """The destination holds something other than an earlier run of this same restore."""
+
+
+@dataclass(frozen=True)
+class RestoreOrigin:
+    """What a destination directory restores: one partition from one archive."""
+
+    storage: str
+    partition: int
+    archive: str
+
+    def header(self) -> str:
+        return (
+            f"{JOURNAL_HEADER} storage={self.storage} partition={self.partition} "
+            f"archive={self.archive}"
+        )
+
+    def describe(self) -> str:
+        return f"partition {self.storage}/{self.partition} from {self.archive}"
+
+    @classmethod
+    def parse(cls, header: str) -> RestoreOrigin | None:
+        words = header.removeprefix(JOURNAL_HEADER).strip().split(" ", 2)
+        fields = dict(word.partition("=")[::2] for word in words)
+        try:
+            return cls(fields["storage"], int(fields["partition"]), fields["archive"])
+        except (KeyError, ValueError):
+            return None
 
 
 @dataclass
@@ -159,7 +194,7 @@ def restore_partition(
         partition_archives(sink, storage, partition), from_lsn, to_lsn
     )
     destination.mkdir(parents=True, exist_ok=True)
-    finished = _finished_entries(destination)
+    finished = _open_journal(destination, RestoreOrigin(storage, partition, sink.describe()))
     todo = []
     for archive in plan:
         name = format_lsn(archive.lsn)
@@ -192,12 +227,50 @@ def restore_partition(
     return summary
 
 
-def _finished_entries(destination: Path) -> set[str]:
+def _open_journal(destination: Path, origin: RestoreOrigin) -> set[str]:
+    """The entries an earlier run of this same restore finished; starts the journal of a new
+    one. Refuses a destination that holds anything else: another partition's or another
+    archive's restore, or files that no restore put there."""
+    path = destination / JOURNAL
     try:
-        lines = (destination / JOURNAL).read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
+        others = sorted(p.name for p in destination.iterdir() if not p.name.startswith(".tmp-"))
+        if others:
+            raise ForeignDestination(
+                f"{destination} is not empty ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}) and holds no restore journal; "
+                "restore into an empty directory"
+            ) from None
+        with open(path, "x", encoding="utf-8") as journal:
+            journal.write(origin.header() + "\n")
         return set()
-    return {line.split(" ", 1)[0] for line in lines if line}
+    entries = lines[1:] if lines and lines[0].startswith(JOURNAL_HEADER) else lines
+    recorded = _recorded_origin(lines[0] if entries is not lines else None, entries, origin)
+    if recorded is not None:
+        raise ForeignDestination(
+            f"{destination} holds a restore of {recorded}, not of {origin.describe()}; "
+            "restore into another directory"
+        )
+    return {line.split(" ", 1)[0] for line in entries if line}
+
+
+def _recorded_origin(header: str | None, entries: list[str], origin: RestoreOrigin) -> str | None:
+    """What the journal restores, when it is not ``origin``. A journal without a header
+    (older releases) is judged by its entries' object names."""
+    if header is not None:
+        recorded = RestoreOrigin.parse(header)
+        if recorded == origin:
+            return None
+        return header if recorded is None else recorded.describe()
+    prefix = f"{origin.storage}/{origin.partition}/"
+    foreign = sorted(
+        key
+        for line in entries
+        if " " in line
+        if not (key := line.split(" ", 1)[1]).startswith(prefix)
+    )
+    return f"objects such as {foreign[0]}" if foreign else None
 
 
 def _install(prepared: Path, archive: Archive, destination: Path) -> None:

@@ -6,11 +6,9 @@ only names keys, passes arguments and turns replies back into the core's types.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -18,68 +16,22 @@ import redis.cluster
 from redis.exceptions import NoScriptError
 
 from archiver.cluster_pipeline import ClusterBatch
-from archiver.partition import Claim, Gap, NotificationOutcome, PartitionState
+from archiver.partition import (
+    Claim,
+    Gap,
+    NotificationOutcome,
+    PartitionState,
+    RecordedFailure,
+    VerifiedRun,
+)
 from archiver.redis_keys import RedisKeys, split_partition_id
+from archiver.scripts import LuaScripts
+from archiver.streams import STREAM_SCRIPTS
 
 # Gaps kept per partition; the total count is kept separately.
 MAX_GAPS_KEPT = 100
 # Announcements closer together than this share one mark (see add_mark in common.lua).
 MARK_RESOLUTION_MS = 1000
-
-
-def load_script(name: str) -> str:
-    """A script from ``archiver/lua/``, with the shared helpers in front."""
-    package = resources.files("archiver") / "lua"
-    common = (package / "common.lua").read_text()
-    return common + "\n" + (package / f"{name}.lua").read_text()
-
-
-PIPELINES = (redis.client.Pipeline, redis.cluster.ClusterPipeline, ClusterBatch)
-
-
-class LuaScripts:
-    """The partition scripts, run by SHA.
-
-    Unlike redis-py's registered scripts, a pipeline of these costs one round trip: redis-py
-    asks SCRIPT EXISTS before every pipeline that holds a script. Here a script the server lost
-    (a restart, SCRIPT FLUSH) is loaded again when a call meets NOSCRIPT, and the call (or the
-    whole pipeline, see ``RedisStateStore.pipelined``) is made again. Every script and pipeline
-    that may be made twice is idempotent or fenced.
-    """
-
-    def __init__(
-        self, client: redis.Redis | redis.cluster.RedisCluster, names: Iterable[str]
-    ) -> None:
-        self.client: Any = client
-        self.sources = {name: load_script(name) for name in names}
-        self.shas = {
-            name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-            for name, source in self.sources.items()
-        }
-
-    def load(self) -> None:
-        # One call per script: on a cluster, each is sent to every primary.
-        for source in self.sources.values():
-            self.client.script_load(source)
-
-    def __call__(
-        self,
-        name: str,
-        keys: list[str],
-        args: list[Any],
-        client: redis.Redis | redis.client.Pipeline | None = None,
-    ) -> Any:
-        """Run ``name`` now, or queue it on ``client`` when that is a pipeline."""
-        target = self.client if client is None else client
-        call = (self.shas[name], len(keys), *keys, *args)
-        if isinstance(target, PIPELINES):
-            target.evalsha(*call)
-            return None
-        try:
-            return target.evalsha(*call)
-        except NoScriptError:
-            self.load()
-            return target.evalsha(*call)
 
 
 def _text(value: Any) -> str:
@@ -186,6 +138,8 @@ class PartitionRecord:
             "attempts": s.attempts,
             "paused": s.paused,
             "conflicted": s.conflicted,
+            "stopped": s.stopped,
+            "entry_failures": s.entry_failures,
             "gaps_total": self.gaps_total,
             # The newest gaps (at most MAX_GAPS_KEPT); gaps_total counts all.
             "gaps": [
@@ -203,6 +157,14 @@ class PartitionRecord:
             "progress_ms": self.progress_ms,
             "audit": list(self.audit),
         }
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    changed: bool
+    previous_next_lsn: int | None
+    # Why nothing changed although the archive is ahead: "conflicted", "stopped" or "moved".
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +200,7 @@ class RedisStateStore:
                 "admin_release",
                 "admin_requeue",
                 "admin_skip_to",
+                *STREAM_SCRIPTS,
             ),
         )
 
@@ -482,17 +445,26 @@ class RedisStateStore:
         return CommitResult(committed=True, next_claim=next_claim)
 
     def record_failure(
-        self, storage: str, partition: int, lsn: int, token: int, error: str, hold_seconds: float
-    ) -> int | None:
-        """Returns the failed attempts so far, or None when the caller was fenced off."""
-        attempts = int(
-            self._lua(
-                "record_failure",
-                keys=[self.keys.partition(storage, partition)],
-                args=[lsn, token, error[:2000], _ms(hold_seconds)],
-            )
+        self,
+        storage: str,
+        partition: int,
+        lsn: int,
+        token: int,
+        error: str,
+        hold_seconds: float,
+        stop_after: int | None = None,
+    ) -> RecordedFailure | None:
+        """None when the caller was fenced off. ``stop_after``: a failure of the entry itself,
+        which stops the partition once it happened that many times (see the core's)."""
+        args = [lsn, token, error[:2000], _ms(hold_seconds)]
+        if stop_after is not None:
+            args.append(stop_after)
+        attempts, stopped = self._lua(
+            "record_failure", keys=[self.keys.partition(storage, partition)], args=args
         )
-        return None if attempts < 0 else attempts
+        if int(attempts) < 0:
+            return None
+        return RecordedFailure(int(attempts), stopped=bool(int(stopped)))
 
     def mark_dispatched(self, storage: str, partition: int, token: int) -> None:
         """Note that the task for grant ``token`` was sent, so it is not taken for an orphan."""
@@ -531,21 +503,32 @@ class RedisStateStore:
         )
 
     def reconcile(
-        self, storage: str, partition: int, last_archived: int, holes: list[Gap]
-    ) -> tuple[bool, int | None]:
-        """Move the partition past ``last_archived``; returns (changed, previous next LSN)."""
+        self,
+        storage: str,
+        partition: int,
+        verified: VerifiedRun,
+    ) -> ReconcileResult:
+        """Move the partition past a run of verified archive objects (see reconcile.lua)."""
 
         def fill(pipe: redis.client.Pipeline) -> None:
             pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
             self._lua(
                 "reconcile",
                 keys=self.keys.partition_keys(storage, partition),
-                args=[last_archived, MAX_GAPS_KEPT, *(f"{g.expected} {g.actual}" for g in holes)],
+                args=[
+                    verified.last,
+                    MAX_GAPS_KEPT,
+                    verified.first,
+                    verified.checked_from,
+                    *(f"{g.expected} {g.actual}" for g in verified.holes),
+                ],
                 client=pipe,
             )
 
-        changed, previous = self.pipelined(fill)[1]
-        return bool(int(changed)), int(previous) if _text(previous) else None
+        changed, previous, refused = self.pipelined(fill)[1]
+        return ReconcileResult(
+            bool(int(changed)), int(previous) if _text(previous) else None, _text(refused) or None
+        )
 
     def count(self, event: str, amount: int = 1) -> None:
         """Fleet-wide event counters (fenced attempts, conflicts, re-dispatches...)."""
@@ -718,10 +701,12 @@ def _record(
         gaps=[g.gap for g in gaps],
         last_error=fields.get("last_error"),
         attempts=int(fields.get("attempts", 0)),
+        entry_failures=int(fields.get("entry_failures", 0)),
         claimed_ms=opt("claimed_ms"),
         dispatched_token=opt("dispatched"),
         paused=fields.get("paused") == "1",
         conflicted=fields.get("conflicted") == "1",
+        stopped=fields.get("stopped") == "1",
     )
     return PartitionRecord(
         storage=storage,

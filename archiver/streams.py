@@ -14,6 +14,11 @@ import redis
 
 from archiver.notification import Notification, RawFields
 from archiver.redis_keys import RedisKeys
+from archiver.scripts import LuaScripts
+
+# The scripts over the streams; the state store loads them too, so that its pipelines, which
+# carry acknowledgements, find them after a restart.
+STREAM_SCRIPTS = ("publish_acks", "done_with_notifications")
 
 SCHEDULER_GROUP = "scheduler"
 # Every scheduler reads as the same consumer, so a successor re-reads its predecessor's
@@ -44,6 +49,7 @@ class Streams:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.client = client
         self.keys = keys
+        self._lua = LuaScripts(client, STREAM_SCRIPTS)
 
     def publish_notification(self, notification: Notification) -> str:
         return _text(self.client.xadd(self.keys.notifications, cast(Any, notification.fields())))
@@ -51,20 +57,22 @@ class Streams:
     def publish_ack(
         self, storage: str, partition: int, lsn: int, pipe: redis.client.Pipeline | None = None
     ) -> None:
-        """Append an acknowledgement; with ``pipe``, as part of the caller's round trip."""
-        (pipe or self.client).xadd(
-            self.keys.acks,
-            {"storage": storage, "partition": str(partition), "lsn": str(lsn)},
-            maxlen=ACKS_MAXLEN,
-            approximate=True,
-        )
+        """Append an acknowledgement unless a newer one of the partition is already out (see
+        publish_acks.lua); with ``pipe``, as part of the caller's round trip."""
+        self.publish_acks([(storage, partition, lsn)], pipe)
 
-    def publish_acks(self, acks: list[tuple[str, int, int]]) -> None:
-        """Append many (storage, partition, lsn) acknowledgements in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for storage, partition, lsn in acks:
-            self.publish_ack(storage, partition, lsn, pipe)
-        pipe.execute()
+    def publish_acks(
+        self, acks: list[tuple[str, int, int]], pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """``publish_ack`` for many (storage, partition, lsn), in one script call."""
+        if not acks:
+            return
+        self._lua(
+            "publish_acks",
+            keys=[self.keys.acks, self.keys.acks_published],
+            args=[ACKS_MAXLEN, *(str(v) for ack in acks for v in ack)],
+            client=pipe,
+        )
 
     def read_acks(
         self, after_id: str, count: int = 1000, block_ms: int | None = None
@@ -137,18 +145,16 @@ class Streams:
         return messages
 
     def done_with_notifications(self, message_ids: list[str]) -> None:
-        """Acknowledge and delete handled notifications: the stream holds only unhandled ones.
-
-        The scheduler handles notifications in stream order, so everything up to the newest of
-        ``message_ids`` is handled: the stream is trimmed up to it, which costs Redis a small
-        fraction of deleting each entry by ID."""
+        """Acknowledge and trim handled notifications (see done_with_notifications.lua): the
+        trim costs Redis a small fraction of deleting each entry by ID."""
         if not message_ids:
             return
         newest = max(_stream_id(message_id) for message_id in message_ids)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(self.keys.notifications, SCHEDULER_GROUP, *message_ids)
-        pipe.xtrim(self.keys.notifications, minid=f"{newest[0]}-{newest[1] + 1}", approximate=False)
-        pipe.execute()
+        self._lua(
+            "done_with_notifications",
+            keys=[self.keys.notifications],
+            args=[SCHEDULER_GROUP, f"{newest[0]}-{newest[1] + 1}", *message_ids],
+        )
 
     def rejected_notifications(self, limit: int) -> list[dict[str, Any]]:
         """The newest dead-lettered notifications, newest first."""

@@ -23,7 +23,9 @@ DIRECTORY_MODE = 0o777
 
 
 class EntryError(Exception):
-    """The entry directory cannot be archived as it is; the attempt fails and is retried."""
+    """The entry cannot be archived as it is: a failure of the entry, not of the store. It is
+    retried with the partition's own backoff and, after ARCHIVER_ENTRY_FAILURES_BEFORE_STOP,
+    stops the partition for an operator; the rest of the fleet does not back off for it."""
 
 
 class EntryMissing(EntryError):

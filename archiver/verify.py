@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from archiver.archive_check import readable_problem
 from archiver.catalog import Archive
-from archiver.compression import decoded
 from archiver.keys import InvalidName, parse_archive_name, parse_partition, partition_prefix
-from archiver.lsn import format_lsn
 from archiver.partition import Gap
 from archiver.reconcile import holes_in, storages_in
-from archiver.sinks import Sink, SinkError
+from archiver.sinks import Sink
 from archiver.sinks.base import CHECKSUM_SUFFIX
-from archiver.tarball import UnsafeArchive, read_entry_tar
 
 
 @dataclass
@@ -64,27 +61,6 @@ def ranges_of(lsns: list[int]) -> list[tuple[int, int]]:
     return ranges
 
 
-def check_archive(sink: Sink, archive: Archive) -> str | None:
-    """What is wrong with one archive object, or None: checksum, then tar structure."""
-    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
-        try:
-            download = sink.download(archive.key, spool)
-        except SinkError as exc:
-            return f"unreadable: {exc}"
-        if download.recorded_sha256 is None:
-            return "no recorded SHA-256"
-        if download.sha256 != download.recorded_sha256:
-            return f"SHA-256 {download.sha256} does not match recorded {download.recorded_sha256}"
-        spool.seek(0)
-        try:
-            read_entry_tar(decoded(spool, archive.compression), format_lsn(archive.lsn))  # type: ignore[arg-type]
-        except UnsafeArchive as exc:
-            return f"bad tar: {exc}"
-        except Exception as exc:  # a broken zstd frame, for one
-            return f"bad tar: {type(exc).__name__}: {exc}"
-    return None
-
-
 def verify_partition(
     sink: Sink,
     storage: str,
@@ -113,7 +89,7 @@ def verify_partition(
     report.leftovers = list(sink.leftovers(partition_prefix(storage, partition)))
 
     def check(archive: Archive) -> tuple[Archive, str | None]:
-        problem = check_archive(sink, archive)
+        problem = readable_problem(sink, archive)
         on_archive()
         return archive, problem
 

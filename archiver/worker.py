@@ -30,6 +30,7 @@ from archiver.partition import Claim
 from archiver.sinks import Sink
 from archiver.state_store import AttemptStart, RedisStateStore
 from archiver.streams import Streams
+from archiver.tarball import EntryError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class AttemptOutcome(enum.StrEnum):
     RETRY = "retry"
     # The archive holds other bytes: the partition is stopped for an operator.
     CONFLICT = "conflict"
+    # The entry failed too often on its own account: the partition is stopped for an operator.
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,12 @@ class LeaseLost(Exception):
     pass
 
 
+class StorageUnavailable(Exception):
+    """The storage root is not a directory on this host (a disk not mounted, a wrong path):
+    neither the entry's fault nor the object store's, so it stops no partition and pauses no
+    one else."""
+
+
 class EntryArchiver:
     def __init__(
         self,
@@ -205,6 +214,8 @@ class EntryArchiver:
         begun = time.monotonic()
         try:
             root = self.settings.storage_root(storage)
+            if not root.is_dir():
+                raise StorageUnavailable(f"storage root {root} is not a directory on this host")
             with self.keeper.keep(storage, partition, claim) as held:
                 archived = archive_entry(
                     self.sink,
@@ -266,20 +277,42 @@ class EntryArchiver:
     def _failed(
         self, storage: str, partition: int, claim: Claim, exc: Exception, fields: LogFields
     ) -> Attempt:
+        """A failed attempt: retried after the partition's backoff. A failure of the object
+        store also pauses the fleet, since it usually fails everyone; a failure of the entry
+        (``EntryError``) or of this host's disk does not, and enough failures of the entry
+        stop the partition."""
         error = f"{type(exc).__name__}: {exc}"
         lease = self.settings.lease_seconds
         hold = self.settings.retry_max_seconds + lease
-        attempts = self.store.record_failure(
-            storage, partition, claim.lsn, claim.token, error, hold
+        of_entry = isinstance(exc, EntryError)
+        failure = self.store.record_failure(
+            storage,
+            partition,
+            claim.lsn,
+            claim.token,
+            error,
+            hold,
+            stop_after=self.settings.entry_failures_before_stop if of_entry else None,
         )
-        if attempts is None:
+        if failure is None:
             return self._fenced(f"after a failed attempt ({error})", fields)
-        self.store.count("retries")
         metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
+        if failure.stopped:
+            self.store.count("stopped")
+            log.error(
+                "entry failed %d times; partition stopped for an operator",
+                failure.attempts,
+                extra={**fields, "error": error},
+            )
+            return Attempt(AttemptOutcome.STOPPED, error=error)
+        self.store.count("retries")
         metrics.RETRIES.labels(storage).inc()
-        pause = self.store.fleet_failure(
-            self.settings.retry_min_seconds, self.settings.retry_max_seconds
-        )
+        pause = 0.0
+        if not of_entry and not isinstance(exc, StorageUnavailable):
+            pause = self.store.fleet_failure(
+                self.settings.retry_min_seconds, self.settings.retry_max_seconds
+            )
+        attempts = failure.attempts
         delay = max(self.settings.retry_delay(attempts), pause)
         self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
         log.error(

@@ -66,6 +66,8 @@ class FaultProxy:
         self._puts_flowing = threading.Event()
         self._puts_flowing.set()
         self.held_puts = 0
+        # While set, If-None-Match headers are renamed on their way: a store that ignores them.
+        self.strip_conditional_writes = False
         self._closed = False
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -179,6 +181,8 @@ class FaultProxy:
                 if from_client and data.startswith(b"PUT ") and not self._puts_flowing.is_set():
                     self.held_puts += 1
                     self._puts_flowing.wait()
+                if from_client and self.strip_conditional_writes:
+                    data = data.replace(b"If-None-Match:", b"X-Ignored-Cnd:")
                 delay = stall_until - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)

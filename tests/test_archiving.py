@@ -64,11 +64,12 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
     again = archive_entry(sink, "s", tmp_path / "wal", 1, 1)
     assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1))
     assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
-    # The entry is gone (acknowledged, then deleted): found by looking under both names.
+    # The entry is gone (acknowledged, then deleted): found by looking under both names, and
+    # accepted because it verifies on its own.
     shutil.rmtree(entry_path(tmp_path / "wal", 1, 1))
     sink.looked_up = []
     gone = archive_entry(sink, "s", tmp_path / "wal", 1, 1)
-    assert (gone.uploaded, gone.verified) == (False, False)
+    assert (gone.uploaded, gone.key) == (False, archive_key("s", 1, 1))
     assert sink.looked_up == [archive_key("s", 1, 1)]
     # A fresh attempt looks nowhere.
     write_entry(tmp_path / "wal", 1, 2, {"f": b"more"})

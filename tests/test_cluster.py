@@ -21,10 +21,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from archiver.local_redis import redis_server_binary
-from archiver.partition import Gap
+from archiver.partition import Gap, RecordedFailure, VerifiedRun
 from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
-from archiver.state_store import RedisStateStore
+from archiver.state_store import ReconcileResult, RedisStateStore
 from archiver.streams import Streams
 from tests.support import wait_for
 
@@ -154,14 +154,15 @@ def test_the_whole_life_of_partitions_on_a_cluster(store: RedisStateStore) -> No
     first = store.load("s", 1)
     assert first is not None
     token = first.state.fencing_token
-    assert store.record_failure("s", 1, 2, token, "boom", HOUR) == 1
+    assert store.record_failure("s", 1, 2, token, "boom", HOUR) == RecordedFailure(1)
     gap = store.apply_notification("s", 2, 3, 5, HOUR)
     assert gap.gap == Gap(2, 3)
     assert store.pause("s", 3, "ops", "test").done
     assert store.release("s", 4, "ops", "test").done
     assert not store.commit_success("s", 4, 2, 2, HOUR).committed  # fenced off
     assert store.skip_to("s", 5, 4, "ops", "lost").done
-    assert store.reconcile("s", 20, 7, [Gap(3, 5)]) == (True, None)
+    verified = VerifiedRun(first=1, last=7, checked_from=1, holes=(Gap(3, 5),))
+    assert store.reconcile("s", 20, verified) == ReconcileResult(True, None)
     # Listing pages through the index (SSCAN) and reads each partition from its own master.
     records = {r.partition: r for r in store.partitions()}
     assert set(records) == {*range(1, 10), 20}

@@ -121,6 +121,7 @@ def test_summarize_counts_states_backlog_and_errors(store: RedisStateStore) -> N
         PartitionCondition.ACTIVE: 1,
         PartitionCondition.CONFLICTED: 1,
         PartitionCondition.PAUSED: 1,
+        PartitionCondition.STOPPED: 0,
     }
     assert s.backlog == 0 + 10 + 3 + 2 + 2
     assert overview.storages["t"].backlog == 1
@@ -179,6 +180,7 @@ def test_inspect_summary(run: Any, store: RedisStateStore) -> None:
         "in-flight": 2,
         "conflicted": 1,
         "paused": 1,
+        "stopped": 0,
     }
     assert summary["backlog"] == 18
     assert summary["storages"]["t"]["backlog"] == 1

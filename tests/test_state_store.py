@@ -14,6 +14,7 @@ from archiver.partition import (
     Gap,
     NotificationOutcome,
     PartitionState,
+    VerifiedRun,
     apply_notification,
     claim_next_entry,
     commit_success,
@@ -109,11 +110,8 @@ def test_scripts_behave_like_the_state_machine(
                 if commit.next_claim:
                     grants.append(commit.next_claim)
             elif op == "fail":
-                attempts = store.record_failure("s", partition, grant.lsn, grant.token, "err", HOUR)
-                ok = record_failure(model, grant.lsn, grant.token, "err", 0, 10**12)
-                assert (attempts is not None) == ok
-                if ok:
-                    assert attempts == model.attempts
+                failure = store.record_failure("s", partition, grant.lsn, grant.token, "err", HOUR)
+                assert failure == record_failure(model, grant.lsn, grant.token, "err", 0, 10**12)
             elif op == "conflict":
                 assert store.mark_conflict(
                     "s", partition, grant.lsn, grant.token, "c"
@@ -213,8 +211,9 @@ def test_reconcile_records_a_hole_that_straddles_the_old_position(store: RedisSt
     assert record is not None
     assert (record.state.next_lsn, record.state.acknowledged_lsn) == (5, 4)
     # The archive holds 1-3 and 8: the hole 4-7 straddles next=5.
-    changed, previous = store.reconcile("s", 1, 8, [Gap(4, 8)])
-    assert (changed, previous) == (True, 5)
+    # Reconcile verified every object from the old position on: only 8.
+    result = store.reconcile("s", 1, VerifiedRun(first=8, last=8, checked_from=5))
+    assert (result.changed, result.previous_next_lsn) == (True, 5)
     record = store.load("s", 1)
     assert record is not None
     assert record.state.gaps == [Gap(5, 8)]

@@ -15,58 +15,6 @@ from archiver.config import Settings
 from archiver.sinks import open_sink
 from archiver.tarball import UnsafeArchive
 
-
-@main.command()
-@click.option("--storage", type=STORAGE, help="Only this storage (default: every one in the sink).")
-@click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
-@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partitions.")
-@clear_errors
-def reconcile(storage: str | None, partition: int | None, dry_run: bool, as_json: bool) -> None:
-    """Rebuild partition state from the archive, after Redis state was lost.
-
-    Each partition moves to just past its newest archived LSN (acknowledged as done); holes
-    below it are recorded as gaps. State that is already further along is left alone.
-    """
-    from rich.progress import Progress
-
-    from archiver.reconcile import partitions_in, reconcile_partition, storages_in
-
-    if partition is not None and storage is None:
-        raise click.UsageError("--partition needs --storage")
-    settings = Settings.from_env()
-    sink = open_sink(settings.require_sink_url())
-    store = services(settings).store
-    storages = [storage] if storage else list(storages_in(sink))
-    results = []
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("reconciling", total=None)
-        for name in storages:
-            partitions = [partition] if partition else partitions_in(sink, name)
-            for number in partitions:
-                results.append(reconcile_partition(store, sink, name, number, dry_run))
-                progress.advance(task)
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in results]))
-        return
-    table = Table("storage", "partition", "archived", "last", "holes", "was next", "now next")
-    for r in results:
-        now_next = r.to_json()["next_lsn"] if r.changed else r.previous_next_lsn
-        table.add_row(
-            r.storage,
-            str(r.partition),
-            str(r.archived),
-            str(r.last_archived or "-"),
-            str(len(r.holes)),
-            str(r.previous_next_lsn or "-"),
-            str(now_next or "-"),
-        )
-    console.print(table)
-    changed = sum(r.changed for r in results)
-    verb = "would change" if dry_run else "changed"
-    click.echo(f"{len(results)} partitions checked, {changed} {verb}.")
-
-
 PARALLEL = click.option(
     "--parallel",
     default=8,
@@ -85,6 +33,79 @@ def _progress() -> Progress:
         console=Console(stderr=True),
         transient=True,
     )
+
+
+@main.command()
+@click.option("--storage", type=STORAGE, help="Only this storage (default: every one in the sink).")
+@click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@PARALLEL
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partitions.")
+@clear_errors
+def reconcile(
+    storage: str | None, partition: int | None, dry_run: bool, parallel: int, as_json: bool
+) -> None:
+    """Rebuild partition state from the archive, after Redis state was lost.
+
+    Each partition moves to just past its newest archived LSN (acknowledged as done); holes
+    below it are recorded as gaps. Every object it moves past is downloaded and verified first
+    (recorded SHA-256, a sound tar of its entry): it stops before the first that is not, and
+    leaves conflicted and stopped partitions alone. State that is already further along is
+    left alone. Exits with status 1 when anything was refused.
+    """
+    from archiver.reconcile import partitions_in, reconcile_partition, storages_in
+
+    if partition is not None and storage is None:
+        raise click.UsageError("--partition needs --storage")
+    settings = Settings.from_env()
+    sink = open_sink(settings.require_sink_url())
+    store = services(settings).store
+    storages = [storage] if storage else list(storages_in(sink))
+    results = []
+    with _progress() as progress:
+        partitions_task = progress.add_task("partitions", total=None)
+        objects_task = progress.add_task("objects verified", total=None)
+        for name in storages:
+            partitions = [partition] if partition else partitions_in(sink, name)
+            for number in partitions:
+                results.append(
+                    reconcile_partition(
+                        store,
+                        sink,
+                        name,
+                        number,
+                        dry_run,
+                        parallel,
+                        on_checked=lambda: progress.advance(objects_task),
+                    )
+                )
+                progress.advance(partitions_task)
+    refused = [r for r in results if r.problem is not None]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results]))
+    else:
+        table = Table(
+            "storage", "partition", "archived", "last", "verified", "holes", "was next", "now next"
+        )
+        for r in results:
+            table.add_row(
+                r.storage,
+                str(r.partition),
+                str(r.archived),
+                str(r.last_archived or "-"),
+                str(r.verified),
+                str(len(r.holes)),
+                str(r.previous_next_lsn or "-"),
+                str(r.next_lsn or "-"),
+            )
+        console.print(table)
+        for r in refused:
+            click.echo(f"REFUSED {r.storage}/{r.partition}: {r.problem}")
+        changed = sum(r.changed for r in results)
+        verb = "would change" if dry_run else "changed"
+        click.echo(f"{len(results)} partitions checked, {changed} {verb}, {len(refused)} refused.")
+    if refused:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -121,6 +121,11 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
     The host serves /metrics for all its processes on ARCHIVER_WORKER_METRICS_PORT (default
     9809; 0 turns it off), from ARCHIVER_METRICS_DIR/<node name>, emptied at start.
     Stop it with SIGTERM: running attempts finish first.
+
+    Before consuming anything the host checks that it can do the work: the sink URL parses
+    and the bucket takes a create-once write (a store that ignores If-None-Match is refused),
+    and each storage root is a directory. A storage whose root is not is left unconsumed;
+    with none left, or with an unusable sink, the worker exits with the reason.
     """
     from archiver.metrics import prepare_multiprocess_dir
     from archiver.taskqueue import QUEUE_PREFIX, celery_worker_argv, queue_name
@@ -138,6 +143,7 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
                 f"queue {name!r} is not archiver.<storage> for a storage in ARCHIVER_STORAGES "
                 f"({', '.join(settings.storages) or 'none set'})"
             )
+    names = _usable_queues(settings, names)
     node = node_name or f"archiver@{socket.gethostname()}"
     env = dict(os.environ)
     if settings.worker_metrics_port:
@@ -149,6 +155,25 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
     argv = celery_worker_argv(names, concurrency, node)
     # Replace this process, so that signals sent to it reach Celery's main process.
     os.execve(argv[0], argv, env)  # noqa: S606 - our own interpreter, argument list
+
+
+def _usable_queues(settings: Settings, names: list[str]) -> list[str]:
+    """The queues this host can serve; exits when the sink or every storage is unusable."""
+    from archiver.host_check import HostUnusable, check_sink, check_storage_roots
+    from archiver.taskqueue import QUEUE_PREFIX, queue_name
+
+    try:
+        check_sink(settings)
+    except HostUnusable as exc:
+        raise click.ClickException(str(exc)) from exc
+    check = check_storage_roots(settings, [name.removeprefix(QUEUE_PREFIX) for name in names])
+    for storage, why in check.refused:
+        click.echo(
+            f"error: storage {storage!r}: {why}; not consuming {queue_name(storage)}", err=True
+        )
+    if not check.usable:
+        raise click.ClickException("no storage of this host can be read; nothing to consume")
+    return [queue_name(storage) for storage in check.usable]
 
 
 @main.command()

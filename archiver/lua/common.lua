@@ -37,9 +37,9 @@ end
 -- claiming and sending) once it is that old.
 local function claim(key, now, lease_ms, orphan_ms)
   local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused',
-    'conflicted')
+    'conflicted', 'stopped')
   local nxt, high, inflight, lease_until = f[1], f[2], f[3], f[4]
-  if not nxt or f[5] == '1' or f[6] == '1' or lsn_less(high, nxt) then
+  if not nxt or f[5] == '1' or f[6] == '1' or f[7] == '1' or lsn_less(high, nxt) then
     return false
   end
   if inflight and lease_until and tonumber(lease_until) > now then

@@ -28,6 +28,10 @@ class SinkError(Exception):
     """The object store failed; the attempt is retried."""
 
 
+class WriteOnceUnsupported(SinkError):
+    """The store replaced an object on a create-only write: nothing written there is safe."""
+
+
 class WriteOutcome(enum.StrEnum):
     CREATED = "created"
     # The object was already there; it was not touched.
@@ -100,6 +104,12 @@ class Sink(Protocol):
         ...
 
     def read(self, key: str) -> bytes: ...
+
+    def probe(self) -> None:
+        """Check that objects can be written here, once: the bucket or root is there and
+        writable, and a second create of the same name is refused. Raises SinkError saying
+        what is wrong. Leaves nothing that listings show."""
+        ...
 
     def describe(self) -> str:
         """Where the objects are, for people."""

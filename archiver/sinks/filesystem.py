@@ -24,6 +24,7 @@ from archiver.sinks.base import (
     Source,
     StoredObject,
     Writable,
+    WriteOnceUnsupported,
     WriteOutcome,
     WriteResult,
 )
@@ -168,11 +169,36 @@ class FilesystemSink:
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
 
+    def probe(self) -> None:
+        if not self.root.parent.is_dir():
+            raise SinkError(f"filesystem bucket {self.root}: {self.root.parent} is not a directory")
+        name = f"{TEMP_PREFIX}probe-{uuid.uuid4().hex}"
+        temp, linked = self.root / name, self.root / f"{name}.linked"
+        try:
+            _make_directories(self.root)
+            temp.write_bytes(b"probe\n")
+            os.link(temp, linked)
+            try:
+                os.link(temp, linked)
+            except FileExistsError:
+                return
+            raise WriteOnceUnsupported(
+                f"filesystem bucket {self.root}: a second link to one name succeeded"
+            )
+        except OSError as exc:
+            raise SinkError(f"filesystem bucket {self.root} is not writable: {exc}") from exc
+        finally:
+            for path in (linked, temp):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def delete(self, keys: Sequence[str]) -> None:
         if len(keys) > DELETE_BATCH:
             raise ValueError(f"at most {DELETE_BATCH} keys per delete")
         for key in keys:
-            for path in (self._path(key + CHECKSUM_SUFFIX), self._path(key)):
+            # The object first: a crash in between leaves a checksum without an object, which
+            # listings skip, rather than an object without a checksum, which stops a restore.
+            for path in (self._path(key), self._path(key + CHECKSUM_SUFFIX)):
                 try:
                     path.unlink(missing_ok=True)
                 except OSError as exc:

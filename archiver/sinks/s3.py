@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +27,7 @@ from archiver.sinks.base import (
     Source,
     StoredObject,
     Writable,
+    WriteOnceUnsupported,
     WriteOutcome,
     WriteResult,
     hashing,
@@ -44,6 +46,8 @@ _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # Object metadata key of the SHA-256 of an archive's bytes (x-amz-meta-sha256).
 CHECKSUM_METADATA = "sha256"
+# Where ``probe`` writes: a name no storage, partition or archive can have.
+PROBE_PREFIX = ".archiver-probe/"
 
 # Every call has a deadline: a black-holed endpoint becomes a failed attempt, never a hang.
 CONNECT_TIMEOUT = 5.0
@@ -325,6 +329,39 @@ class S3Sink:
         errors = response.get("Errors", [])
         if errors:
             raise SinkError(f"deleting objects failed for {len(errors)} keys: {errors[:3]}")
+
+    def probe(self) -> None:
+        """Also proves the store honours ``If-None-Match: *``, on which write-once rests:
+        a store that ignores it would let a late writer replace an archive."""
+        key = self._key(f"{PROBE_PREFIX}{uuid.uuid4().hex}")
+        where = f"s3://{self.bucket}/{key}"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*", **self.encryption_args
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise SinkError(f"cannot write to s3://{self.bucket}/{self.prefix}: {exc}") from exc
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*", **self.encryption_args
+            )
+        except ClientError as exc:
+            if _error_code(exc) not in _PRECONDITION_FAILED:
+                raise SinkError(f"probing create-once writes at {where}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise SinkError(f"probing create-once writes at {where}: {exc}") from exc
+        else:
+            raise WriteOnceUnsupported(
+                f"the S3 store at s3://{self.bucket}/ ignores If-None-Match: a second create "
+                f"of {key} replaced the first, so an archive could be overwritten; refusing "
+                "to archive into it"
+            )
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (ClientError, BotoCoreError):
+                log.warning("could not delete the probe object %s", where)
 
     def read(self, key: str) -> bytes:
         try:

@@ -41,6 +41,7 @@ EXPECTED_ALERTS = frozenset(
         "ArchiveNoProgress",
         "ArchiveGapDetected",
         "ArchiveConflict",
+        "ArchivePartitionStopped",
         "ArchiveFleetBackoff",
         "ArchiveNoSchedulerLeader",
         "ArchiveWorkerHostDown",

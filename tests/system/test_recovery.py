@@ -10,10 +10,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from archiver.cli import main
-from archiver.keys import archive_key
 from archiver.local_redis import LocalRedis
+from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
-from tests.support import S3Endpoint, System, gap_pairs, source, wait_for
+from tests.support import S3Endpoint, System, gap_pairs, wait_for
 
 FAST = {
     "ARCHIVER_LEASE_SECONDS": "1",
@@ -33,8 +33,9 @@ def test_a_worker_paused_past_its_lease_is_fenced_off(
 ) -> None:
     system = s3_system
     system.env_overrides.update(FAST)
-    proxy.hold_puts()
+    # Held once the host is up: it checks the sink with a write before it consumes anything.
     paused = system.start_worker(env=_via(proxy, system, s3_endpoint))
+    proxy.hold_puts()
     system.start_scheduler()
     system.write(1, 1)
     system.notify(1, 1, 1)
@@ -61,8 +62,8 @@ def test_a_killed_worker_leaves_its_entry_to_another(
 ) -> None:
     system = s3_system
     system.env_overrides.update(FAST)
-    proxy.hold_puts()
     doomed = system.start_worker(env=_via(proxy, system, s3_endpoint))
+    proxy.hold_puts()
     system.start_scheduler()
     system.write(1, 1)
     system.write(1, 2)
@@ -84,8 +85,8 @@ def test_a_pool_process_killed_mid_upload_has_its_task_redelivered(
     system = s3_system
     # Leases far longer than the test: only redelivery can finish the entry in time.
     system.env_overrides.update({"ARCHIVER_LEASE_SECONDS": "300"})
-    proxy.hold_puts()
     worker = system.start_worker(concurrency=2, env=_via(proxy, system, s3_endpoint))
+    proxy.hold_puts()
     system.start_scheduler()
     system.write(1, 1)
     system.notify(1, 1, 1)
@@ -121,9 +122,9 @@ def test_a_black_holed_object_store_is_a_failed_attempt_not_a_hang(
     s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
 ) -> None:
     system = s3_system
-    proxy.stall()
     params = {"connect_timeout": "1", "read_timeout": "1", "max_attempts": "1"}
     system.start_worker(env=_via(proxy, system, s3_endpoint, **params))
+    proxy.stall()
     system.start_scheduler()
     system.write(1, 1)
     system.notify(1, 1, 1)
@@ -218,8 +219,7 @@ def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
     for process in system.processes:
         assert process.stop() == 0
     # A partition whose archive has a hole: 3 is missing.
-    for lsn in (1, 2, 4):
-        system.sink.write(archive_key("default", 2, lsn), source(b"x"))
+    archive_range(system.sink, system.tmp / "elsewhere", 2, [1, 2, 4])
     system.watcher.stop()
     system.client.flushall()  # Redis state is lost
     env = {"ARCHIVER_REDIS_URL": system.redis_url, "ARCHIVER_SINK_URL": system.sink_url}

@@ -1,0 +1,59 @@
+"""What a worker host checks before it consumes anything: that it can do the work it would
+take. A host that cannot read a storage's entries, or write to the sink, would otherwise fail
+every task it took, and each of its partitions would wait out a timeout before another host
+tried."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from archiver.config import Settings
+from archiver.sinks import SinkError, open_sink
+from archiver.sinks.base import WriteOnceUnsupported
+
+
+class HostUnusable(Exception):
+    """This host can archive nothing; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class StorageCheck:
+    # Storages whose root is a directory here.
+    usable: list[str] = field(default_factory=list)
+    # (storage, why not) for the others.
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_storage_roots(settings: Settings, storages: list[str]) -> StorageCheck:
+    check = StorageCheck()
+    for storage in storages:
+        root = settings.storage_root(storage)
+        if root.is_dir():
+            check.usable.append(storage)
+        elif root.exists():
+            check.refused.append((storage, f"storage root {root} is not a directory"))
+        else:
+            check.refused.append((storage, f"storage root {root} does not exist on this host"))
+    return check
+
+
+def check_sink(settings: Settings, tries: int = 3, wait: float = 1.0) -> None:
+    """The sink URL parses, and the bucket takes a create-once write (see ``Sink.probe``).
+    A store that fails is tried again a few times, since a blip at start is no reason to
+    exit; one that ignores create-once writes is refused at once."""
+    url = settings.require_sink_url()
+    try:
+        sink = open_sink(url)
+    except ValueError as exc:
+        raise HostUnusable(f"ARCHIVER_SINK_URL: {exc}") from exc
+    for attempt in range(1, tries + 1):
+        try:
+            sink.probe()
+            return
+        except WriteOnceUnsupported as exc:
+            raise HostUnusable(str(exc)) from exc
+        except SinkError as exc:
+            if attempt == tries:
+                raise HostUnusable(f"the sink {sink.describe()} is not usable: {exc}") from exc
+            time.sleep(wait * 2 ** (attempt - 1))

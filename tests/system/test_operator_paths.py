@@ -1,0 +1,289 @@
+"""The paths beside the archiving loop keep its guarantees: reconcile, a worker host that cannot
+read an entry, a worker host's start, restore into a used directory. Each runs through the
+``archiver`` command against real processes, a real Redis and a real bucket."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from archiver.archiving import archive_entry, entry_path
+from archiver.cli import main
+from archiver.keys import archive_key
+from archiver.log_manager import write_entry
+from archiver.lsn import format_lsn
+from tests.archive_factory import archive_range
+from tests.faults import FaultProxy
+from tests.support import S3Endpoint, System, gap_pairs, wait_for
+
+
+def archiver(system: System, *args: str, **env: str) -> Result:
+    """``archiver ARGS`` as an operator runs it, against the system's Redis and bucket."""
+    return CliRunner().invoke(main, list(args), env={**system.env(), **env})
+
+
+def state_json(system: System, partition: int) -> dict[str, Any]:
+    result = archiver(system, "inspect", "partition", system.storage, str(partition), "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def notifications_handled(system: System) -> bool:
+    """Every notification published so far was applied (and trimmed from the stream)."""
+    return system.streams.queued_notifications() == 0
+
+
+def test_reconcile_leaves_a_conflicted_partition_alone(system: System) -> None:
+    # Another entry's sound tar sits at LSN 3, with its checksum recorded: only the conflict
+    # mark stands between reconcile and an acknowledgement of it.
+    elsewhere = system.tmp / "elsewhere"
+    write_entry(elsewhere, 1, 3, {"MANIFEST": b"someone else's entry 3\n"})
+    archive_entry(system.sink, system.storage, elsewhere, 1, 3)
+    system.start()
+    for lsn in range(1, 4):
+        system.write(1, lsn)
+    system.notify(1, 1, 3)
+    state = wait_for(
+        lambda: (s := system.maybe_state(1)) and s["conflicted"] and s, what="the conflict"
+    )
+    assert (state["next_lsn"], state["acknowledged_lsn"]) == (3, 2)
+
+    result = archiver(system, "reconcile", "--json")
+    assert result.exit_code == 1, result.output
+    (report,) = json.loads(result.stdout)
+    assert report["changed"] is False
+    assert "conflicted" in report["refused"]
+    state = state_json(system, 1)
+    assert (state["state"], state["next_lsn"], state["acknowledged_lsn"]) == ("conflicted", 3, 2)
+    text = archiver(system, "reconcile")
+    assert text.exit_code == 1
+    assert "REFUSED default/1: the partition is conflicted" in text.stdout
+
+    # The producer's next notification is not stale: nothing past 2 is acknowledged.
+    system.notify(1, 1, 3)
+    wait_for(lambda: notifications_handled(system), what="the notification to be applied")
+    assert system.acks(1) == [1, 2]
+    system.assert_invariants()
+
+
+def test_reconcile_stops_before_an_object_it_cannot_verify(system: System) -> None:
+    system.start()
+    for lsn in range(1, 4):
+        system.write(1, lsn)
+    system.notify(1, 1, 3)
+    system.wait_acked(1, 3)
+    for process in system.processes:
+        assert process.stop() == 0
+    # Partition 2: 1 and 2 sound, garbage without a checksum at 3, a sound 4 above it.
+    archive_range(system.sink, system.tmp / "elsewhere", 2, [1, 2, 4])
+    garbage = system.tmp / "bucket" / archive_key(system.storage, 2, 3)
+    garbage.write_bytes(b"not a tar")
+    # Partition 3: entry 1 archived and acknowledged, then 2-4 pruned away and 5-7 archived
+    # (a state rolled back to an old snapshot): the hole from the old position is a gap.
+    archive_range(system.sink, system.tmp / "elsewhere", 3, [5, 6, 7])
+    system.client.flushall()  # Redis state is lost...
+    system.store.apply_notification(system.storage, 3, 2, 9, 60)  # ...and 3 restored old
+
+    result = archiver(system, "reconcile", "--json")
+    assert result.exit_code == 1, result.output
+    by_partition = {r["partition"]: r for r in json.loads(result.stdout)}
+    assert by_partition[1]["next_lsn"] == 4
+    assert by_partition[1]["refused_object"] is None
+    refused = by_partition[2]["refused_object"]
+    assert (refused["lsn"], refused["key"]) == (3, archive_key(system.storage, 2, 3))
+    assert "no recorded SHA-256" in refused["reason"]
+    assert by_partition[2]["next_lsn"] == 3
+    assert by_partition[3]["holes"] == [{"expected": 2, "actual": 5}]
+    assert by_partition[3]["next_lsn"] == 8
+
+    two = state_json(system, 2)
+    assert (two["next_lsn"], two["acknowledged_lsn"]) == (3, 2)
+    three = state_json(system, 3)
+    assert (three["next_lsn"], three["acknowledged_lsn"]) == (8, 7)
+    assert gap_pairs(three) == [(2, 5)]
+    assert three["in_flight_lsn"] is None
+    # Run again: nothing more changes, and the refusal is reported again.
+    again = archiver(system, "reconcile", "--json")
+    assert again.exit_code == 1
+    assert not any(r["changed"] for r in json.loads(again.stdout))
+
+
+def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
+    system: System,
+) -> None:
+    system.env_overrides["ARCHIVER_ENTRY_FAILURES_BEFORE_STOP"] = "3"
+    # Garbage with no recorded checksum at partition 1's LSN 1, whose entry directory is not
+    # on this worker host (a shared disk not mounted here, say).
+    garbage = system.tmp / "bucket" / archive_key(system.storage, 1, 1)
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(b"garbage")
+    system.start()
+    system.notify(1, 1, 1)
+    system.write(2, 1)
+    system.notify(2, 1, 1)
+    state = wait_for(
+        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
+        timeout=60,
+        what="partition 1 to stop",
+    )
+    assert state["acknowledged_lsn"] is None
+    assert state["attempts"] == 3
+    assert "is missing, and default/1/0000000000001.tar does not verify" in state["last_error"]
+    assert "no recorded SHA-256" in state["last_error"]
+    # The rest of the fleet carried on, and never backed off for it.
+    system.wait_acked(2, 1)
+    assert system.store.fleet_pause_left() == 0
+    assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
+    assert "stopped for an operator" in system.logs()
+
+    # Operators see it: inspect, the summary, the filter.
+    assert state_json(system, 1)["state"] == "stopped"
+    summary = archiver(system, "inspect", "summary", "--json")
+    assert json.loads(summary.stdout)["partitions"]["stopped"] == 1
+    listed = archiver(system, "inspect", "partitions", "--state", "stopped", "--json")
+    assert [p["partition"] for p in json.loads(listed.stdout)] == [1]
+    # Nothing claims it: the sweep leaves it alone.
+    tokens = state["fencing_token"]
+    system.notify(1, 1, 1)
+    wait_for(lambda: notifications_handled(system), what="the notification to be applied")
+    assert system.state(1)["fencing_token"] == tokens
+
+    # The operator moves the object aside, the disk comes back, and a requeue archives it.
+    garbage.rename(system.tmp / "quarantined.tar")
+    system.write(1, 1)
+    result = archiver(system, "admin", "requeue", "default", "1", "--reason", "disk mounted")
+    assert result.exit_code == 0, result.output
+    system.wait_acked(1, 1)
+    system.assert_archive_matches_source(1, 1)
+    assert system.acks(1) == [1]
+    system.assert_invariants()
+
+
+def test_an_entry_gone_from_disk_with_a_verified_archive_is_acknowledged(system: System) -> None:
+    # Archived and acknowledged once, deleted by the producer, and then the state was lost
+    # and the producer announces it again: the object verifies on its own.
+    archive_range(system.sink, system.root, 1, [1])
+    shutil.rmtree(entry_path(system.root, 1, 1))
+    system.start()
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    assert "archiver.worker skipped" in system.logs()
+    system.assert_invariants()
+
+
+def worker_start(system: System, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``archiver worker`` that is expected to exit by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "archiver", "worker", "--concurrency", "1"],
+        env={**system.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_worker_host_with_an_unusable_sink_exits_with_one_clear_line(system: System) -> None:
+    done = worker_start(system, {"ARCHIVER_SINK_URL": "s3x://bucket"})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "ready" not in done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "unsupported sink URL 's3x://bucket'" in line
+    # A filesystem bucket whose parent is not there (a volume not mounted).
+    missing = system.tmp / "not-mounted" / "bucket"
+    done = worker_start(system, {"ARCHIVER_SINK_URL": missing.as_uri()})
+    assert done.returncode == 1
+    assert "is not usable" in done.stderr
+    assert not missing.exists()
+
+
+def test_a_worker_host_does_not_consume_a_storage_it_cannot_read(system: System) -> None:
+    missing = system.tmp / "not-mounted"
+    done = worker_start(system, {"ARCHIVER_STORAGES": f"gone={missing}"})
+    assert done.returncode == 1
+    assert f"storage 'gone': storage root {missing} does not exist on this host" in done.stderr
+    assert "no storage of this host can be read" in done.stderr
+
+    storages = f"{system.storage}={system.root},gone={missing}"
+    system.env_overrides["ARCHIVER_STORAGES"] = storages
+    worker = system._spawn(
+        "worker", [sys.executable, "-m", "archiver", "worker", "--concurrency", "1"]
+    )
+    wait_for(lambda: "ready." in worker.output(), timeout=60, what="the worker to start")
+    banner = worker.output()
+    assert "not consuming archiver.gone" in banner
+    assert ".> archiver.default" in banner
+    assert ".> archiver.gone" not in banner
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    system.assert_invariants()
+
+
+def test_a_store_that_ignores_if_none_match_is_refused(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    # The proxy renames the header on its way, as a store that ignores it would.
+    proxy.strip_conditional_writes = True
+    url = s3_system.sink_url.replace(s3_endpoint.url, proxy.url)
+    done = worker_start(s3_system, {"ARCHIVER_SINK_URL": url})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ignores If-None-Match" in done.stderr
+    assert "Traceback" not in done.stderr
+    # The same store, honouring it (moto does), is taken; the probe leaves nothing behind.
+    proxy.strip_conditional_writes = False
+    s3_system.start()
+    s3_system.write(1, 1)
+    s3_system.notify(1, 1, 1)
+    s3_system.wait_acked(1, 1)
+    listed = s3_endpoint.client().list_objects_v2(Bucket=url.split("/")[2].split("?")[0])
+    assert [o["Key"] for o in listed["Contents"]] == ["wal/" + archive_key("default", 1, 1)]
+    s3_system.assert_invariants()
+
+
+def test_restore_refuses_a_directory_holding_another_partition(system: System) -> None:
+    archive_range(system.sink, system.tmp / "elsewhere", 4, range(1, 4))
+    archive_range(system.sink, system.tmp / "elsewhere", 5, range(1, 6))
+    dest = system.tmp / "restored"
+    first = archiver(system, "restore", "default", "4", "--dest", str(dest), "--json")
+    assert first.exit_code == 0, first.output
+    before = {p.name: sorted(q.name for q in p.rglob("*")) for p in dest.iterdir()}
+
+    second = archiver(system, "restore", "default", "5", "--dest", str(dest))
+    assert second.exit_code == 1
+    assert "holds a restore of partition default/4" in second.output
+    assert "not of partition default/5" in second.output
+    assert {p.name: sorted(q.name for q in p.rglob("*")) for p in dest.iterdir()} == before
+    # The same restore resumes; an unrelated directory is refused.
+    again = archiver(system, "restore", "default", "4", "--dest", str(dest), "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["skipped"] == 3
+    used = system.tmp / "used"
+    (used / format_lsn(1)).mkdir(parents=True)
+    refused = archiver(system, "restore", "default", "4", "--dest", str(used))
+    assert refused.exit_code == 1
+    assert "holds no restore journal" in refused.output
+    assert sorted(p.name for p in used.iterdir()) == [format_lsn(1)]
+
+
+def test_restore_resumes_a_journal_written_before_it_named_its_partition(
+    system: System,
+) -> None:
+    archive_range(system.sink, system.tmp / "elsewhere", 4, range(1, 4))
+    dest = system.tmp / "restored"
+    assert archiver(system, "restore", "default", "4", "--dest", str(dest)).exit_code == 0
+    journal = dest / ".restored"
+    journal.write_text("".join(journal.read_text().splitlines(keepends=True)[1:]))
+    again = archiver(system, "restore", "default", "4", "--dest", str(dest), "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["skipped"] == 3
+    other = archiver(system, "restore", "default", "5", "--dest", str(dest))
+    assert other.exit_code == 1
+    assert "holds a restore of objects such as default/4/" in other.output
