@@ -131,7 +131,9 @@ def _accept_without_entry(
     here): an object at its name is accepted only if it verifies on its own."""
     existing = existing_archive(sink, storage, partition, lsn, compression)
     if existing is None:
-        raise EntryMissing(f"entry directory {path} is missing and LSN {lsn} is not archived")
+        raise EntryMissing(
+            f"entry directory {path} does not exist on this host, and LSN {lsn} is not archived"
+        )
     key, stored_as = existing
     problem = archive_problem(sink, Archive(lsn, key, 0, stored_as))
     if problem is not None:

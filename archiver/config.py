@@ -139,8 +139,8 @@ class Settings:
     compression: Compression = Compression.NONE
     # Hard limit on one archiving attempt; a hung attempt is killed and retried.
     task_time_limit_seconds: float = 1800.0
-    # Failures of an entry itself (unreadable, unsafe, an object at its name that does not
-    # verify) before its partition stops for an operator.
+    # Failures of an entry itself (unsafe content; gone from this host with an object at its
+    # name that does not verify) before its partition stops for an operator.
     entry_failures_before_stop: int = 5
 
     @classmethod

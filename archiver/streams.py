@@ -40,11 +40,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _stream_id(message_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = message_id.partition("-")
-    return int(milliseconds), int(sequence)
-
-
 class Streams:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.client = client
@@ -145,15 +140,15 @@ class Streams:
         return messages
 
     def done_with_notifications(self, message_ids: list[str]) -> None:
-        """Acknowledge and trim handled notifications (see done_with_notifications.lua): the
-        trim costs Redis a small fraction of deleting each entry by ID."""
+        """Acknowledge handled notifications and trim every handled one from the stream (see
+        done_with_notifications.lua): the trim costs Redis a small fraction of deleting each
+        entry by ID."""
         if not message_ids:
             return
-        newest = max(_stream_id(message_id) for message_id in message_ids)
         self._lua(
             "done_with_notifications",
             keys=[self.keys.notifications],
-            args=[SCHEDULER_GROUP, f"{newest[0]}-{newest[1] + 1}", *message_ids],
+            args=[SCHEDULER_GROUP, *message_ids],
         )
 
     def rejected_notifications(self, limit: int) -> list[dict[str, Any]]:

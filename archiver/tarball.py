@@ -29,7 +29,8 @@ class EntryError(Exception):
 
 
 class EntryMissing(EntryError):
-    pass
+    """Not there (yet): retried until it appears, and it stops nothing, since a late rename
+    or a disk mounted again mends it; the partition shows the error meanwhile."""
 
 
 class UnsafeEntry(EntryError):

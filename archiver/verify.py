@@ -15,6 +15,7 @@ from archiver.partition import Gap
 from archiver.reconcile import holes_in, storages_in
 from archiver.sinks import Sink
 from archiver.sinks.base import CHECKSUM_SUFFIX
+from archiver.state_store import PartitionRecord
 
 
 @dataclass
@@ -31,10 +32,28 @@ class PartitionReport:
     leftovers: list[str] = field(default_factory=list)
     archives: int = 0
     bytes: int = 0
+    # Whether the partition's state was read, to tell recorded gaps from lost objects.
+    state_checked: bool = False
+    # Gaps the state does not account for: objects lost from the archive.
+    unrecorded: list[Gap] = field(default_factory=list)
 
     def problems(self, ignore_gaps: bool = False) -> int:
-        gaps = 0 if ignore_gaps else len(self.gaps)
+        """With ``ignore_gaps``, gaps the partition's state records are not problems; gaps it
+        does not record (lost objects) still are, when the state was checked."""
+        gaps = len(self.unrecorded) if ignore_gaps else len(self.gaps)
         return gaps + len(self.bad) + len(self.duplicates) + len(self.strays) + len(self.leftovers)
+
+    def check_gaps_against(self, record: PartitionRecord | None) -> None:
+        """Sort the archive's gaps into those the state records (a producer's gap, a skip-to,
+        a reconcile) and those it does not. With no record, or older gaps no longer kept,
+        nothing can be told apart and nothing is flagged."""
+        if record is None:
+            return
+        recorded = [g.gap for g in record.recent_gaps]
+        if record.gaps_total > len(recorded):
+            return
+        self.state_checked = True
+        self.unrecorded = [g for g in self.gaps if not _covered(g, recorded)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,12 +62,31 @@ class PartitionReport:
             "archives": self.archives,
             "bytes": self.bytes,
             "ranges": [{"first": a, "last": b} for a, b in self.ranges],
-            "gaps": [{"expected": g.expected, "actual": g.actual} for g in self.gaps],
+            "gaps": [
+                {
+                    "expected": g.expected,
+                    "actual": g.actual,
+                    "recorded": (g not in self.unrecorded) if self.state_checked else None,
+                }
+                for g in self.gaps
+            ],
+            "state_checked": self.state_checked,
             "bad": [{"key": k, "problem": p} for k, p in self.bad],
             "duplicates": self.duplicates,
             "strays": self.strays,
             "leftovers": self.leftovers,
         }
+
+
+def _covered(hole: Gap, recorded: list[Gap]) -> bool:
+    """Every LSN of ``hole`` lies in one of the ``recorded`` gaps (which may be split)."""
+    lsn = hole.expected
+    for gap in sorted(recorded, key=lambda g: g.expected):
+        if gap.expected <= lsn < gap.actual:
+            lsn = gap.actual
+        if lsn >= hole.actual:
+            return True
+    return False
 
 
 def ranges_of(lsns: list[int]) -> list[tuple[int, int]]:

@@ -30,7 +30,7 @@ from archiver.partition import Claim
 from archiver.sinks import Sink
 from archiver.state_store import AttemptStart, RedisStateStore
 from archiver.streams import Streams
-from archiver.tarball import EntryError
+from archiver.tarball import EntryError, EntryMissing
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +280,11 @@ class EntryArchiver:
         """A failed attempt: retried after the partition's backoff. A failure of the object
         store also pauses the fleet, since it usually fails everyone; a failure of the entry
         (``EntryError``) or of this host's disk does not, and enough failures of the entry
-        stop the partition."""
+        itself (not a missing one, which may yet appear) stop the partition."""
         error = f"{type(exc).__name__}: {exc}"
         lease = self.settings.lease_seconds
         hold = self.settings.retry_max_seconds + lease
-        of_entry = isinstance(exc, EntryError)
+        of_entry = isinstance(exc, EntryError) and not isinstance(exc, EntryMissing)
         failure = self.store.record_failure(
             storage,
             partition,
@@ -308,7 +308,7 @@ class EntryArchiver:
         self.store.count("retries")
         metrics.RETRIES.labels(storage).inc()
         pause = 0.0
-        if not of_entry and not isinstance(exc, StorageUnavailable):
+        if not isinstance(exc, (EntryError, StorageUnavailable)):
             pause = self.store.fleet_failure(
                 self.settings.retry_min_seconds, self.settings.retry_max_seconds
             )

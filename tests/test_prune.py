@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from archiver.catalog import partition_archives
 from archiver.cli import main
+from archiver.keys import archive_key
+from archiver.lsn import format_lsn
 from archiver.prune import plan_prune, prune
-from archiver.sinks import FilesystemSink, open_sink
+from archiver.sinks import FilesystemSink, SinkError, open_sink
 from tests.archive_factory import archive_range
 from tests.support import S3Endpoint
 
@@ -58,3 +61,34 @@ def test_s3_deletes_go_in_batches_of_1000_past_the_first_page(
     assert prune(sink, doomed, batches.append) == 1500
     assert batches == [1000, 500]
     assert [a.lsn for a in partition_archives(sink, "default", 1)] == [1501]
+
+
+def test_a_prune_cut_short_inside_one_delete_leaves_the_rest_restorable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the two unlinks of one archive cannot be staged at that instant with a
+    real process: the second unlink fails instead, which stops the delete at the same point."""
+    bucket = FilesystemSink(tmp_path / "bucket")
+    archive_range(bucket, tmp_path / "wal", 1, range(1, 4))
+    unlink = Path.unlink
+    unlinked: list[Path] = []
+
+    def unlink_once(path: Path, missing_ok: bool = False) -> None:
+        if unlinked:
+            raise OSError("power lost")
+        unlinked.append(path)
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink_once)
+    with pytest.raises(SinkError, match="power lost"):
+        bucket.delete([archive_key("default", 1, 1)])
+    monkeypatch.undo()
+    assert unlinked == [bucket.root / archive_key("default", 1, 1)]  # the object went first
+    dest = tmp_path / "restored"
+    env = {"ARCHIVER_SINK_URL": bucket.root.as_uri()}
+    result = CliRunner().invoke(main, ["restore", "default", "1", "--dest", str(dest)], env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
+        format_lsn(2),
+        format_lsn(3),
+    ]

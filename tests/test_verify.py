@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from archiver.cli import main
 from archiver.compression import encode
 from archiver.keys import Compression, archive_key
+from archiver.partition import Gap
 from archiver.sinks import FilesystemSink, open_sink
 from archiver.sinks.s3 import S3Sink
+from archiver.state_store import RedisStateStore
 from tests.archive_factory import archive_range
 from tests.support import S3Endpoint
 
@@ -65,7 +67,7 @@ def test_every_kind_of_problem_is_reported_and_fails_the_run(tmp_path: Path) -> 
     status, report = _verify(bucket.root.as_uri())
     assert status == 1
     p = _partition(report, 1)
-    assert p["gaps"] == [{"expected": 4, "actual": 5}]
+    assert p["gaps"] == [{"expected": 4, "actual": 5, "recorded": None}]
     assert [b["key"] for b in p["bad"]] == [archive_key("default", 1, 2)]
     assert "does not match recorded" in p["bad"][0]["problem"]
     assert p["strays"] == ["default/1/notes.txt"]
@@ -101,3 +103,33 @@ def test_s3_leftover_uploads_and_more_than_1000_objects(
     assert p["bad"] == []
     assert len(p["leftovers"]) == 1
     assert "incomplete multipart upload" in p["leftovers"][0]
+
+
+def test_with_state_a_recorded_gap_is_told_from_lost_objects(
+    tmp_path: Path, redis_url: str, store: RedisStateStore
+) -> None:
+    bucket = FilesystemSink(tmp_path / "bucket")
+    # Partition 1: the producer lost 3-4 before they were archived (a recorded gap); then 7
+    # went missing from the archive, which no gap explains.
+    archive_range(bucket, tmp_path / "wal", 1, [1, 2, 5, 6, 8])
+    claim = store.apply_notification("default", 1, 1, 2, 60).claim
+    while claim is not None:
+        claim = store.commit_success("default", 1, claim.lsn, claim.token, 60).next_claim
+    assert store.apply_notification("default", 1, 5, 8, 60).gap == Gap(3, 5)
+    env = {"ARCHIVER_SINK_URL": bucket.root.as_uri(), "ARCHIVER_REDIS_URL": redis_url}
+    result = CliRunner().invoke(main, ["verify", "--ignore-gaps", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    gaps = _partition(report, 1)["gaps"]
+    assert gaps == [
+        {"expected": 3, "actual": 5, "recorded": True},
+        {"expected": 7, "actual": 8, "recorded": False},
+    ]
+    assert report["problems"] == 1
+    text = CliRunner().invoke(main, ["verify", "--ignore-gaps"], env=env)
+    assert "LOST default/1 LSN 7 to 7: not in the archive, and no gap is recorded" in text.output
+    # Without state nothing can be told apart, and --ignore-gaps ignores both, as it says.
+    env.pop("ARCHIVER_REDIS_URL")
+    status, blind = _verify(bucket.root.as_uri(), "--ignore-gaps")
+    assert (status, blind["problems"]) == (0, 0)
+    assert _partition(blind, 1)["gaps"][1]["recorded"] is None

@@ -171,19 +171,41 @@ def restore(
 @click.argument("storage", type=STORAGE, required=False)
 @click.argument("partition", type=PARTITION, required=False)
 @PARALLEL
-@click.option("--ignore-gaps", is_flag=True, help="Do not count gaps as problems.")
+@click.option(
+    "--ignore-gaps",
+    is_flag=True,
+    help="Do not count gaps the partition state records as problems (gaps it does not "
+    "record are lost objects, and still count).",
+)
+@click.option(
+    "--state/--no-state",
+    default=None,
+    help="Read partition state from Redis to tell recorded gaps from lost objects. "
+    "Default: when ARCHIVER_REDIS_URL is set.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partition reports.")
 @clear_errors
 def verify(
-    storage: str | None, partition: int | None, parallel: int, ignore_gaps: bool, as_json: bool
+    storage: str | None,
+    partition: int | None,
+    parallel: int,
+    ignore_gaps: bool,
+    state: bool | None,
+    as_json: bool,
 ) -> None:
     """Check the archive: ranges, gaps, checksums, tar structure, strays, partial uploads.
 
     Every object is downloaded and checked. Exits with status 1 when anything is wrong.
     """
+    import os
+
     from archiver.verify import partitions_to_verify, verify_partition
 
-    sink = open_sink(Settings.from_env().require_sink_url())
+    settings = Settings.from_env()
+    sink = open_sink(settings.require_sink_url())
+    store = None
+    if state or (state is None and os.environ.get("ARCHIVER_REDIS_URL")):
+        store = services(settings).store
     reports = []
     stray_directories = []
     with _progress() as progress:
@@ -192,9 +214,10 @@ def verify(
             if number is None:
                 stray_directories.append(stray)
                 continue
-            reports.append(
-                verify_partition(sink, name, number, parallel, lambda: progress.advance(task))
-            )
+            report = verify_partition(sink, name, number, parallel, lambda: progress.advance(task))
+            if store is not None:
+                report.check_gaps_against(store.load(name, number))
+            reports.append(report)
     problems = sum(r.problems(ignore_gaps) for r in reports) + len(stray_directories)
     if as_json:
         click.echo(
@@ -222,12 +245,19 @@ def verify(
         for r in reports:
             for key, problem in r.bad:
                 click.echo(f"BAD {key}: {problem}")
+            for gap in r.unrecorded:
+                click.echo(
+                    f"LOST {r.storage}/{r.partition} LSN {gap.expected} to {gap.actual - 1}: "
+                    "not in the archive, and no gap is recorded for them"
+                )
             for key in [*r.strays, *r.leftovers]:
                 click.echo(f"STRAY {key}")
             for lsn in r.duplicates:
                 click.echo(f"DUPLICATE {r.storage}/{r.partition} LSN {lsn} under two names")
         for directory in stray_directories:
             click.echo(f"STRAY {directory}")
+        if ignore_gaps and store is None and any(r.gaps for r in reports):
+            click.echo("gaps not checked against partition state: set ARCHIVER_REDIS_URL")
         click.echo(f"{len(reports)} partitions verified, {problems} problems")
     if problems:
         raise SystemExit(1)

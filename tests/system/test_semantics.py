@@ -294,8 +294,8 @@ def test_sigterm_stops_cleanly_and_a_restart_resumes_without_redoing_work(system
 def test_a_sink_error_is_retried_with_backoff_then_archived(s3_system: System, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     system = s3_system
     bucket = system.sink_url.split("//", 1)[1].split("/", 1)[0]
-    s3_endpoint.client().delete_bucket(Bucket=bucket)  # the store is broken
-    system.start()
+    system.start()  # a worker host checks the store once, at start
+    s3_endpoint.client().delete_bucket(Bucket=bucket)  # the store breaks
     system.write(1, 1)
     system.notify(1, 1, 1)
     state = system.wait_attempts(1, 2)
