@@ -94,6 +94,11 @@ class PartitionState:
     conflicted: bool = False
     # The entry failed too often on its own account: archiving stopped here for an operator.
     stopped: bool = False
+    # How many grants ``grant_lsn`` has had, and the token of the newest grant an attempt was
+    # started under: after the first grant or start, an earlier attempt may have written.
+    grant_lsn: int | None = None
+    grants: int = 0
+    started_token: int | None = None
 
     @property
     def has_work(self) -> bool:
@@ -177,7 +182,55 @@ def claim_next_entry(
     state.in_flight_lsn = state.next_lsn
     state.lease_expires_ms = now_ms + lease_ms
     state.claimed_ms = now_ms
+    if state.grant_lsn == state.next_lsn:
+        state.grants += 1
+    else:
+        state.grant_lsn, state.grants = state.next_lsn, 1
     return Claim(state.next_lsn, state.fencing_token)
+
+
+def when_to_look_again(state: PartitionState, now_ms: int, orphan_ms: int | None) -> int | None:
+    """After a claim was refused: when the live grant may be taken over (its lease's end, or
+    sooner when it can become an orphan), or None when there is nothing to claim at all."""
+    if state.paused or state.conflicted or state.stopped or not state.has_work:
+        return None
+    if state.in_flight_lsn is None:
+        return None
+    again = now_ms if state.lease_expires_ms is None else state.lease_expires_ms
+    if (
+        orphan_ms is not None
+        and state.fencing_token != state.dispatched_token
+        and state.claimed_ms is not None
+    ):
+        again = min(again, state.claimed_ms + orphan_ms)
+    return max(again, now_ms)
+
+
+class GrantCheck(enum.IntEnum):
+    """What renewing a grant as an attempt starts under it says."""
+
+    FENCED = 0
+    HELD = 1
+    # No earlier attempt at this LSN can have written an archive: the LSN's first grant and
+    # first start, no failure yet, and the partition has archived before.
+    FRESH = 2
+
+
+def start_attempt(
+    state: PartitionState, lsn: int, token: int, now_ms: int, lease_ms: int
+) -> GrantCheck:
+    if not renew_lease(state, lsn, token, now_ms, lease_ms):
+        return GrantCheck.FENCED
+    started_before = state.started_token == token
+    state.started_token = token
+    if (
+        not started_before
+        and state.grants == 1
+        and state.attempts == 0
+        and state.acknowledged_lsn is not None
+    ):
+        return GrantCheck.FRESH
+    return GrantCheck.HELD
 
 
 def mark_dispatched(state: PartitionState, token: int) -> None:
@@ -253,6 +306,16 @@ def release_claim(state: PartitionState, lsn: int, token: int) -> bool:
     return True
 
 
+def commit_and_claim(
+    state: PartitionState, lsn: int, token: int, now_ms: int, lease_ms: int, claim_next: bool
+) -> tuple[bool, Claim | None]:
+    """``commit_success``, then (with ``claim_next``) the grant of the next entry, as one
+    transition: a worker goes straight on with it."""
+    if not commit_success(state, lsn, token):
+        return False, None
+    return True, claim_next_entry(state, now_ms, lease_ms) if claim_next else None
+
+
 def mark_conflict(state: PartitionState, lsn: int, token: int, error: str) -> bool:
     """Stop the partition: the archive at ``lsn`` holds other bytes and must not be replaced."""
     if not state.holds(lsn, token):
@@ -262,3 +325,116 @@ def mark_conflict(state: PartitionState, lsn: int, token: int, error: str) -> bo
     state.in_flight_lsn = None
     state.lease_expires_ms = None
     return True
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    changed: bool
+    previous_next_lsn: int | None
+    # Why nothing changed although the archive is ahead: "conflicted", "stopped" or "moved".
+    refused: str | None = None
+
+
+def reconcile(
+    state: PartitionState | None, run: VerifiedRun
+) -> tuple[PartitionState | None, ReconcileResult]:
+    """Move a partition past a run of verified archive objects, after its state was lost.
+
+    Never backwards, never past what was not verified, never out of a conflict or a stop;
+    holes above the old position (and the one up to the first verified object) become gaps.
+    Whoever held the old position is fenced off. Returns the state (created if there was
+    none) and what happened."""
+    previous = None if state is None else state.next_lsn
+    if state is not None and state.conflicted:
+        return state, ReconcileResult(False, previous, "conflicted")
+    if state is not None and state.stopped:
+        return state, ReconcileResult(False, previous, "stopped")
+    target = run.last + 1
+    if state is not None and state.next_lsn >= target:
+        return state, ReconcileResult(False, previous)
+    if state is not None and state.next_lsn < run.checked_from:
+        return state, ReconcileResult(False, previous, "moved")
+    if state is None:
+        state = PartitionState(next_lsn=target, high_water_mark=run.last)
+    else:
+        state.high_water_mark = max(state.high_water_mark, run.last)
+    holes = list(run.holes)
+    if previous is not None and previous < run.first:
+        holes.insert(0, Gap(previous, run.first))
+    for hole in holes:
+        expected = hole.expected if previous is None else max(hole.expected, previous)
+        if expected < hole.actual:
+            state.gaps.append(Gap(expected, hole.actual))
+    state.next_lsn = target
+    state.acknowledged_lsn = run.last
+    state.attempts = 0
+    state.entry_failures = 0
+    state.fencing_token += 1
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    state.last_error = None
+    return state, ReconcileResult(True, previous)
+
+
+# Operators' changes. Each returns why it does not apply, or its result; the texts are the
+# ones ``archiver admin`` prints.
+
+
+def pause(state: PartitionState, paused: bool) -> str | None:
+    """Pause or resume; an entry in flight still finishes. Returns why not, or None."""
+    if paused and state.paused:
+        return "already paused"
+    if not paused and not state.paused:
+        return "not paused"
+    state.paused = paused
+    return None
+
+
+def release_grant(state: PartitionState) -> int | str:
+    """Break the lease: the holder is fenced off. Returns the released LSN, or why not."""
+    if state.in_flight_lsn is None:
+        return "nothing is in flight"
+    lsn = state.in_flight_lsn
+    state.fencing_token += 1
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    return lsn
+
+
+def requeue(state: PartitionState, now_ms: int, lease_ms: int) -> Claim | str:
+    """Grant the next entry again now, clearing a conflict or stop mark and the backoff."""
+    if state.paused:
+        return "paused: resume it first"
+    if not state.has_work:
+        return "nothing to archive: every announced entry is archived"
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    state.conflicted = False
+    state.stopped = False
+    state.entry_failures = 0
+    state.last_error = None
+    state.attempts = 0
+    claim = claim_next_entry(state, now_ms, lease_ms)
+    assert claim is not None  # nothing is left that could refuse it
+    return claim
+
+
+def skip_to(state: PartitionState, lsn: int) -> int | str:
+    """Give up the entries below ``lsn`` for good: a manual gap. Returns the previous next
+    LSN, or why not."""
+    if lsn <= state.next_lsn:
+        return f"LSN {lsn} is not above the next LSN to archive, {state.next_lsn}"
+    if lsn > state.high_water_mark + 1:
+        return f"LSN {lsn} is beyond the newest announced entry + 1 ({state.high_water_mark} + 1)"
+    previous = state.next_lsn
+    state.gaps.append(Gap(previous, lsn))
+    state.fencing_token += 1
+    state.next_lsn = lsn
+    state.attempts = 0
+    state.entry_failures = 0
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+    state.last_error = None
+    state.conflicted = False
+    state.stopped = False
+    return previous

@@ -14,11 +14,12 @@ from redis.exceptions import NoScriptError
 from archiver.cluster_pipeline import ClusterBatch
 
 
-def load_script(name: str) -> str:
-    """A script from ``archiver/lua/``, with the shared helpers in front."""
+def load_script(name: str, prelude: str = "") -> str:
+    """A script from ``archiver/lua/``, with the shared helpers in front, then ``prelude``
+    (tests replace the clock with one)."""
     package = resources.files("archiver") / "lua"
     common = (package / "common.lua").read_text()
-    return common + "\n" + (package / f"{name}.lua").read_text()
+    return common + "\n" + prelude + "\n" + (package / f"{name}.lua").read_text()
 
 
 PIPELINES = (redis.client.Pipeline, redis.cluster.ClusterPipeline, ClusterBatch)
@@ -35,10 +36,13 @@ class LuaScripts:
     """
 
     def __init__(
-        self, client: redis.Redis | redis.cluster.RedisCluster, names: Iterable[str]
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        names: Iterable[str],
+        prelude: str = "",
     ) -> None:
         self.client: Any = client
-        self.sources = {name: load_script(name) for name in names}
+        self.sources = {name: load_script(name, prelude) for name in names}
         self.shas = {
             name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
             for name, source in self.sources.items()

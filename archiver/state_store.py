@@ -19,8 +19,10 @@ from archiver.cluster_pipeline import ClusterBatch
 from archiver.partition import (
     Claim,
     Gap,
+    GrantCheck,
     NotificationOutcome,
     PartitionState,
+    ReconcileResult,
     RecordedFailure,
     VerifiedRun,
 )
@@ -48,10 +50,6 @@ class NotificationResult:
     reacknowledge: int | None
     claim: Claim | None
     gap: Gap | None
-
-
-# renew_lease's answer when no earlier attempt at the LSN can have written an archive.
-FRESH = 2
 
 
 @dataclass(frozen=True)
@@ -160,14 +158,6 @@ class PartitionRecord:
 
 
 @dataclass(frozen=True)
-class ReconcileResult:
-    changed: bool
-    previous_next_lsn: int | None
-    # Why nothing changed although the archive is ahead: "conflicted", "stopped" or "moved".
-    refused: str | None = None
-
-
-@dataclass(frozen=True)
 class AdminResult:
     """An operator's change: done, or refused with the reason."""
 
@@ -178,7 +168,12 @@ class AdminResult:
 
 
 class RedisStateStore:
-    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        keys: RedisKeys,
+        script_prelude: str = "",
+    ) -> None:
         self.client: Any = client
         self.keys = keys
         self._lua = LuaScripts(
@@ -202,6 +197,7 @@ class RedisStateStore:
                 "admin_skip_to",
                 *STREAM_SCRIPTS,
             ),
+            script_prelude,
         )
 
     def pipelined(self, fill: Callable[[redis.client.Pipeline], None]) -> list[Any]:
@@ -423,7 +419,9 @@ class RedisStateStore:
     @staticmethod
     def started(replies: list[Any]) -> AttemptStart:
         held, pause_ms = (int(r) for r in replies)
-        return AttemptStart(held=held > 0, pause=pause_ms / 1000, fresh=held == FRESH)
+        return AttemptStart(
+            held=held > GrantCheck.FENCED, pause=pause_ms / 1000, fresh=held == GrantCheck.FRESH
+        )
 
     def commit_success(
         self,
@@ -707,6 +705,9 @@ def _record(
         paused=fields.get("paused") == "1",
         conflicted=fields.get("conflicted") == "1",
         stopped=fields.get("stopped") == "1",
+        grant_lsn=opt("grant_lsn"),
+        grants=int(fields.get("grants", 0)),
+        started_token=int(holder_token) if holder_token else None,
     )
     return PartitionRecord(
         storage=storage,

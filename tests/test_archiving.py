@@ -76,3 +76,14 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
     sink.looked_up = []
     assert archive_entry(sink, "s", tmp_path / "wal", 1, 2, fresh=True).uploaded
     assert sink.looked_up == []
+
+
+def test_an_undecodable_object_at_the_name_is_a_conflict_not_a_retry(tmp_path: Path) -> None:
+    """Not a zstd frame at all: it cannot hold the entry's tar, so it is a conflict (the
+    partition stops, the object stays), not a failure retried for ever."""
+    sink = FilesystemSink(tmp_path / "bucket")
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
+    sink.write(archive_key("s", 1, 1, Compression.ZSTD), lambda: iter([b"not zstd"]))
+    with pytest.raises(ArchiveConflict, match="cannot be decoded"):
+        archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
+    assert sink.read(archive_key("s", 1, 1, Compression.ZSTD)) == b"not zstd"

@@ -21,10 +21,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from archiver.local_redis import redis_server_binary
-from archiver.partition import Gap, RecordedFailure, VerifiedRun
+from archiver.partition import Gap, ReconcileResult, RecordedFailure, VerifiedRun
 from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
-from archiver.state_store import ReconcileResult, RedisStateStore
+from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
 from tests.support import wait_for
 

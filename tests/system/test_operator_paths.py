@@ -287,3 +287,28 @@ def test_restore_resumes_a_journal_written_before_it_named_its_partition(
     other = archiver(system, "restore", "default", "5", "--dest", str(dest))
     assert other.exit_code == 1
     assert "holds a restore of objects such as default/4/" in other.output
+
+
+def test_a_poison_entry_stops_its_partition_and_pauses_no_one(system: System) -> None:
+    """An entry holding a symbolic link can never be archived: it is retried with its
+    partition's backoff a few times, then the partition stops; the fleet never backs off."""
+    system.env_overrides["ARCHIVER_ENTRY_FAILURES_BEFORE_STOP"] = "3"
+    system.start()
+    system.write(1, 1)
+    (entry_path(system.root, 1, 1) / "link").symlink_to("/etc/passwd")
+    system.notify(1, 1, 1)
+    for lsn in range(1, 4):
+        system.write(2, lsn)
+    system.notify(2, 1, 3)
+    state = wait_for(
+        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
+        timeout=60,
+        what="partition 1 to stop",
+    )
+    assert "UnsafeEntry" in state["last_error"]
+    assert state["attempts"] == 3
+    assert system.archived(1) == []
+    assert system.acks(1) == []
+    system.wait_acked(2, 3)
+    assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
+    system.assert_invariants()
