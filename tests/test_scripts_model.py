@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -91,17 +90,6 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
         # The acknowledgement stream as published, and the newest LSN published per partition.
         self.published: list[tuple[int, int]] = []
         self.newest_published: dict[int, int] = {}
-        # The notification stream: IDs in order, which were delivered, which are pending.
-        self.notifications: list[str] = []
-        self.delivered = 0
-        self.batches: dict[int, list[str]] = {0: [], 1: []}
-        self.pending: set[str] = set()
-        self.trimmed = 0
-        # Leadership: who holds it.
-        self.leader: str | None = None
-        self.leases = {
-            name: LeaderLease(self.client, keys.leader, name, 3600) for name in ("a", "b")
-        }
 
     # helpers ---------------------------------------------------------------------------------
 
@@ -221,6 +209,16 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
         )
 
     @precondition(has_grants)
+    @rule()
+    def entry_keeps_failing(self) -> None:
+        """The current grant's entry fails on its own account until the partition stops."""
+        partition, grant = self.made[-1]
+        for _ in range(STOP_AFTER):
+            self.both(
+                "record_failure", partition, grant.lsn, grant.token, "bad", HOLD, stop_after=2
+            )
+
+    @precondition(has_grants)
     @rule(pick=picks)
     def conflict(self, pick: int) -> None:
         partition, grant = self._grant(pick)
@@ -228,17 +226,40 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
 
     # recovery and operators --------------------------------------------------------------------
 
-    @rule(partition=partitions)
-    def reconcile(self, partition: int) -> None:
-        """What ``archiver reconcile`` passes on: the verified objects from the old position."""
+    @rule(
+        partition=partitions,
+        ahead=st.one_of(st.none(), st.integers(0, 3)),
+        moved=st.integers(-2, 2),
+    )
+    def reconcile(self, partition: int, ahead: int | None, moved: int) -> None:
+        """What ``archiver reconcile`` passes on: the verified objects from the position it
+        read. With ``ahead``, one is found that far past it first (written before a state
+        loss); with ``moved``, the position moved by that much since it was read."""
         state = self.state(partition)
-        checked_from = 1 if state is None else state.next_lsn
+        position = 1 if state is None else max(1, state.next_lsn - moved)
+        if ahead is not None:
+            self.archived[partition].add(position + ahead)
+        checked_from = 1 if state is None else position
         verified = sorted(lsn for lsn in self.archived[partition] if lsn >= checked_from)
         if not verified:
             return
         run = VerifiedRun(verified[0], verified[-1], checked_from, tuple(holes_in(verified)))
         self.both("reconcile", partition, run)
         self.start.setdefault(partition, verified[0])
+
+    @rule(partition=partitions, lsn=lsns)
+    def archived_elsewhere(self, partition: int, lsn: int) -> None:
+        """A verified object at an LSN the state has not reached: written before the state
+        was lost, say. Only reconcile moves over it."""
+        self.archived[partition].add(lsn)
+
+    @rule(partition=partitions)
+    def lose_state(self, partition: int) -> None:
+        """Redis loses the partition (no AOF): the archive stays, and reconcile rebuilds."""
+        self.client.delete(*self.real.keys.partition_keys(STORAGE, partition))
+        self.model.partitions.pop((STORAGE, partition), None)
+        self.start.pop(partition, None)
+        self.acked[partition] = []
 
     @rule(partition=partitions, paused=st.booleans())
     def pause(self, partition: int, paused: bool) -> None:
@@ -291,51 +312,6 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
         _, acks = self.streams.read_acks("0", count=100_000)
         assert [(a.partition, a.lsn) for a in acks] == self.published
 
-    @rule()
-    def publish_notification(self) -> None:
-        self.streams.ensure_scheduler_group()
-        self.notifications.append(
-            self.streams.publish_notification(_notification(len(self.notifications)))
-        )
-
-    @rule(reader=st.sampled_from([0, 1]), count=st.integers(1, 3))
-    def read_notifications(self, reader: int, count: int) -> None:
-        if not self.notifications:
-            return
-        read = self.streams.read_notifications(pending=False, count=count, block_ms=None)
-        expected = self.notifications[self.delivered : self.delivered + count]
-        assert [message_id for message_id, _ in read] == expected
-        self.delivered += len(expected)
-        self.pending.update(expected)
-        self.batches[reader] = expected
-
-    @rule(reader=st.sampled_from([0, 1]))
-    def done_with_notifications(self, reader: int) -> None:
-        batch = self.batches[reader]
-        if not batch:
-            return
-        self.streams.done_with_notifications(batch)
-        self.pending.difference_update(batch)
-        self.batches[reader] = []
-        # Trimmed: everything delivered and handled below the oldest one still pending.
-        keep_from = min((self.notifications.index(p) for p in self.pending), default=self.delivered)
-        self.trimmed = max(self.trimmed, keep_from)
-        entries: Any = self.client.xrange("archiver:notifications")
-        assert [str(message_id) for message_id, _ in entries] == self.notifications[self.trimmed :]
-
-    @rule(name=st.sampled_from(["a", "b"]), release=st.booleans())
-    def leadership(self, name: str, release: bool) -> None:
-        lease = self.leases[name]
-        if release:
-            lease.release()
-            if self.leader == name:
-                self.leader = None
-        else:
-            expected = self.leader in (None, name)
-            assert lease.hold() == expected
-            if expected:
-                self.leader = name
-
     # what must hold after every step ----------------------------------------------------------
 
     @invariant()
@@ -368,24 +344,108 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
                     acked.append(state.acknowledged_lsn)
 
 
+class NotificationTrim(RuleBasedStateMachine):
+    """done_with_notifications.lua: two schedulers read and finish batches in any order (a
+    paused leader woke up); the stream keeps exactly what is undelivered or still pending."""
+
+    url: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = connect(self.url)
+        self.client.flushall()
+        self.streams = Streams(self.client, RedisKeys("archiver"))
+        self.streams.ensure_scheduler_group()
+        self.notifications: list[str] = []
+        self.delivered = 0
+        self.batches: dict[int, list[str]] = {0: [], 1: []}
+        self.pending: set[str] = set()
+        self.trimmed = 0
+
+    @rule()
+    def publish_notification(self) -> None:
+        self.notifications.append(
+            self.streams.publish_notification(_notification(len(self.notifications)))
+        )
+
+    @rule(reader=st.sampled_from([0, 1]), count=st.integers(1, 3))
+    def read_notifications(self, reader: int, count: int) -> None:
+        if not self.notifications:
+            return
+        read = self.streams.read_notifications(pending=False, count=count, block_ms=None)
+        expected = self.notifications[self.delivered : self.delivered + count]
+        assert [message_id for message_id, _ in read] == expected
+        self.delivered += len(expected)
+        self.pending.update(expected)
+        self.batches[reader] = expected
+
+    @rule(reader=st.sampled_from([0, 1]))
+    def done_with_notifications(self, reader: int) -> None:
+        batch = self.batches[reader]
+        if not batch:
+            return
+        self.streams.done_with_notifications(batch)
+        self.pending.difference_update(batch)
+        self.batches[reader] = []
+        # Trimmed: everything delivered and handled below the oldest one still pending.
+        keep_from = min((self.notifications.index(p) for p in self.pending), default=self.delivered)
+        self.trimmed = max(self.trimmed, keep_from)
+        entries: Any = self.client.xrange("archiver:notifications")
+        assert [str(message_id) for message_id, _ in entries] == self.notifications[self.trimmed :]
+
+
+class Leadership(RuleBasedStateMachine):
+    """hold_leadership.lua and release_leadership.lua against who should hold the lease."""
+
+    url: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        client = connect(self.url)
+        client.flushall()
+        keys = RedisKeys("archiver")
+        self.leases = {name: LeaderLease(client, keys.leader, name, 3600) for name in ("a", "b")}
+        self.leader: str | None = None
+
+    @rule(name=st.sampled_from(["a", "b"]), release=st.booleans())
+    def leadership(self, name: str, release: bool) -> None:
+        lease = self.leases[name]
+        if release:
+            lease.release()
+            if self.leader == name:
+                self.leader = None
+        else:
+            expected = self.leader in (None, name)
+            assert lease.hold() == expected
+            if expected:
+                self.leader = name
+
+
 def _notification(n: int) -> Notification:
     return Notification(STORAGE, 100 + n, 1, 1)
 
 
-@pytest.fixture
-def machine(redis_url: str) -> type[ScriptsAgainstModel]:
-    ScriptsAgainstModel.url = redis_url
-    return ScriptsAgainstModel
-
-
-def test_every_script_behaves_like_the_core(machine: type[ScriptsAgainstModel]) -> None:
+def run_machine(machine: type[Any], url: str, examples: int) -> None:
+    machine.url = url
     machine.TestCase.settings = settings(
-        max_examples=200,
+        max_examples=examples,
         stateful_step_count=50,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     machine.TestCase().runTest()
+
+
+def test_every_partition_script_behaves_like_the_core(redis_url: str) -> None:
+    run_machine(ScriptsAgainstModel, redis_url, examples=600)
+
+
+def test_the_notification_trim_keeps_what_is_not_handled(redis_url: str) -> None:
+    run_machine(NotificationTrim, redis_url, examples=100)
+
+
+def test_leadership_goes_to_one_scheduler_at_a_time(redis_url: str) -> None:
+    run_machine(Leadership, redis_url, examples=100)
 
 
 def test_the_model_covers_every_script() -> None:
