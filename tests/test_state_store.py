@@ -1,132 +1,21 @@
-"""The Redis scripts against the pure state machine they implement, on a real Redis."""
+"""The state store on a real Redis: exact LSNs, leases on the server's clock, the fleet pause,
+capped gaps, bulk listing. ``tests/test_scripts_model.py`` checks every script against the
+core's transitions."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from archiver.lsn import MAX_LSN
 from archiver.partition import (
     Claim,
     Gap,
-    NotificationOutcome,
-    PartitionState,
     VerifiedRun,
-    apply_notification,
-    claim_next_entry,
-    commit_success,
-    mark_conflict,
-    new_partition,
-    record_failure,
-    release_claim,
-    renew_lease,
 )
 from archiver.state_store import RedisStateStore
 from tests.support import wait_for
 
 HOUR = 3600.0
-_partitions = itertools.count(1)
-
-lsns = st.integers(min_value=1, max_value=30)
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("notify"), lsns, lsns),
-        st.tuples(st.just("claim"), st.just(0), st.just(0)),
-        st.tuples(st.just("commit"), st.integers(0, 3), st.just(0)),
-        st.tuples(st.just("fail"), st.integers(0, 3), st.just(0)),
-        st.tuples(st.just("renew"), st.integers(0, 3), st.just(0)),
-        st.tuples(st.just("release"), st.integers(0, 3), st.just(0)),
-        st.tuples(st.just("conflict"), st.integers(0, 3), st.just(0)),
-    ),
-    max_size=40,
-)
-
-
-def _comparable(state: PartitionState) -> tuple[object, ...]:
-    return (
-        state.next_lsn,
-        state.high_water_mark,
-        state.in_flight_lsn,
-        state.fencing_token,
-        state.acknowledged_lsn,
-        state.gaps,
-        state.attempts,
-        state.last_error,
-        state.conflicted,
-    )
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(ops=operations)
-def test_scripts_behave_like_the_state_machine(
-    store: RedisStateStore, ops: list[tuple[str, int, int]]
-) -> None:
-    partition = next(_partitions)
-    model: PartitionState | None = None
-    grants: list[Claim] = []  # every grant ever made, so stale ones get replayed too
-    for op, a, b in ops:
-        if op == "notify":
-            low, high = min(a, b), max(a, b)
-            result = store.apply_notification("s", partition, low, high, HOUR)
-            if model is None:
-                model = new_partition(low, high)
-                expected_outcome, reack, gap = NotificationOutcome.APPLIED, None, None
-            else:
-                applied = apply_notification(model, low, high)
-                expected_outcome, reack, gap = applied.outcome, applied.reacknowledge, applied.gap
-            expected_claim = (
-                claim_next_entry(model, 0, 10**12)
-                if expected_outcome is not NotificationOutcome.STALE
-                else None
-            )
-            assert (result.outcome, result.reacknowledge, result.gap) == (
-                expected_outcome,
-                reack,
-                gap,
-            )
-            assert result.claim == expected_claim
-            if result.claim:
-                grants.append(result.claim)
-        elif model is None:
-            continue
-        elif op == "claim":
-            got = store.claim_next_entry("s", partition, HOUR)
-            assert got == claim_next_entry(model, 0, 10**12)
-            if got:
-                grants.append(got)
-        elif grants:
-            grant = grants[-1 - min(a, len(grants) - 1)]
-            if op == "commit":
-                commit = store.commit_success("s", partition, grant.lsn, grant.token, HOUR)
-                committed = commit_success(model, grant.lsn, grant.token)
-                assert commit.committed == committed
-                expected_next = claim_next_entry(model, 0, 10**12) if committed else None
-                assert commit.next_claim == expected_next
-                if commit.next_claim:
-                    grants.append(commit.next_claim)
-            elif op == "fail":
-                failure = store.record_failure("s", partition, grant.lsn, grant.token, "err", HOUR)
-                assert failure == record_failure(model, grant.lsn, grant.token, "err", 0, 10**12)
-            elif op == "conflict":
-                assert store.mark_conflict(
-                    "s", partition, grant.lsn, grant.token, "c"
-                ) == mark_conflict(model, grant.lsn, grant.token, "c")
-            elif op == "release":
-                assert store.release_claim("s", partition, grant.lsn, grant.token) == release_claim(
-                    model, grant.lsn, grant.token
-                )
-            else:
-                assert store.renew_lease(
-                    "s", partition, grant.lsn, grant.token, HOUR
-                ) == renew_lease(model, grant.lsn, grant.token, 0, 10**12)
-        record = store.load("s", partition)
-        assert record is not None
-        assert _comparable(record.state) == _comparable(model)
 
 
 def test_lsns_near_2_to_the_64_are_exact(store: RedisStateStore) -> None:

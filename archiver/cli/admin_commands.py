@@ -107,9 +107,9 @@ def release(storage: str, partition: int, actor: str, reason: str) -> None:
 def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
     """Send the partition's next entry to the workers now.
 
-    Clears a conflict mark and the retry backoff, and fences off any holder. For a conflict,
-    first move the conflicting archive object aside (never delete it): otherwise the entry
-    conflicts again.
+    Clears a conflict or stop mark and the retry backoff, and fences off any holder. For a
+    conflict, first move the conflicting archive object aside (never delete it): otherwise the
+    entry conflicts again. For a stopped partition, first mend what its last error names.
     """
     from archiver.dispatch import dispatch_claim
     from archiver.taskqueue import CeleryDispatcher, make_celery
