@@ -4,8 +4,9 @@ An archive object is never replaced. When one is already there (an earlier attem
 after its upload, or another worker raced us), its content is compared with a fresh tar of the
 entry: the tar is deterministic, so equal content means the entry is archived, and different
 content is a conflict that stops the partition. When the entry is gone from this host there is
-nothing to compare with: the object is accepted only if it verifies on its own (its recorded
-SHA-256 and a sound tar of exactly this entry).
+nothing to compare with: the object is accepted only if the LSN was acknowledged before (so
+the producer may have deleted it) and the object verifies on its own (its recorded SHA-256
+and a sound tar of exactly this entry).
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 from archiver.archive_check import archive_problem
 from archiver.catalog import Archive
 from archiver.compression import decoded, encode
 from archiver.keys import Compression, archive_key, check_partition
 from archiver.lsn import format_lsn
-from archiver.sinks import Sink, SinkError, WriteOutcome
+from archiver.sinks import Download, Sink, WriteOutcome
 from archiver.sinks.base import hashing
 from archiver.tarball import EntryError, EntryMissing, UnsafeEntry, entry_tar_chunks
 
 log = logging.getLogger(__name__)
 
 Guard = Callable[[Iterator[bytes]], Iterator[bytes]]
+AcknowledgedThrough = Callable[[], int | None]
 
 
 class ArchiveConflict(Exception):
@@ -69,41 +73,44 @@ def _tar_sha256(path: Path, name: str) -> str:
     return digest.hexdigest()
 
 
-def _stored_content(sink: Sink, key: str, compression: Compression) -> tuple[str, str]:
-    """SHA-256 of an object's bytes and of the tar inside it, read in bounded memory."""
+def _stored_content(sink: Sink, key: str, compression: Compression) -> tuple[Download, str]:
+    """The download of an object (its bytes' SHA-256 and the one recorded) and the SHA-256 of
+    the tar inside it, read in bounded memory."""
     with tempfile.TemporaryFile() as spool:
-        object_sha256 = sink.download(key, spool).sha256
+        download = sink.download(key, spool)
         spool.seek(0)
         digest = hashlib.sha256()
         tar = decoded(spool, compression)
-        while chunk := tar.read(1024 * 1024):
-            digest.update(chunk)
-        return object_sha256, digest.hexdigest()
+        try:
+            while chunk := tar.read(1024 * 1024):
+                digest.update(chunk)
+        except zstandard.ZstdError as exc:  # not what the entry gives
+            raise ArchiveConflict(
+                f"{key} already exists and cannot be decoded ({exc}); it is not replaced"
+            ) from exc
+        return download, digest.hexdigest()
 
 
 def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path, name: str) -> None:
-    """Accept the object at ``key`` as the entry's archive if it holds the entry's tar, making
-    it durable and its checksum recorded; raise ArchiveConflict if it holds anything else."""
+    """Accept the object at ``key`` as the entry's archive if it holds the entry's tar and
+    its bytes match the checksum recorded for them, making it durable and its checksum
+    recorded; raise ArchiveConflict if it holds anything else. The object is read whole: a
+    recorded checksum equal to the entry's says nothing of bytes damaged since."""
     ours = _tar_sha256(path, name)
-    if compression is Compression.NONE and sink.recorded_sha256(key) == ours:
-        sink.confirm_archived(key, ours)
-        return
     # Compare content, not bytes: zstd's output may differ between library versions.
-    try:
-        object_sha256, tar_sha256 = _stored_content(sink, key, compression)
-    except SinkError:
-        raise
-    except Exception as exc:  # not a zstd frame, for one: not what the entry gives
-        raise ArchiveConflict(
-            f"{key} already exists and cannot be decoded ({type(exc).__name__}: {exc}); "
-            "it is not replaced"
-        ) from exc
+    download, tar_sha256 = _stored_content(sink, key, compression)
     if tar_sha256 != ours:
         raise ArchiveConflict(
             f"{key} already exists with other content (entry's tar sha256 {ours}); "
             "it is not replaced"
         )
-    sink.confirm_archived(key, object_sha256)
+    recorded = download.recorded_sha256
+    if recorded is not None and recorded != download.sha256:
+        raise ArchiveConflict(
+            f"{key} holds the entry, but its bytes (sha256 {download.sha256}) do not match "
+            f"the checksum recorded for them ({recorded}); it is not replaced"
+        )
+    sink.confirm_archived(key, download.sha256)
 
 
 def existing_archive(
@@ -125,16 +132,30 @@ def existing_archive(
 
 
 def _accept_without_entry(
-    sink: Sink, storage: str, partition: int, lsn: int, compression: Compression, path: Path
+    sink: Sink,
+    storage: str,
+    partition: int,
+    lsn: int,
+    compression: Compression,
+    path: Path,
+    acknowledged_through: AcknowledgedThrough,
 ) -> ArchivedEntry:
-    """The entry is gone from this host (acknowledged and deleted, or its disk is not mounted
-    here): an object at its name is accepted only if it verifies on its own."""
+    """The entry is not on this host. If it was acknowledged before, the producer may have
+    deleted it, and an object at its name is accepted if it verifies on its own. If it never
+    was, the entry is still the producer's and this host cannot see it (a disk not mounted
+    here): an object at its name cannot be told from someone else's, and is not accepted."""
     existing = existing_archive(sink, storage, partition, lsn, compression)
     if existing is None:
         raise EntryMissing(
             f"entry directory {path} does not exist on this host, and LSN {lsn} is not archived"
         )
     key, stored_as = existing
+    acknowledged = acknowledged_through()
+    if acknowledged is None or acknowledged < lsn:
+        raise UnverifiableArchive(
+            f"entry directory {path} is missing on this host and LSN {lsn} was never "
+            f"acknowledged, so {key} cannot be compared with it; not accepted as its archive"
+        )
     problem = archive_problem(sink, Archive(lsn, key, 0, stored_as))
     if problem is not None:
         raise UnverifiableArchive(
@@ -155,18 +176,23 @@ def archive_entry(
     compression: Compression = Compression.NONE,
     guard: Guard = _unguarded,
     fresh: bool = False,
+    acknowledged_through: AcknowledgedThrough = lambda: None,
 ) -> ArchivedEntry:
     """``guard`` sees every chunk on its way to the sink and may abort the write by raising.
 
     The write is create-only: an object already under the name is compared, never replaced.
     Unless ``fresh`` (no earlier attempt at this LSN can have written anything), the archive is
     first looked for under the other name, so that an entry is never stored under both; and
-    under both when the entry is gone from disk and there is nothing to write."""
+    under both when the entry is gone from disk and there is nothing to write.
+    ``acknowledged_through`` tells, when the entry is not on disk, the newest LSN of the
+    partition ever acknowledged to the producer."""
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
     on_disk = os.path.lexists(path)
     if not on_disk:
-        return _accept_without_entry(sink, storage, partition, lsn, compression, path)
+        return _accept_without_entry(
+            sink, storage, partition, lsn, compression, path, acknowledged_through
+        )
     existing = None
     if not fresh:
         existing = existing_archive(

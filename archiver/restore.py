@@ -10,6 +10,7 @@ refused rather than mixed in.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,8 @@ from archiver.tarball import extract_entry
 # object it came from.
 JOURNAL = ".restored"
 JOURNAL_HEADER = "# wal-archiver restore"
+# An entry being extracted: removed when a run that was killed is resumed.
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-z]{13}-[0-9a-f]{8}")
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
@@ -206,8 +209,9 @@ def restore_partition(
     on_planned(len(plan))
     if plan:
         summary.first_lsn, summary.last_lsn = plan[0].lsn, plan[-1].lsn
-    for stale in destination.glob(".tmp-*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in destination.iterdir():  # left by a run of this restore that was killed
+        if _TEMPORARY.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
     with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
         for archive, prepared in _ahead(sink, todo, destination, parallel):
             directory = prepared.result()
@@ -235,7 +239,7 @@ def _open_journal(destination: Path, origin: RestoreOrigin) -> set[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        others = sorted(p.name for p in destination.iterdir() if not p.name.startswith(".tmp-"))
+        others = sorted(p.name for p in destination.iterdir())
         if others:
             raise ForeignDestination(
                 f"{destination} is not empty ({', '.join(others[:3])}"

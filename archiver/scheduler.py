@@ -132,10 +132,8 @@ class Scheduler:
         self._sweeps = 0
         self._resync_cursor = None
         # First what an earlier leader read but did not finish: all read as one consumer.
-        while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
-            if stop.is_set() or not self._still_leading():
-                return
-            self.handle(batch)
+        if not self.recover_pending(stop):
+            return
         next_sweep = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_renewal:
@@ -145,12 +143,26 @@ class Scheduler:
             if not self._still_leading():
                 return
             if time.monotonic() >= next_sweep:
+                # A paused leader that woke up may have read a batch and died before applying
+                # it: left pending, it would wait for the next change of leader.
+                if not self.recover_pending(stop):
+                    return
                 self.sweep()
                 # More due than one sweep looks at: go on right after the next read.
                 wait = 0.0 if self.more_due else self.settings.sweep_interval_seconds
                 next_sweep = time.monotonic() + wait
             batch = self.streams.read_notifications(pending=False, count=BATCH, block_ms=BLOCK_MS)
             self.handle(batch)
+
+    def recover_pending(self, stop: threading.Event) -> bool:
+        """Apply notifications read (by any scheduler: all read as one consumer) and never
+        finished. Between batches this scheduler holds none itself. False when it should
+        stop serving."""
+        while batch := self.streams.read_notifications(pending=True, count=BATCH, block_ms=None):
+            if stop.is_set() or not self._still_leading():
+                return False
+            self.handle(batch)
+        return True
 
     def handle(self, messages: list[tuple[str, RawFields]]) -> None:
         """Apply a batch of notifications, then delete them. Notifications for the same

@@ -69,6 +69,11 @@ class Streams:
             client=pipe,
         )
 
+    def newest_published(self, storage: str, partition: int) -> int | None:
+        """The newest LSN of the partition ever acknowledged on the stream."""
+        value = self.client.hget(self.keys.acks_published, f"{storage}/{partition}")
+        return None if value is None else int(value)
+
     def read_acks(
         self, after_id: str, count: int = 1000, block_ms: int | None = None
     ) -> tuple[str, list[Acknowledgement]]:

@@ -41,6 +41,10 @@ class EntryChanged(EntryError):
     """A file changed size while it was being read."""
 
 
+class EntryUnreadable(EntryError):
+    """Reading the entry failed (permissions, an I/O error on the storage disk)."""
+
+
 def _header(name: str, kind: bytes, mode: int, size: int = 0) -> bytes:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -95,12 +99,17 @@ def entry_tar_chunks(entry_dir: Path, name: str) -> Iterator[bytes]:
     Chunks are produced lazily, so an entry of any size is archived in bounded memory.
     """
     try:
-        st = os.lstat(entry_dir)
+        try:
+            st = os.lstat(entry_dir)
+        except FileNotFoundError as exc:
+            raise EntryMissing(f"entry directory {entry_dir} does not exist") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeEntry(f"{entry_dir} is not a directory")
+        yield from _directory_chunks(entry_dir, name)
     except FileNotFoundError as exc:
-        raise EntryMissing(f"entry directory {entry_dir} does not exist") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeEntry(f"{entry_dir} is not a directory")
-    yield from _directory_chunks(entry_dir, name)
+        raise EntryMissing(f"entry {entry_dir} vanished while it was read: {exc}") from exc
+    except OSError as exc:  # a failure of the storage host's disk, not of the object store
+        raise EntryUnreadable(f"reading entry {entry_dir}: {exc}") from exc
     yield b"\0" * (2 * BLOCK_SIZE)
 
 

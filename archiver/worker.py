@@ -226,6 +226,7 @@ class EntryArchiver:
                     self.settings.compression,
                     guard=held.guard,
                     fresh=started.fresh,
+                    acknowledged_through=lambda: self.streams.newest_published(storage, partition),
                 )
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)

@@ -72,7 +72,9 @@ def main() -> None:
             write_entry(wal, 1, lsn, entry_files(rng, lsn))
         for round_ in range(args.rounds):
             for compression in Compression:
-                sink = FilesystemSink(Path(tmp) / f"bucket-{compression}-{round_}")
+                root = Path(tmp) / f"bucket-{compression}-{round_}"
+                root.mkdir()
+                sink = FilesystemSink(root)
                 started = time.monotonic()
                 for lsn in range(1, args.entries + 1):
                     archive_entry(sink, "bench", wal, 1, lsn, compression)

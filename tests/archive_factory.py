@@ -8,7 +8,13 @@ from pathlib import Path
 from archiver.archiving import archive_entry
 from archiver.keys import Compression
 from archiver.log_manager import write_entry
-from archiver.sinks import Sink
+from archiver.sinks import FilesystemSink, Sink
+
+
+def new_bucket(root: Path) -> FilesystemSink:
+    """A filesystem bucket in a new directory (a bucket's root must exist)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return FilesystemSink(root)
 
 
 def entry_files(partition: int, lsn: int, size: int = 2000) -> dict[str, bytes]:

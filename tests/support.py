@@ -234,6 +234,8 @@ class System:
         self.store = RedisStateStore(self.client, self.keys)
         self.streams = Streams(self.client, self.keys)
         self.sink: Sink = open_sink(self.sink_url)
+        if self.sink_url.startswith("file:"):
+            Path(self.sink.describe()).mkdir(parents=True, exist_ok=True)
         self.watcher = AckWatcher(self)
 
     # processes ---------------------------------------------------------------------------

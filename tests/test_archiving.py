@@ -12,6 +12,7 @@ from archiver.keys import Compression, archive_key
 from archiver.log_manager import write_entry
 from archiver.sinks import FilesystemSink
 from archiver.tarball import UnsafeEntry
+from tests.archive_factory import new_bucket
 
 
 def test_an_entry_path_outside_the_storage_root_is_refused(tmp_path: Path) -> None:
@@ -26,7 +27,7 @@ def test_an_entry_path_outside_the_storage_root_is_refused(tmp_path: Path) -> No
 
 
 def test_existing_archives_are_compared_by_content_under_either_name(tmp_path: Path) -> None:
-    sink = FilesystemSink(tmp_path / "bucket")
+    sink = new_bucket(tmp_path / "bucket")
     write_entry(tmp_path / "wal", 1, 1, {"f": b"data" * 1000})
     first = archive_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
     assert first.uploaded
@@ -54,6 +55,7 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
     """The create-only write finds an archive under the preferred name by itself: an attempt
     that may follow an earlier one (not ``fresh``) looks up the other name only, and both
     names only when the entry is gone from disk."""
+    (tmp_path / "bucket").mkdir()
     sink = LookupsCounted(tmp_path / "bucket")
     sink.looked_up = []
     write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
@@ -68,7 +70,7 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
     # accepted because it verifies on its own.
     shutil.rmtree(entry_path(tmp_path / "wal", 1, 1))
     sink.looked_up = []
-    gone = archive_entry(sink, "s", tmp_path / "wal", 1, 1)
+    gone = archive_entry(sink, "s", tmp_path / "wal", 1, 1, acknowledged_through=lambda: 1)
     assert (gone.uploaded, gone.key) == (False, archive_key("s", 1, 1))
     assert sink.looked_up == [archive_key("s", 1, 1)]
     # A fresh attempt looks nowhere.
@@ -81,7 +83,7 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
 def test_an_undecodable_object_at_the_name_is_a_conflict_not_a_retry(tmp_path: Path) -> None:
     """Not a zstd frame at all: it cannot hold the entry's tar, so it is a conflict (the
     partition stops, the object stays), not a failure retried for ever."""
-    sink = FilesystemSink(tmp_path / "bucket")
+    sink = new_bucket(tmp_path / "bucket")
     write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
     sink.write(archive_key("s", 1, 1, Compression.ZSTD), lambda: iter([b"not zstd"]))
     with pytest.raises(ArchiveConflict, match="cannot be decoded"):

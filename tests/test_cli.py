@@ -10,14 +10,15 @@ from click.testing import CliRunner
 
 from archiver.cli import main
 from archiver.keys import archive_key
-from archiver.sinks import FilesystemSink
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
+from tests.archive_factory import new_bucket
 from tests.support import gap_pairs, source, stream_entries
 
 
 @pytest.fixture
 def run(redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    new_bucket(tmp_path / "bucket")
     env = {"ARCHIVER_REDIS_URL": redis_url, "ARCHIVER_SINK_URL": (tmp_path / "bucket").as_uri()}
 
     def invoke(*args: str):  # type: ignore[no-untyped-def]
@@ -51,7 +52,7 @@ def test_bad_arguments_get_a_clear_error(run, args: tuple[str, ...], message: st
 
 
 def test_ls_lists_one_partition_in_lsn_order(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    sink = FilesystemSink(tmp_path / "bucket")
+    sink = new_bucket(tmp_path / "bucket")
     for partition, lsn in [(1, 36), (1, 2), (10, 1), (1, 1)]:
         sink.write(archive_key("default", partition, lsn), source(b"x" * lsn))
     (tmp_path / "bucket" / "default" / "1" / ".tmp-0000000000003.tar.x").write_bytes(b"")

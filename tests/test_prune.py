@@ -13,13 +13,13 @@ from archiver.cli import main
 from archiver.keys import archive_key
 from archiver.lsn import format_lsn
 from archiver.prune import plan_prune, prune
-from archiver.sinks import FilesystemSink, SinkError, open_sink
-from tests.archive_factory import archive_range
+from archiver.sinks import SinkError, open_sink
+from tests.archive_factory import archive_range, new_bucket
 from tests.support import S3Endpoint
 
 
 def test_dry_run_then_delete_below_an_lsn(tmp_path: Path) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     archive_range(bucket, tmp_path / "wal", 1, range(1, 11))
     archive_range(bucket, tmp_path / "wal", 10, range(1, 4))
     env = {"ARCHIVER_SINK_URL": bucket.root.as_uri()}
@@ -38,7 +38,7 @@ def test_dry_run_then_delete_below_an_lsn(tmp_path: Path) -> None:
 
 
 def test_the_newest_archive_is_never_deleted(tmp_path: Path) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     archive_range(bucket, tmp_path / "wal", 1, range(1, 4))
     assert [a.lsn for a in plan_prune(bucket, "default", 1, before=100)] == [1, 2]
     result = CliRunner().invoke(
@@ -68,7 +68,7 @@ def test_a_prune_cut_short_inside_one_delete_leaves_the_rest_restorable(
 ) -> None:
     """A crash between the two unlinks of one archive cannot be staged at that instant with a
     real process: the second unlink fails instead, which stops the delete at the same point."""
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     archive_range(bucket, tmp_path / "wal", 1, range(1, 4))
     unlink = Path.unlink
     unlinked: list[Path] = []

@@ -14,7 +14,7 @@ from archiver.lsn import format_lsn
 from archiver.sinks import FilesystemSink, Sink, open_sink
 from archiver.sinks.base import CHECKSUM_SUFFIX
 from archiver.tarball import entry_tar_chunks
-from tests.archive_factory import archive_range, entry_files
+from tests.archive_factory import archive_range, entry_files, new_bucket
 from tests.support import S3Endpoint
 
 
@@ -34,7 +34,7 @@ def _assert_restored(dest: Path, partition: int, lsns: range | list[int]) -> Non
 
 @pytest.fixture
 def bucket(tmp_path: Path) -> FilesystemSink:
-    return FilesystemSink(tmp_path / "bucket")
+    return new_bucket(tmp_path / "bucket")
 
 
 def test_restore_everything_with_a_json_summary(bucket: FilesystemSink, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ tasks to a real worker.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -82,6 +83,23 @@ def test_pending_notifications_of_a_crashed_scheduler_are_read_again(
     _scheduler(store, streams, dispatched).handle(pending)
     assert dispatched == [("default", 2, 4, 1)]
     assert streams.read_notifications(pending=True, count=10, block_ms=None) == []
+
+
+def test_a_batch_abandoned_while_another_leads_is_applied_by_the_leader(
+    store: RedisStateStore, streams: Streams
+) -> None:
+    """A paused leader woke up, read a batch after the new leader had replayed what was
+    pending, and died: the leader applies it at its next sweep, not at the next change of
+    leader, and the trim no longer stops below it."""
+    streams.ensure_scheduler_group()
+    dispatched: list[ArchiveTask] = []
+    scheduler = _scheduler(store, streams, dispatched)
+    assert scheduler.recover_pending(threading.Event())  # the new leader: nothing pending
+    streams.publish_notification(Notification("default", 3, 1, 2))
+    assert len(streams.read_notifications(pending=False, count=10, block_ms=None)) == 1
+    assert scheduler.recover_pending(threading.Event())
+    assert dispatched == [("default", 3, 1, 1)]
+    assert streams.client.xlen(streams.keys.notifications) == 0
 
 
 def test_sweep_dispatches_partitions_whose_grant_expired(

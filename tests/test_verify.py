@@ -12,10 +12,10 @@ from archiver.cli import main
 from archiver.compression import encode
 from archiver.keys import Compression, archive_key
 from archiver.partition import Gap
-from archiver.sinks import FilesystemSink, open_sink
+from archiver.sinks import open_sink
 from archiver.sinks.s3 import S3Sink
 from archiver.state_store import RedisStateStore
-from tests.archive_factory import archive_range
+from tests.archive_factory import archive_range, new_bucket
 from tests.support import S3Endpoint
 
 
@@ -35,7 +35,7 @@ def _partition(report: dict[str, Any], partition: int) -> dict[str, Any]:
 
 
 def test_a_sound_archive_verifies_clean_across_partition_boundaries(tmp_path: Path) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     archive_range(bucket, tmp_path / "wal", 1, range(1, 6))
     archive_range(bucket, tmp_path / "wal", 10, range(6, 9))  # 10 starts where 1 ends: no gap
     archive_range(bucket, tmp_path / "wal", 11, range(1, 3), compression=Compression.ZSTD)
@@ -51,7 +51,7 @@ def test_a_sound_archive_verifies_clean_across_partition_boundaries(tmp_path: Pa
 
 
 def test_every_kind_of_problem_is_reported_and_fails_the_run(tmp_path: Path) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     archive_range(bucket, tmp_path / "wal", 1, [1, 2, 3, 5])  # 4 is missing
     corrupt = bucket.root / archive_key("default", 1, 2)
     corrupt.write_bytes(corrupt.read_bytes()[:-1024] + b"\x01" * 1024)
@@ -81,7 +81,7 @@ def test_every_kind_of_problem_is_reported_and_fails_the_run(tmp_path: Path) -> 
 
 
 def test_a_structurally_bad_tar_with_a_good_checksum_is_flagged(tmp_path: Path) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     bucket.write(archive_key("default", 1, 1), lambda: iter([b"not a tar at all" * 64]))
     status, report = _verify(bucket.root.as_uri(), "default", "1")
     assert status == 1
@@ -108,7 +108,7 @@ def test_s3_leftover_uploads_and_more_than_1000_objects(
 def test_with_state_a_recorded_gap_is_told_from_lost_objects(
     tmp_path: Path, redis_url: str, store: RedisStateStore
 ) -> None:
-    bucket = FilesystemSink(tmp_path / "bucket")
+    bucket = new_bucket(tmp_path / "bucket")
     # Partition 1: the producer lost 3-4 before they were archived (a recorded gap); then 7
     # went missing from the archive, which no gap explains.
     archive_range(bucket, tmp_path / "wal", 1, [1, 2, 5, 6, 8])

@@ -71,6 +71,7 @@ class FilesystemSink:
     def write(self, key: str, source: Source) -> WriteResult:
         final = self._path(key)
         digest = hashlib.sha256()
+        self._require_root()
         try:
             _make_directories(final.parent)
             temp, size = self._write_temp(final, source(), digest)
@@ -169,13 +170,20 @@ class FilesystemSink:
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
 
+    def _require_root(self) -> None:
+        """The bucket's root must be there: made on the spot, it could stand on the local disk
+        under a volume that is not mounted, and what it holds would vanish when it is."""
+        if not self.root.is_dir():
+            raise SinkError(
+                f"filesystem bucket {self.root} is not a directory: create it (or mount its "
+                "volume) first"
+            )
+
     def probe(self) -> None:
-        if not self.root.parent.is_dir():
-            raise SinkError(f"filesystem bucket {self.root}: {self.root.parent} is not a directory")
+        self._require_root()
         name = f"{TEMP_PREFIX}probe-{uuid.uuid4().hex}"
         temp, linked = self.root / name, self.root / f"{name}.linked"
         try:
-            _make_directories(self.root)
             temp.write_bytes(b"probe\n")
             os.link(temp, linked)
             try:

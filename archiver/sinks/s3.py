@@ -32,6 +32,7 @@ from archiver.sinks.base import (
     WriteResult,
     hashing,
 )
+from archiver.tarball import EntryChanged
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -164,7 +165,8 @@ class S3Sink:
         )
 
     def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
+        endpoint = self.client.meta.endpoint_url
+        return f"s3://{self.bucket}/{self.prefix} at {endpoint}"
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -234,7 +236,7 @@ class S3Sink:
                 parts.append({"ETag": response["ETag"], "PartNumber": number})
                 size += len(body)
             if digest.hexdigest() != sha256:
-                raise SinkError(f"{key}: the entry changed while it was being uploaded")
+                raise EntryChanged(f"{key}: the entry changed while it was being uploaded")
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=s3_key,

@@ -122,8 +122,12 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     garbage = system.tmp / "bucket" / archive_key(system.storage, 1, 1)
     garbage.parent.mkdir(parents=True)
     garbage.write_bytes(b"garbage")
+    # At partition 3's LSN 1, someone else's sound archive, checksum and all: it verifies on
+    # its own, and is still not this host's to accept, since it cannot be compared.
+    archive_range(system.sink, system.tmp / "elsewhere", 3, [1])
     system.start()
     system.notify(1, 1, 1)
+    system.notify(3, 1, 1)
     system.write(2, 1)
     system.notify(2, 1, 1)
     state = wait_for(
@@ -133,8 +137,15 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     )
     assert state["acknowledged_lsn"] is None
     assert state["attempts"] == 3
-    assert "is missing, and default/1/0000000000001.tar does not verify" in state["last_error"]
-    assert "no recorded SHA-256" in state["last_error"]
+    assert "is missing on this host and LSN 1 was never acknowledged" in state["last_error"]
+    assert "default/1/0000000000001.tar cannot be compared with it" in state["last_error"]
+    three = wait_for(
+        lambda: (s := system.maybe_state(3)) and s["state"] == "stopped" and s,
+        timeout=60,
+        what="partition 3 to stop",
+    )
+    assert three["acknowledged_lsn"] is None
+    assert system.acks(3) == []
     # The rest of the fleet carried on, and never backed off for it.
     system.wait_acked(2, 1)
     assert system.store.fleet_pause_left() == 0
@@ -144,9 +155,9 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     # Operators see it: inspect, the summary, the filter.
     assert state_json(system, 1)["state"] == "stopped"
     summary = archiver(system, "inspect", "summary", "--json")
-    assert json.loads(summary.stdout)["partitions"]["stopped"] == 1
+    assert json.loads(summary.stdout)["partitions"]["stopped"] == 2
     listed = archiver(system, "inspect", "partitions", "--state", "stopped", "--json")
-    assert [p["partition"] for p in json.loads(listed.stdout)] == [1]
+    assert sorted(p["partition"] for p in json.loads(listed.stdout)) == [1, 3]
     # Nothing claims it: the sweep leaves it alone.
     tokens = state["fencing_token"]
     system.notify(1, 1, 1)
@@ -164,15 +175,20 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     system.assert_invariants()
 
 
-def test_an_entry_gone_from_disk_with_a_verified_archive_is_acknowledged(system: System) -> None:
-    # Archived and acknowledged once, deleted by the producer, and then the state was lost
-    # and the producer announces it again: the object verifies on its own.
-    archive_range(system.sink, system.root, 1, [1])
-    shutil.rmtree(entry_path(system.root, 1, 1))
+def test_an_acknowledged_entry_gone_from_disk_is_accepted_once_its_archive_verifies(
+    system: System,
+) -> None:
+    # Archived and acknowledged, deleted by the producer; then the partition's state was
+    # rolled back (an old snapshot) and the entry is announced again.
     system.start()
+    system.write(1, 1)
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
-    assert "archiver.worker skipped" in system.logs()
+    shutil.rmtree(entry_path(system.root, 1, 1))
+    system.client.delete(*system.keys.partition_keys(system.storage, 1))
+    system.notify(1, 1, 1)
+    wait_for(lambda: system.acks(1) == [1, 1], what="the entry acknowledged again")
+    assert "entry is gone; its archive verified" in system.logs()
     system.assert_invariants()
 
 
