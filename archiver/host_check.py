@@ -6,10 +6,11 @@ tried."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archiver.config import Settings
-from archiver.sinks import SinkError, open_sink
+from archiver.sinks import Sink, SinkError, SinkUnusable, open_sink
 from archiver.sinks.base import WriteOnceUnsupported
 
 
@@ -57,3 +58,33 @@ def check_sink(settings: Settings, tries: int = 3, wait: float = 1.0) -> None:
             if attempt == tries:
                 raise HostUnusable(f"the sink {sink.describe()} is not usable: {exc}") from exc
             time.sleep(wait * 2 ** (attempt - 1))
+
+
+class SinkWatch:
+    """Whether the sink, after a write failed, is still usable at all. A store gone for good
+    (its bucket deleted, this host's access revoked, its volume unmounted) should stop the
+    worker with the reason, as it would have refused to start, rather than let it fail task
+    after task. A store that fails for a moment does not: its tasks are retried. Probes at
+    most once every ``every`` seconds, so an outage does not double the requests."""
+
+    def __init__(
+        self, sink: Sink, every: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.sink = sink
+        self.every = every
+        self.clock = clock
+        self._probed_at: float | None = None
+
+    def lost(self) -> str | None:
+        """Why the sink is unusable for good, or None if it is not (or was probed lately)."""
+        now = self.clock()
+        if self._probed_at is not None and now - self._probed_at < self.every:
+            return None
+        self._probed_at = now
+        try:
+            self.sink.probe()
+        except SinkUnusable as exc:
+            return str(exc)
+        except SinkError:
+            return None
+        return None

@@ -148,12 +148,8 @@ def apply_notification(state: PartitionState, low: int, high: int) -> AppliedNot
         gap = Gap(expected=state.next_lsn, actual=low)
         state.gaps.append(gap)
         state.next_lsn = low
-        state.attempts = 0
-        state.entry_failures = 0
-        state.last_error = None
         # The entry in flight is gone from the producer: fence its holder off.
-        state.in_flight_lsn = None
-        state.lease_expires_ms = None
+        _start_entry_over(state)
     state.high_water_mark = max(state.high_water_mark, high)
     outcome = NotificationOutcome.GAP if gap else NotificationOutcome.APPLIED
     return AppliedNotification(outcome, gap=gap)
@@ -253,11 +249,7 @@ def commit_success(state: PartitionState, lsn: int, token: int) -> bool:
         return False
     state.acknowledged_lsn = lsn
     state.next_lsn = lsn + 1
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
-    state.last_error = None
-    state.attempts = 0
-    state.entry_failures = 0
+    _start_entry_over(state)
     return True
 
 
@@ -290,8 +282,7 @@ def record_failure(
         state.entry_failures += 1
         if state.entry_failures >= stop_after:
             state.stopped = True
-            state.in_flight_lsn = None
-            state.lease_expires_ms = None
+            _drop_grant(state)
             return RecordedFailure(state.attempts, stopped=True)
     state.lease_expires_ms = now_ms + hold_ms
     return RecordedFailure(state.attempts)
@@ -301,8 +292,7 @@ def release_claim(state: PartitionState, lsn: int, token: int) -> bool:
     """Give up a grant whose task was never sent, so the partition can be claimed at once."""
     if not state.holds(lsn, token):
         return False
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
+    _drop_grant(state)
     return True
 
 
@@ -322,8 +312,7 @@ def mark_conflict(state: PartitionState, lsn: int, token: int, error: str) -> bo
         return False
     state.conflicted = True
     state.last_error = error
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
+    _drop_grant(state)
     return True
 
 
@@ -367,12 +356,8 @@ def reconcile(
             state.gaps.append(Gap(expected, hole.actual))
     state.next_lsn = target
     state.acknowledged_lsn = run.last
-    state.attempts = 0
-    state.entry_failures = 0
     state.fencing_token += 1
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
-    state.last_error = None
+    _start_entry_over(state)
     return state, ReconcileResult(True, previous)
 
 
@@ -396,8 +381,7 @@ def release_grant(state: PartitionState) -> int | str:
         return "nothing is in flight"
     lsn = state.in_flight_lsn
     state.fencing_token += 1
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
+    _drop_grant(state)
     return lsn
 
 
@@ -407,13 +391,9 @@ def requeue(state: PartitionState, now_ms: int, lease_ms: int) -> Claim | str:
         return "paused: resume it first"
     if not state.has_work:
         return "nothing to archive: every announced entry is archived"
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
+    _start_entry_over(state)
     state.conflicted = False
     state.stopped = False
-    state.entry_failures = 0
-    state.last_error = None
-    state.attempts = 0
     claim = claim_next_entry(state, now_ms, lease_ms)
     assert claim is not None  # nothing is left that could refuse it
     return claim
@@ -430,11 +410,20 @@ def skip_to(state: PartitionState, lsn: int) -> int | str:
     state.gaps.append(Gap(previous, lsn))
     state.fencing_token += 1
     state.next_lsn = lsn
-    state.attempts = 0
-    state.entry_failures = 0
-    state.in_flight_lsn = None
-    state.lease_expires_ms = None
-    state.last_error = None
+    _start_entry_over(state)
     state.conflicted = False
     state.stopped = False
     return previous
+
+
+def _drop_grant(state: PartitionState) -> None:
+    state.in_flight_lsn = None
+    state.lease_expires_ms = None
+
+
+def _start_entry_over(state: PartitionState) -> None:
+    """No grant, and no failures counted: for a new entry, or an old one given a clean slate."""
+    _drop_grant(state)
+    state.attempts = 0
+    state.entry_failures = 0
+    state.last_error = None

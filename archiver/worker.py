@@ -25,6 +25,7 @@ from archiver import metrics
 from archiver.archiving import ArchiveConflict, archive_entry
 from archiver.config import Settings
 from archiver.dispatch import Dispatch, dispatch_claim
+from archiver.host_check import SinkWatch
 from archiver.logging_setup import entry_fields
 from archiver.partition import Claim
 from archiver.sinks import Sink
@@ -72,6 +73,8 @@ class Attempt:
     entries: int = 0
     # The grant check for next_claim, already made (see EntryArchiver.run).
     next_started: AttemptStart | None = None
+    # Why the sink is unusable for good, when a failed attempt found it so: the worker stops.
+    sink_lost: str | None = None
 
 
 class HeldGrant:
@@ -162,6 +165,7 @@ class EntryArchiver:
         self.sink = sink
         self.dispatch = dispatch
         self.keeper = LeaseKeeper(store, settings.lease_seconds)
+        self.sink_watch = SinkWatch(sink)
 
     def run_chain(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
         """Archive ``lsn``, then go on with the partition's next entries while each commit
@@ -309,10 +313,12 @@ class EntryArchiver:
         self.store.count("retries")
         metrics.RETRIES.labels(storage).inc()
         pause = 0.0
+        sink_lost = None
         if not isinstance(exc, (EntryError, StorageUnavailable)):
             pause = self.store.fleet_failure(
                 self.settings.retry_min_seconds, self.settings.retry_max_seconds
             )
+            sink_lost = self.sink_watch.lost()
         attempts = failure.attempts
         delay = max(self.settings.retry_delay(attempts), pause)
         self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
@@ -322,7 +328,16 @@ class EntryArchiver:
             attempts,
             extra={**fields, "error": error},
         )
-        return Attempt(AttemptOutcome.RETRY, delay=delay, error=error, claim=claim)
+        if sink_lost is not None:
+            log.error(
+                "the sink %s is no longer usable: %s; this worker stops",
+                self.sink.describe(),
+                sink_lost,
+                extra=fields,
+            )
+        return Attempt(
+            AttemptOutcome.RETRY, delay=delay, error=error, claim=claim, sink_lost=sink_lost
+        )
 
     def _fenced(self, when: str, fields: LogFields) -> Attempt:
         """Our grant was taken over (it expired) or the partition moved on: do nothing more."""

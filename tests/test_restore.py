@@ -135,7 +135,7 @@ def test_a_restore_resumes_without_fetching_again(bucket: FilesystemSink, tmp_pa
     # directories of a killed run are removed.
     (dest / format_lsn(7)).mkdir()
     (dest / format_lsn(7) / "partial").write_bytes(b"")
-    (dest / ".tmp-0000000000008-dead").mkdir()
+    (dest / ".tmp-0000000000008-deadbeef").mkdir()
     result = _restore(bucket.root.as_uri(), "--dest", str(dest), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])

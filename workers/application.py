@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from types import FrameType
+
+from celery import signals
+from celery.platforms import EX_FAILURE
 
 from archiver.config import Settings
 from archiver.logging_setup import configure_logging
@@ -28,6 +33,31 @@ if settings.sink_url:
 
 _archivers: dict[int, EntryArchiver] = {}
 log = logging.getLogger(__name__)
+# The worker's main process, which its pool processes ask to stop (see ``stop_worker``).
+_main_pid: int | None = None
+_STOP_SIGNAL = signal.SIGUSR2
+
+
+@signals.worker_init.connect
+def _listen_for_stop(**_: object) -> None:
+    global _main_pid  # noqa: PLW0603 - set once, in the main process, before the pool forks
+    _main_pid = os.getpid()
+    signal.signal(_STOP_SIGNAL, _stop_soon)
+
+
+def _stop_soon(_signum: int, _frame: FrameType | None) -> None:
+    # What Celery's own SIGTERM handler does (a warm shutdown: running tasks finish), but
+    # with a failing exit status, so that a supervisor sees the worker did not stop by choice.
+    from celery.worker import state
+
+    state.should_stop = EX_FAILURE  # type: ignore[assignment]
+
+
+def stop_worker() -> None:
+    """Shut this worker down once its running tasks are done, exiting non-zero. Called from a
+    task (in a pool process, or the main one with a solo pool) that found the host unusable."""
+    if _main_pid is not None:
+        os.kill(_main_pid, _STOP_SIGNAL)
 
 
 def entry_archiver() -> EntryArchiver:

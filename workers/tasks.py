@@ -14,7 +14,7 @@ from archiver.lsn import InvalidLSN, check_lsn
 from archiver.partition import Claim
 from archiver.taskqueue import TASK_NAME
 from archiver.worker import AttemptOutcome
-from workers.application import app, entry_archiver, settings
+from workers.application import app, entry_archiver, settings, stop_worker
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def archive_entry(self: Task, storage: str, partition: int, lsn: int, token: int
             extra=entry_fields(storage, partition, lsn, error=str(exc)),
         )
         raise self.retry(countdown=settings.retry_min_seconds) from exc
+    if attempt.sink_lost is not None:
+        stop_worker()
     if attempt.outcome is AttemptOutcome.RETRY:
         # The grant that failed, which after a chain is not the one this task was sent with.
         claim = attempt.claim or Claim(lsn, token)

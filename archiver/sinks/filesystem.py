@@ -9,6 +9,7 @@ it in ``<name>.sha256``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import uuid
@@ -21,6 +22,7 @@ from archiver.sinks.base import (
     Digest,
     Download,
     SinkError,
+    SinkUnusable,
     Source,
     StoredObject,
     Writable,
@@ -174,7 +176,7 @@ class FilesystemSink:
         """The bucket's root must be there: made on the spot, it could stand on the local disk
         under a volume that is not mounted, and what it holds would vanish when it is."""
         if not self.root.is_dir():
-            raise SinkError(
+            raise SinkUnusable(
                 f"filesystem bucket {self.root} is not a directory: create it (or mount its "
                 "volume) first"
             )
@@ -193,8 +195,11 @@ class FilesystemSink:
             raise WriteOnceUnsupported(
                 f"filesystem bucket {self.root}: a second link to one name succeeded"
             )
+        except (PermissionError, FileNotFoundError) as exc:
+            raise SinkUnusable(f"filesystem bucket {self.root} is not writable: {exc}") from exc
         except OSError as exc:
-            raise SinkError(f"filesystem bucket {self.root} is not writable: {exc}") from exc
+            unusable = SinkUnusable if exc.errno == errno.EROFS else SinkError
+            raise unusable(f"filesystem bucket {self.root} is not writable: {exc}") from exc
         finally:
             for path in (linked, temp):
                 with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from archiver.sinks.base import (
     DELETE_BATCH,
     Download,
     SinkError,
+    SinkUnusable,
     Source,
     StoredObject,
     Writable,
@@ -45,6 +46,17 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# Answers that will not change by trying again: the bucket is gone, or this host may not use it.
+_REFUSED_FOR_GOOD = {
+    "403",
+    "404",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "NoSuchBucket",
+    "SignatureDoesNotMatch",
+}
 # Object metadata key of the SHA-256 of an archive's bytes (x-amz-meta-sha256).
 CHECKSUM_METADATA = "sha256"
 # Where ``probe`` writes: a name no storage, partition or archive can have.
@@ -342,15 +354,20 @@ class S3Sink:
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*", **self.encryption_args
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            unusable = SinkUnusable if _error_code(exc) in _REFUSED_FOR_GOOD else SinkError
+            raise unusable(f"cannot write to s3://{self.bucket}/{self.prefix}: {exc}") from exc
+        except BotoCoreError as exc:
             raise SinkError(f"cannot write to s3://{self.bucket}/{self.prefix}: {exc}") from exc
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*", **self.encryption_args
             )
         except ClientError as exc:
-            if _error_code(exc) not in _PRECONDITION_FAILED:
-                raise SinkError(f"probing create-once writes at {where}: {exc}") from exc
+            code = _error_code(exc)
+            if code not in _PRECONDITION_FAILED:
+                unusable = SinkUnusable if code in _REFUSED_FOR_GOOD else SinkError
+                raise unusable(f"probing create-once writes at {where}: {exc}") from exc
         except BotoCoreError as exc:
             raise SinkError(f"probing create-once writes at {where}: {exc}") from exc
         else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.sinks import FilesystemSink, SinkError, WriteOutcome, open_sink
+from archiver.sinks import FilesystemSink, SinkError, SinkUnusable, WriteOutcome, open_sink
 from tests.support import source
 
 
@@ -59,6 +59,16 @@ def test_unwritable_bucket_is_a_sink_error(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path / "file")
     with pytest.raises(SinkError):
         sink.write("s/1/a.tar", source(b"x"))
+
+
+def test_the_probe_needs_the_root_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "bucket").mkdir()
+    FilesystemSink(tmp_path / "bucket").probe()
+    assert list((tmp_path / "bucket").iterdir()) == []
+    # Not made on the spot: it could stand where a volume is not mounted.
+    with pytest.raises(SinkUnusable, match="is not a directory"):
+        FilesystemSink(tmp_path / "unmounted").probe()
+    assert not (tmp_path / "unmounted").exists()
 
 
 def test_open_sink_urls(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from archiver.sinks import SinkError, WriteOutcome, open_sink
+from archiver.sinks import SinkError, SinkUnusable, WriteOutcome, open_sink
 from archiver.sinks.s3 import MIN_PART_SIZE, S3Sink
 from archiver.tarball import EntryChanged
+from tests.faults import FaultProxy
 from tests.support import S3Endpoint, source
 
 
@@ -89,6 +90,21 @@ def test_a_missing_bucket_is_a_sink_error(s3_endpoint: S3Endpoint) -> None:
         sink.write("s/1/a.tar", source(b"x"))
     with pytest.raises(SinkError):
         list(sink.list("s/1/"))
+
+
+def test_the_probe_tells_a_store_gone_for_good_from_one_failing_for_now(
+    sink: S3Sink, s3_endpoint: S3Endpoint, s3_bucket: str, proxy: FaultProxy
+) -> None:
+    sink.probe()
+    assert "Contents" not in sink.client.list_objects_v2(Bucket=s3_bucket)
+    with pytest.raises(SinkUnusable, match="no-such-bucket"):
+        open_sink(s3_endpoint.sink_url("no-such-bucket")).probe()
+    # A store answering 503 is failing, not gone: its tasks are worth retrying.
+    proxy.mode = "error"
+    failing = open_sink(s3_endpoint.sink_url(s3_bucket).replace(s3_endpoint.url, proxy.url))
+    with pytest.raises(SinkError) as raised:
+        failing.probe()
+    assert not isinstance(raised.value, SinkUnusable)
 
 
 def test_bad_sink_urls_are_refused() -> None:

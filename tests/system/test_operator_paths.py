@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
@@ -217,6 +218,56 @@ def test_a_worker_host_with_an_unusable_sink_exits_with_one_clear_line(system: S
     assert done.returncode == 1
     assert "is not usable" in done.stderr
     assert not missing.exists()
+
+
+def test_a_worker_stops_with_the_reason_once_its_sink_is_gone(system: System) -> None:
+    system.start(concurrency=2)
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    # The bucket's volume is unmounted under the running worker.
+    bucket = Path(system.sink.describe())
+    unmounted = system.tmp / "unmounted"
+    bucket.rename(unmounted)
+    worker = system.processes[0]
+    system.write(1, 2)
+    system.notify(1, 2, 2)
+    wait_for(lambda: worker.popen.poll() is not None, timeout=60, what="the worker to stop")
+    assert worker.popen.returncode == 1, worker.output()
+    assert f"the sink {bucket} is no longer usable" in worker.output()
+    assert system.acks(1) == [1]
+    # Mounted again, the next worker archives what the first could not.
+    unmounted.rename(bucket)
+    system.start_worker()
+    system.wait_acked(1, 2)
+    system.assert_archive_matches_source(1, 2)
+    system.assert_invariants()
+
+
+def test_a_worker_stops_with_the_reason_once_its_bucket_is_deleted(
+    s3_system: System, s3_endpoint: S3Endpoint, s3_bucket: str
+) -> None:
+    s3_system.start()
+    s3_system.write(1, 1)
+    s3_system.notify(1, 1, 1)
+    s3_system.wait_acked(1, 1)
+    client = s3_endpoint.client()
+    for listed in client.list_objects_v2(Bucket=s3_bucket)["Contents"]:
+        client.delete_object(Bucket=s3_bucket, Key=listed["Key"])
+    client.delete_bucket(Bucket=s3_bucket)
+    worker = s3_system.processes[0]
+    s3_system.write(1, 2)
+    s3_system.notify(1, 2, 2)
+    wait_for(lambda: worker.popen.poll() is not None, timeout=60, what="the worker to stop")
+    assert worker.popen.returncode == 1, worker.output()
+    assert "is no longer usable" in worker.output()
+    assert "NoSuchBucket" in worker.output() or "404" in worker.output()
+    assert s3_system.acks(1) == [1]
+    # A worker started now refuses at once, with the same reason.
+    done = worker_start(s3_system, {})
+    assert done.returncode == 1
+    assert "is not usable" in done.stderr
+    assert s3_system.acks(1) == [1]
 
 
 def test_a_worker_host_does_not_consume_a_storage_it_cannot_read(system: System) -> None:

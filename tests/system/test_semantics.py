@@ -12,7 +12,8 @@ import pytest
 from archiver.keys import archive_key
 from archiver.lsn import format_lsn
 from archiver.tarball import entry_tar_chunks
-from tests.support import System, gap_pairs, source, wait_for
+from tests.faults import FaultProxy
+from tests.support import S3Endpoint, System, gap_pairs, source, wait_for
 
 
 @pytest.fixture
@@ -291,20 +292,27 @@ def test_sigterm_stops_cleanly_and_a_restart_resumes_without_redoing_work(system
     system.assert_invariants()
 
 
-def test_a_sink_error_is_retried_with_backoff_then_archived(s3_system: System, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
+def test_a_sink_error_is_retried_with_backoff_then_archived(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
     system = s3_system
-    bucket = system.sink_url.split("//", 1)[1].split("/", 1)[0]
-    system.start()  # a worker host checks the store once, at start
-    s3_endpoint.client().delete_bucket(Bucket=bucket)  # the store breaks
+    system.env_overrides["ARCHIVER_SINK_URL"] = system.sink_url.replace(s3_endpoint.url, proxy.url)
+    system.start()
+    worker = system.processes[0]
+    proxy.mode = "error"  # the store fails for now: every request answered with a 503
     system.write(1, 1)
     system.notify(1, 1, 1)
     state = system.wait_attempts(1, 2)
-    assert "NoSuchBucket" in state["last_error"]
+    assert "503" in state["last_error"], state["last_error"]
     assert system.acks(1) == []
     assert system.client.hget("archiver:fleet", "until_ms") is not None  # the fleet backed off
-    s3_endpoint.client().create_bucket(Bucket=bucket)
+    proxy.mode = "pass"
     system.wait_acked(1, 1)
     system.assert_archive_matches_source(1, 1)
+    # A store failing for a moment is no reason to stop (one gone for good is; see
+    # test_operator_paths).
+    assert worker.popen.poll() is None
+    assert "no longer usable" not in worker.output()
     system.assert_invariants()
 
 
