@@ -46,6 +46,15 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def server_pid(url: str, timeout: float = 1.0) -> int | None:
+    """The process id of the redis-server answering at ``url``, if one does."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return int(client.info("server")["process_id"])
+    except redis.RedisError:
+        return None
+
+
 class LocalRedis:
     """A redis-server child process; ``appendonly`` keeps state across its restarts."""
 
@@ -94,10 +103,12 @@ class LocalRedis:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not answers(self.url, 0.2):
+        # Ours, not another server that holds the port: whoever uses this one may flush it.
+        while (pid := server_pid(self.url, 0.2)) != self.process.pid:
             if self.process.poll() is not None:
+                taken = f"; port {self.port} is held by redis-server {pid}" if pid else ""
                 raise RedisUnavailable(
-                    f"redis-server exited with {self.process.returncode}; see "
+                    f"redis-server exited with {self.process.returncode}{taken}; see "
                     f"{self.directory / 'redis.log'}"
                 )
             if time.monotonic() > deadline:

@@ -24,6 +24,13 @@ from archiver.streams import Streams
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System
 
+# A developer's own settings must not change what is tested: every ARCHIVER_* variable goes,
+# but the suite's own knobs (ARCHIVER_TEST_*, the chaos and fuzz sizes).
+_SUITE_KNOBS = ("ARCHIVER_TEST_", "ARCHIVER_CHAOS_", "ARCHIVER_FUZZ_")
+for _name in [n for n in os.environ if n.startswith("ARCHIVER_")]:
+    if not _name.startswith(_SUITE_KNOBS):
+        del os.environ[_name]
+
 # boto3's credential chain reads these in the test process and in every child it starts.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -95,23 +102,27 @@ def rabbitmq_url() -> str:
 def system_on_each_broker(
     request: pytest.FixtureRequest, redis_url: str, tmp_path: Path, rabbitmq_url: str
 ) -> Iterator[System]:
-    """``system``, once with Redis as the Celery broker and once with RabbitMQ."""
-    sys_ = System(redis_url=redis_url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
+    """``system``, once with Redis as the Celery broker and once with RabbitMQ. On RabbitMQ,
+    which other runs on the machine may share, the storage (and so the queue) is this test's
+    own."""
+    storage = f"rabbit-{uuid.uuid4().hex[:8]}" if request.param == "rabbitmq-broker" else "default"
+    sys_ = System(
+        redis_url=redis_url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri(), storage=storage
+    )
     if request.param == "rabbitmq-broker":
         sys_.env_overrides["ARCHIVER_BROKER_URL"] = rabbitmq_url
-        purge_queue(rabbitmq_url, f"archiver.{sys_.storage}")
     yield sys_
     sys_.close()
     if request.param == "rabbitmq-broker":
-        purge_queue(rabbitmq_url, f"archiver.{sys_.storage}")
+        delete_queue(rabbitmq_url, f"archiver.{sys_.storage}")
 
 
-def purge_queue(url: str, queue: str) -> None:
-    """Drop what an earlier test left in a RabbitMQ queue (tests share the broker)."""
+def delete_queue(url: str, queue: str) -> None:
+    """Remove the test's own queue from the shared broker."""
     with kombu.Connection(url, connect_timeout=5) as connection:
         channel: Any = connection.channel()
         try:
-            channel.queue_purge(queue)
+            channel.queue_delete(queue)
         except connection.channel_errors:
             pass  # no such queue yet
         finally:

@@ -11,6 +11,7 @@ import sys
 import tarfile
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ from archiver.lsn import format_lsn
 from archiver.notification import Notification
 from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
-from archiver.sinks import Sink, Source, open_sink
+from archiver.sinks import Sink, SinkError, Source, open_sink
 from archiver.sinks.s3 import CLIENT_CONFIG
 from archiver.state_store import RedisStateStore
-from archiver.streams import Streams
+from archiver.streams import Acknowledgement, Streams
 from archiver.taskqueue import worker_command
 
 T = TypeVar("T")
@@ -174,41 +175,95 @@ def read_tar(data: bytes) -> dict[str, bytes | None]:
     return members
 
 
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class AckWatcher:
     """Reads every acknowledgement as it is published and checks, at that moment, that it is
-    not ahead of the archive and not behind an earlier acknowledgement."""
+    not ahead of the archive and not behind an earlier acknowledgement. A watcher that died, or
+    did not read the stream to its end, fails the test (see ``check``): a silent one would let
+    every violation through."""
 
     def __init__(self, system: System) -> None:
         self.system = system
         self.violations: list[str] = []
         self.seen: dict[int, list[int]] = {}
+        self.reads = 0  # completed reads of the stream, acknowledgements checked
+        self.last_id = "0"
+        self.failure: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException:  # reported by check(), with its traceback
+            self.failure = traceback.format_exc()
+
+    def _watch(self) -> None:
         streams = Streams(connect(self.system.redis_url), self.system.keys)
-        after = "0"
         while not self._stop.is_set():
             try:
-                after, acks = streams.read_acks(after, block_ms=100)
+                after, acks = streams.read_acks(self.last_id, block_ms=100)
             except redis.RedisError:  # a Redis restart under test
                 time.sleep(0.1)
                 continue
             for ack in acks:
-                history = self.seen.setdefault(ack.partition, [])
-                if history and ack.lsn < history[-1]:
-                    self.violations.append(
-                        f"partition {ack.partition}: ack {ack.lsn} after {history[-1]}"
-                    )
-                history.append(ack.lsn)
+                self._check(ack)
+            self.last_id = after
+            self.reads += 1
+
+    def _check(self, ack: Acknowledgement) -> None:
+        history = self.seen.setdefault(ack.partition, [])
+        if history and ack.lsn < history[-1]:
+            self.violations.append(f"partition {ack.partition}: ack {ack.lsn} after {history[-1]}")
+        history.append(ack.lsn)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
                 stored = existing_archive(
                     self.system.sink, self.system.storage, ack.partition, ack.lsn, Compression.NONE
                 )
-                if stored is None:
-                    self.violations.append(
-                        f"partition {ack.partition}: ack {ack.lsn} came before its archive"
-                    )
+                break
+            except SinkError:  # the store under test failing for a moment: look again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        if stored is None:
+            self.violations.append(
+                f"partition {ack.partition}: ack {ack.lsn} came before its archive"
+            )
+
+    def caught_up(self) -> bool:
+        """Read (and checked) everything on the stream now, in a read that began after this."""
+        try:
+            info: Any = self.system.client.xinfo_stream(self.system.keys.acks)
+        except redis.ResponseError:  # no stream: nothing was ever acknowledged
+            newest = "0-0"
+        else:
+            newest = str(info["last-generated-id"])
+        reads = self.reads
+        wait_for(
+            lambda: self.failure is not None or self.reads > reads,
+            timeout=30,
+            what="the ack watcher to read the stream",
+        )
+        return _stream_id(self.last_id) >= _stream_id(newest)
+
+    def check(self) -> None:
+        """The watcher is alive, read the stream to its last entry, and saw no violation."""
+        if self.failure is None:
+            wait_for(
+                lambda: self.failure is not None or self.caught_up(),
+                timeout=60,
+                what="the ack watcher to catch up with the stream",
+            )
+        assert self.failure is None, f"the ack watcher died:\n{self.failure}"
+        assert self.reads > 0, "the ack watcher never read the stream"
+        assert not self.violations, self.violations
 
     def stop(self) -> None:
         self._stop.set()
@@ -323,6 +378,8 @@ class System:
                 process.popen.wait()
         # Shown by pytest only when the test failed.
         print(self.logs())
+        # Even in a test that never asked: a watcher that died checked nothing.
+        assert self.watcher.failure is None, f"the ack watcher died:\n{self.watcher.failure}"
 
     # producer side -------------------------------------------------------------------------
 
@@ -396,7 +453,7 @@ class System:
 
     def assert_invariants(self) -> None:
         """Checked at the end of every system test."""
-        assert not self.watcher.violations, self.watcher.violations
+        self.watcher.check()
 
     def worker_lines(self, word: str) -> list[str]:
         return [

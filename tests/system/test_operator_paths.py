@@ -20,7 +20,7 @@ from archiver.log_manager import write_entry
 from archiver.lsn import format_lsn
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
-from tests.support import S3Endpoint, System, gap_pairs, wait_for
+from tests.support import S3Endpoint, System, gap_pairs, source, wait_for
 
 
 def archiver(system: System, *args: str, **env: str) -> Result:
@@ -225,6 +225,7 @@ def test_a_worker_stops_with_the_reason_once_its_sink_is_gone(system: System) ->
     system.write(1, 1)
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
+    system.watcher.check()  # before the archive it checks against goes away
     # The bucket's volume is unmounted under the running worker.
     bucket = Path(system.sink.describe())
     unmounted = system.tmp / "unmounted"
@@ -251,6 +252,7 @@ def test_a_worker_stops_with_the_reason_once_its_bucket_is_deleted(
     s3_system.write(1, 1)
     s3_system.notify(1, 1, 1)
     s3_system.wait_acked(1, 1)
+    s3_system.watcher.check()  # before the archive it checks against goes away
     client = s3_endpoint.client()
     for listed in client.list_objects_v2(Bucket=s3_bucket)["Contents"]:
         client.delete_object(Bucket=s3_bucket, Key=listed["Key"])
@@ -378,4 +380,26 @@ def test_a_poison_entry_stops_its_partition_and_pauses_no_one(system: System) ->
     assert system.acks(1) == []
     system.wait_acked(2, 3)
     assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
+    system.assert_invariants()
+
+
+def test_a_requeued_conflict_is_archived_and_acknowledged(system: System) -> None:
+    planted = b"someone else's bytes"
+    system.sink.write(archive_key(system.storage, 1, 2), source(planted))
+    system.start()
+    for lsn in range(1, 4):
+        system.write(1, lsn)
+    system.notify(1, 1, 3)
+    wait_for(lambda: (system.maybe_state(1) or {}).get("conflicted"), what="partition 1 to stop")
+    assert system.acks(1) == [1]
+    # The operator looks at the foreign object, moves it out of the way, and requeues.
+    foreign = Path(system.sink.describe()) / archive_key(system.storage, 1, 2)
+    foreign.rename(system.tmp / "kept-aside.tar")
+    done = archiver(system, "admin", "requeue", system.storage, "1", "--reason", "moved aside")
+    assert done.exit_code == 0, done.output
+    system.wait_acked(1, 3)
+    assert system.acks(1) == [1, 2, 3]
+    for lsn in (2, 3):
+        system.assert_archive_matches_source(1, lsn)
+    assert not system.state(1)["conflicted"]
     system.assert_invariants()

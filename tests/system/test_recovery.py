@@ -220,7 +220,7 @@ def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
         assert process.stop() == 0
     # A partition whose archive has a hole: 3 is missing.
     archive_range(system.sink, system.tmp / "elsewhere", 2, [1, 2, 4])
-    system.watcher.stop()
+    system.watcher.check()  # every acknowledgement so far was checked; it watches on
     system.client.flushall()  # Redis state is lost
     env = {"ARCHIVER_REDIS_URL": system.redis_url, "ARCHIVER_SINK_URL": system.sink_url}
     result = CliRunner().invoke(main, ["reconcile", "--json"], env=env)
@@ -246,3 +246,4 @@ def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
     lines = worker.output()
     assert "archiver.worker skipped" not in lines
     assert lines.count("archiver.worker archived") == 3
+    system.assert_invariants()

@@ -179,7 +179,7 @@ def test_a_gap_is_logged_recorded_and_skipped(system: System) -> None:
     assert len(gap_lines) == 1
     assert "ERROR" in gap_lines[0]
     assert "entries 4..10 were deleted before they were archived" in gap_lines[0]
-    for field in ("storage=default", "partition=1", "lsn=4"):
+    for field in (f"storage={system.storage}", "partition=1", "lsn=4"):
         assert field in gap_lines[0]
     system.assert_invariants()
 
@@ -209,12 +209,12 @@ def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: S
         system.write(1, lsn)
     # An earlier attempt uploaded entry 2 and died before it could commit.
     earlier = b"".join(entry_tar_chunks(system.root / "1" / "wal" / format_lsn(2), format_lsn(2)))
-    system.sink.write(archive_key("default", 1, 2), source(earlier))
-    before = os.stat(system.tmp / "bucket" / "default" / "1" / "0000000000002.tar")
+    system.sink.write(archive_key(system.storage, 1, 2), source(earlier))
+    before = os.stat(system.tmp / "bucket" / system.storage / "1" / "0000000000002.tar")
     system.start()
     system.notify(1, 1, 3)
     system.wait_acked(1, 3)
-    after = os.stat(system.tmp / "bucket" / "default" / "1" / "0000000000002.tar")
+    after = os.stat(system.tmp / "bucket" / system.storage / "1" / "0000000000002.tar")
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     skipped = system.worker_lines("skipped")
     assert len(skipped) == 1
@@ -225,7 +225,7 @@ def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: S
 
 def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system: System) -> None:
     planted = b"someone else's bytes"
-    system.sink.write(archive_key("default", 1, 2), source(planted))
+    system.sink.write(archive_key(system.storage, 1, 2), source(planted))
     system.start()
     for partition in (1, 2):
         for lsn in range(1, 4):
@@ -236,7 +236,7 @@ def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system
     assert "already exists with other content" in state["last_error"]
     assert state["in_flight_lsn"] is None
     assert state["acknowledged_lsn"] == 1
-    assert system.sink.read(archive_key("default", 1, 2)) == planted
+    assert system.sink.read(archive_key(system.storage, 1, 2)) == planted
     assert system.acks(1) == [1]
     assert any(
         "archive conflict" in line and "ERROR" in line for line in system.logs().splitlines()
@@ -256,7 +256,7 @@ def test_notifications_published_before_any_scheduler_ran_are_processed(system: 
     system.notify(1, 1, 3)
     system.write(2, 1)
     system.notify(2, 1, 1)
-    assert not system.client.exists("archiver:partition:{default/1}")
+    assert not system.client.exists(system.keys.partition(system.storage, 1))
     system.start()
     system.wait_acked(1, 3)
     system.wait_acked(2, 1)
