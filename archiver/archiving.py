@@ -91,6 +91,18 @@ def _stored_content(sink: Sink, key: str, compression: Compression) -> tuple[Dow
         return download, digest.hexdigest()
 
 
+def holds_entry(sink: Sink, archive: Archive, path: Path) -> bool:
+    """Whether the object holds exactly the tar of the entry at ``path``, compared by content
+    (zstd's output may differ between library versions). Raises EntryError when the entry
+    cannot be read."""
+    ours = _tar_sha256(path, format_lsn(archive.lsn))
+    try:
+        _download, tar_sha256 = _stored_content(sink, archive.key, archive.compression)
+    except ArchiveConflict:  # cannot be decoded
+        return False
+    return tar_sha256 == ours
+
+
 def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path, name: str) -> None:
     """Accept the object at ``key`` as the entry's archive if it holds the entry's tar and
     its bytes match the checksum recorded for them, making it durable and its checksum

@@ -3,9 +3,15 @@
 Each partition moves to just past its newest archived LSN, which is acknowledged as done; holes
 below it become recorded gaps. Acknowledging lets the producer delete its entries, so every
 object the partition moves past is downloaded and verified first (recorded SHA-256, a sound tar
-of exactly its entry): reconcile stops before the first one that is not, and says why. State is
-never moved backwards, and a conflicted or stopped partition is left for an operator, so
-running it on healthy state changes nothing.
+of exactly its entry): reconcile stops before the first one that is not, and says why.
+
+An object beyond what was ever acknowledged may be someone else's (another fleet on the same
+prefix, a producer that started its numbers over), and a hole there may be an entry still
+waiting on the producer's disk. So past that point reconcile also needs the producer's side,
+read from the storage root as a worker host would: an entry still on disk must be the one in
+the object, and a hole must have no entry on disk. Where this host cannot read the storage,
+it stops there. State is never moved backwards, and a conflicted, stopped or paused partition
+is left for an operator, so running it on healthy state changes nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +19,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from archiver.archive_check import checked_in_order
-from archiver.catalog import partition_archives
+from archiver.archiving import entry_path, holds_entry
+from archiver.catalog import Archive, partition_archives
 from archiver.keys import InvalidName, check_storage, parse_partition
+from archiver.log_manager import wal_dir
+from archiver.lsn import InvalidLSN, parse_lsn
 from archiver.partition import Gap, VerifiedRun
-from archiver.sinks import Sink
+from archiver.sinks import Sink, SinkError
 from archiver.state_store import RedisStateStore
+from archiver.tarball import EntryError
 
 REFUSALS = {
     "conflicted": "the partition is conflicted: an operator must look at it first "
@@ -29,7 +40,35 @@ REFUSALS = {
     "first (archiver inspect partition; then archiver admin requeue)",
     "moved": "the partition's position moved below the verified objects meanwhile; run "
     "reconcile again",
+    "paused": "the partition is paused by an operator: resume it first (archiver admin resume)",
 }
+
+
+@dataclass(frozen=True)
+class ProducerView:
+    """A partition's entries on the producer's disk, as this host sees them."""
+
+    partition: int
+    root: Path | None  # the storage root; None when this host cannot read the storage
+    present: frozenset[int] = frozenset()
+
+
+def producer_view(storage_root: Path | None, partition: int) -> ProducerView:
+    """Readable only where the partition's WAL directory is there: a storage root alone may
+    be the empty mount point of a volume that is not mounted."""
+    if storage_root is None:
+        return ProducerView(partition, None)
+    try:
+        names = [p.name for p in wal_dir(storage_root, partition).iterdir()]
+    except OSError:
+        return ProducerView(partition, None)
+    present = set()
+    for name in names:
+        try:
+            present.add(parse_lsn(name))
+        except InvalidLSN:
+            continue
+    return ProducerView(partition, storage_root, frozenset(present))
 
 
 @dataclass(frozen=True)
@@ -113,6 +152,56 @@ def partitions_in(sink: Sink, storage: str) -> Iterator[int]:
             continue
 
 
+def unacknowledged_problem(
+    sink: Sink,
+    archives: list[Archive],
+    verified: list[int],
+    start: int,
+    acknowledged: int,
+    view: ProducerView,
+) -> RefusedObject | None:
+    """The lowest LSN from ``start`` through the last verified one that the partition may not
+    be moved past: above ``acknowledged``, an object that is not the entry still on disk, a
+    hole where an entry is still on disk, or anything at all when the disk cannot be read."""
+    low = max(start, acknowledged + 1)
+    if not verified or low > verified[-1]:
+        return None
+    keys = {a.lsn: a.key for a in archives}
+    if view.root is None:
+        return RefusedObject(
+            low,
+            keys.get(low, ""),
+            f"LSN {low} was never acknowledged (acknowledged through {acknowledged or 'none'}), "
+            "and this host cannot read the partition's entries to compare: run reconcile where "
+            "ARCHIVER_STORAGES names the storage and its volume is mounted",
+        )
+    objects = set(verified)
+    for lsn in sorted(view.present):
+        if lsn < low or lsn > verified[-1]:
+            continue
+        try:
+            path = entry_path(view.root, view.partition, lsn)
+        except EntryError as exc:
+            return RefusedObject(lsn, "", f"entry {lsn} cannot be read: {exc}")
+        if lsn not in objects:
+            return RefusedObject(
+                lsn, str(path), f"entry {lsn} is still on disk and was never archived"
+            )
+        for archive in (a for a in archives if a.lsn == lsn):
+            try:
+                same = holds_entry(sink, archive, path)
+            except (EntryError, OSError, SinkError) as exc:
+                return RefusedObject(lsn, archive.key, f"cannot compare with the entry: {exc}")
+            if not same:
+                return RefusedObject(
+                    lsn,
+                    archive.key,
+                    f"holds something other than entry {lsn} on disk, which was never "
+                    "acknowledged: someone else's archive",
+                )
+    return None
+
+
 def reconcile_partition(
     store: RedisStateStore,
     sink: Sink,
@@ -121,7 +210,12 @@ def reconcile_partition(
     dry_run: bool = False,
     parallel: int = 8,
     on_checked: Callable[[], None] = lambda: None,
+    acknowledged: int | None = None,
+    storage_root: Path | None = None,
 ) -> ReconciledPartition:
+    """``acknowledged`` is the newest LSN of the partition ever acknowledged to the producer
+    (it may be further than the state says, after a rollback); ``storage_root`` where this
+    host reads the partition's entries, if it can."""
     archives = partition_archives(sink, storage, partition)
     lsns = sorted({a.lsn for a in archives})
     if not lsns:
@@ -136,13 +230,16 @@ def reconcile_partition(
         previous_next_lsn=previous,
         next_lsn=previous,
     )
-    if record is not None and (record.state.conflicted or record.state.stopped):
-        refusal = "conflicted" if record.state.conflicted else "stopped"
+    if record is not None and (
+        record.state.conflicted or record.state.stopped or record.state.paused
+    ):
+        state = record.state
+        refusal = "conflicted" if state.conflicted else "stopped" if state.stopped else "paused"
         return replace(result, refused=REFUSALS[refusal])
     # Without state every object is checked, as if from LSN 1: none lies below the first.
     checked_from = 1 if previous is None else previous
     verified: list[int] = []
-    refused_object = None
+    refused_object: RefusedObject | None = None
     for archive, problem in checked_in_order(
         sink, [a for a in archives if a.lsn >= checked_from], parallel
     ):
@@ -152,6 +249,14 @@ def reconcile_partition(
             break
         if not verified or verified[-1] != archive.lsn:
             verified.append(archive.lsn)
+    if verified:
+        in_state = None if record is None else record.state.acknowledged_lsn
+        known = max(acknowledged or 0, in_state or 0)
+        start = verified[0] if previous is None else previous
+        view = producer_view(storage_root, partition)
+        beyond = unacknowledged_problem(sink, archives, verified, start, known, view)
+        if beyond is not None and (refused_object is None or beyond.lsn < refused_object.lsn):
+            refused_object = beyond
     if refused_object is not None:
         # Both names of one LSN must verify; the run ends below it.
         verified = [lsn for lsn in verified if lsn < refused_object.lsn]

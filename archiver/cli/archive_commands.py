@@ -50,8 +50,11 @@ def reconcile(
     Each partition moves to just past its newest archived LSN (acknowledged as done); holes
     below it are recorded as gaps. Every object it moves past is downloaded and verified first
     (recorded SHA-256, a sound tar of its entry): it stops before the first that is not, and
-    leaves conflicted and stopped partitions alone. State that is already further along is
-    left alone. Exits with status 1 when anything was refused.
+    leaves conflicted, stopped and paused partitions alone. Beyond the newest LSN ever
+    acknowledged, it also compares objects with the entries still on the producer's disk and
+    stops before an entry that is there but not archived: run it where ARCHIVER_STORAGES names
+    the storages, as on a worker host, or it stops at that point. State that is already
+    further along is left alone. Exits with status 1 when anything was refused.
     """
     from archiver.reconcile import partitions_in, reconcile_partition, storages_in
 
@@ -60,6 +63,7 @@ def reconcile(
     settings = Settings.from_env()
     sink = open_sink(settings.require_sink_url())
     store = services(settings).store
+    streams = services(settings).streams
     storages = [storage] if storage else list(storages_in(sink))
     results = []
     with _progress() as progress:
@@ -77,6 +81,8 @@ def reconcile(
                         dry_run,
                         parallel,
                         on_checked=lambda: progress.advance(objects_task),
+                        acknowledged=streams.newest_published(name, number),
+                        storage_root=settings.storages.get(name),
                     )
                 )
                 progress.advance(partitions_task)

@@ -75,7 +75,7 @@ class FilesystemSink:
         digest = hashlib.sha256()
         self._require_root()
         try:
-            _make_directories(final.parent)
+            _make_directories(final.parent, self.root)
             temp, size = self._write_temp(final, source(), digest)
             try:
                 os.link(temp, final)
@@ -175,7 +175,11 @@ class FilesystemSink:
     def _require_root(self) -> None:
         """The bucket's root must be there: made on the spot, it could stand on the local disk
         under a volume that is not mounted, and what it holds would vanish when it is."""
-        if not self.root.is_dir():
+        try:
+            is_dir = self.root.is_dir()
+        except OSError as exc:  # a stale network mount, say
+            raise SinkError(f"filesystem bucket {self.root} cannot be read: {exc}") from exc
+        if not is_dir:
             raise SinkUnusable(
                 f"filesystem bucket {self.root} is not a directory: create it (or mount its "
                 "volume) first"
@@ -218,10 +222,13 @@ class FilesystemSink:
                     raise SinkError(f"deleting {key}: {exc}") from exc
 
 
-def _make_directories(path: Path) -> None:
-    """mkdir -p, with each new directory's entry made durable in its parent."""
+def _make_directories(path: Path, root: Path) -> None:
+    """mkdir -p below ``root``, with each new directory's entry made durable in its parent.
+    The root itself is never made: gone since it was checked, it is a volume unmounted."""
     missing = []
     while not path.is_dir():
+        if path == root or root not in path.parents:
+            raise SinkUnusable(f"filesystem bucket {root} is not a directory any more")
         missing.append(path)
         path = path.parent
     for directory in reversed(missing):

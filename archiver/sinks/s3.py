@@ -47,8 +47,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # Answers that will not change by trying again: the bucket is gone, or this host may not use it.
+# A bare 403 is left out: HEAD answers carry no code, and a clock skew or an expiring token
+# gives one too.
 _REFUSED_FOR_GOOD = {
-    "403",
     "404",
     "AccessDenied",
     "AllAccessDisabled",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from archiver.sinks import FilesystemSink, SinkError, SinkUnusable, WriteOutcome, open_sink
+from archiver.sinks.filesystem import _make_directories
 from tests.support import source
 
 
@@ -69,6 +70,14 @@ def test_the_probe_needs_the_root_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(SinkUnusable, match="is not a directory"):
         FilesystemSink(tmp_path / "unmounted").probe()
     assert not (tmp_path / "unmounted").exists()
+
+
+def test_a_root_gone_between_check_and_write_is_not_made_again(tmp_path: Path) -> None:
+    # The window between write()'s check of the root and the directories it makes below it.
+    root = tmp_path / "bucket"
+    with pytest.raises(SinkUnusable, match="not a directory any more"):
+        _make_directories(root / "s" / "1", root)
+    assert not root.exists()
 
 
 def test_open_sink_urls(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from archiver.archiving import archive_entry, entry_path
 from archiver.cli import main
 from archiver.keys import archive_key
-from archiver.log_manager import write_entry
+from archiver.log_manager import wal_dir, write_entry
 from archiver.lsn import format_lsn
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
@@ -87,6 +87,9 @@ def test_reconcile_stops_before_an_object_it_cannot_verify(system: System) -> No
     # Partition 3: entry 1 archived and acknowledged, then 2-4 pruned away and 5-7 archived
     # (a state rolled back to an old snapshot): the hole from the old position is a gap.
     archive_range(system.sink, system.tmp / "elsewhere", 3, [5, 6, 7])
+    # The producer's disk holds both partitions, their entries deleted after acknowledgement.
+    for partition in (2, 3):
+        wal_dir(system.root, partition).mkdir(parents=True)
     system.client.flushall()  # Redis state is lost...
     system.store.apply_notification(system.storage, 3, 2, 9, 60)  # ...and 3 restored old
 
@@ -112,6 +115,49 @@ def test_reconcile_stops_before_an_object_it_cannot_verify(system: System) -> No
     again = archiver(system, "reconcile", "--json")
     assert again.exit_code == 1
     assert not any(r["changed"] for r in json.loads(again.stdout))
+
+
+def test_reconcile_never_acknowledges_entries_that_were_not_archived(system: System) -> None:
+    # Healthy state: entries 1-3 announced, none archived yet (no worker runs). Another
+    # entry's sound tar, checksum and all, sits at LSN 3.
+    elsewhere = system.tmp / "elsewhere"
+    write_entry(elsewhere, 1, 3, {"MANIFEST": b"someone else's entry 3\n"})
+    archive_entry(system.sink, system.storage, elsewhere, 1, 3)
+    for lsn in range(1, 4):
+        system.write(1, lsn)
+    system.store.apply_notification(system.storage, 1, 1, 3, 60)
+
+    result = archiver(system, "reconcile", "--json")
+    assert result.exit_code == 1, result.output
+    (report,) = json.loads(result.stdout)
+    assert report["changed"] is False
+    refused = report["refused_object"]
+    assert refused["lsn"] == 1
+    assert "entry 1 is still on disk and was never archived" in refused["reason"]
+    state = state_json(system, 1)
+    assert (state["next_lsn"], state["acknowledged_lsn"], state["gaps"]) == (1, None, [])
+    assert system.acks(1) == []
+    # With 1 and 2 archived, the object at 3 is compared with entry 3, and is not it.
+    for lsn in (1, 2):
+        archive_entry(system.sink, system.storage, system.root, 1, lsn)
+    again = archiver(system, "reconcile", "--json")
+    assert again.exit_code == 1
+    (report,) = json.loads(again.stdout)
+    assert report["refused_object"]["lsn"] == 3
+    assert "someone else's archive" in report["refused_object"]["reason"]
+    assert report["next_lsn"] == 3
+    assert state_json(system, 1)["acknowledged_lsn"] == 2
+    # Where the storage cannot be read, reconcile does not guess.
+    blind = archiver(system, "reconcile", "--json", ARCHIVER_STORAGES="")
+    assert blind.exit_code == 1
+    (report,) = json.loads(blind.stdout)
+    assert "cannot read the partition's entries" in report["refused_object"]["reason"]
+    assert state_json(system, 1)["acknowledged_lsn"] == 2
+    # A partition an operator paused is theirs.
+    paused = archiver(system, "admin", "pause", system.storage, "1", "--reason", "looking")
+    assert paused.exit_code == 0, paused.output
+    (report,) = json.loads(archiver(system, "reconcile", "--json").stdout)
+    assert "paused by an operator" in report["refused"]
 
 
 def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
