@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -219,6 +220,64 @@ def test_notifications_a_killed_scheduler_had_read_are_applied_by_the_next(
     system.wait_acked(1, lsn)
     assert pending() == 0
     assert system.client.xlen(key) == 0
+    system.assert_invariants()
+
+
+def test_a_leader_paused_past_its_lease_wakes_up_as_a_follower(system: System) -> None:
+    ttl = 2.0
+    partitions = range(1, 5)
+    system.env_overrides["ARCHIVER_LEADER_TTL_SECONDS"] = str(ttl)
+    system.start_worker(concurrency=2)
+    first = system.start_scheduler()
+    wait_for(lambda: "became leader" in first.output(), what="a leader")
+    standby = system.start_scheduler()
+    key = system.keys.notifications
+
+    def announce(lsn: int) -> None:
+        for partition in partitions:
+            system.write(partition, lsn)
+            system.notify(partition, 1, lsn)
+
+    def acked(lsn: int) -> None:
+        for partition in partitions:
+            system.wait_acked(partition, lsn)
+
+    announce(1)
+    acked(1)
+    # Pause the leader with a batch in hand (see the test above), past its lease.
+    lsn = 2
+    for _ in range(20):
+        first.signal_tree(signal.SIGSTOP)
+        announce(lsn)
+        if system.client.xpending(key, SCHEDULER_GROUP)["pending"] > 0:
+            break
+        first.signal_tree(signal.SIGCONT)
+        acked(lsn)
+        lsn += 1
+    else:
+        raise AssertionError("never caught the leader between reading and applying")
+    wait_for(lambda: "became leader" in standby.output(), timeout=4 * ttl, what="the takeover")
+    acked(lsn)
+    announce(lsn + 1)
+    acked(lsn + 1)
+    # The old leader wakes up believing it leads, its stale batch in hand, and both act at
+    # once until it finds out.
+    first.signal_tree(signal.SIGCONT)
+    announce(lsn + 2)
+    wait_for(lambda: "lost leadership" in first.output(), timeout=4 * ttl, what="it to stand by")
+    announce(lsn + 3)
+    acked(lsn + 3)
+    last = lsn + 3
+    for partition in partitions:
+        assert system.archived(partition) == list(range(1, last + 1))
+        assert sorted(set(system.acks(partition))) == list(range(1, last + 1))
+    archived = [
+        (m.group(1), m.group(2))
+        for line in system.worker_lines("archived")
+        if (m := re.search(r" partition=(\d+) lsn=(\d+) ", line))
+    ]
+    assert len(archived) == len(set(archived)) == len(partitions) * last  # each entry once
+    assert system.client.xpending(key, SCHEDULER_GROUP)["pending"] == 0
     system.assert_invariants()
 
 
