@@ -44,6 +44,14 @@ ENTRIES = int(os.environ.get("ARCHIVER_CHAOS_ENTRIES", "100"))
 FAULT_SECONDS = float(os.environ.get("ARCHIVER_CHAOS_FAULT_SECONDS", "45"))
 WORKER_HOSTS = 3
 LEASE = 2.0
+LEADER_TTL = 2.0
+POOL_KILL = "kill -9 pool process"
+HOST_KILL = "kill -9 worker host"
+HOST_PAUSE = "SIGSTOP worker host past its lease"
+FAILOVER = "kill -9 leading scheduler (failover)"
+HANDOVER = "SIGTERM leading scheduler (handover)"
+SCHEDULER_PAUSE = "SIGSTOP leading scheduler past its lease"
+REDIS_RESTART = "Redis restart (AOF)"
 
 
 def entry_files(partition: int, lsn: int) -> dict[str, bytes]:
@@ -147,31 +155,52 @@ class Chaos:
         if len(tree) > 1:
             with contextlib.suppress(Exception):
                 self.rng.choice(tree[1:]).kill()
-                self.injected["kill -9 pool process"] += 1
+                self.injected[POOL_KILL] += 1
 
     def kill_worker_host(self) -> None:
         self.rng.choice(self.workers()).kill_tree()
-        self.injected["kill -9 worker host"] += 1
+        self.injected[HOST_KILL] += 1
         self.system.start_worker(concurrency=2, wait=False)
 
     def pause_worker_host(self) -> None:
         victim = self.rng.choice(self.workers())
         victim.signal_tree(signal.SIGSTOP)
-        self.injected["SIGSTOP worker host"] += 1
+        self.injected[HOST_PAUSE] += 1
         time.sleep(LEASE + 1.5)
         victim.signal_tree(signal.SIGCONT)
 
-    def restart_scheduler(self) -> None:
-        leader = self.leader()
+    def fail_over_scheduler(self) -> None:
+        leader = self.wait_leader()
         if leader is None:
             return
-        if self.rng.random() < 0.5:
-            leader.kill_tree()
-            self.injected["kill -9 leading scheduler (failover)"] += 1
-        else:
-            leader.stop()
-            self.injected["SIGTERM leading scheduler (handover)"] += 1
+        leader.kill_tree()
+        self.injected[FAILOVER] += 1
         self.system.start_scheduler()
+
+    def hand_over_scheduler(self) -> None:
+        leader = self.wait_leader()
+        if leader is None:
+            return
+        leader.stop()
+        self.injected[HANDOVER] += 1
+        self.system.start_scheduler()
+
+    def pause_scheduler(self) -> None:
+        """The leader stops past its lease, and wakes up while another leads."""
+        leader = self.wait_leader()
+        if leader is None:
+            return
+        leader.signal_tree(signal.SIGSTOP)
+        self.injected[SCHEDULER_PAUSE] += 1
+        time.sleep(LEADER_TTL + 1.5)
+        leader.signal_tree(signal.SIGCONT)
+
+    def wait_leader(self) -> Process | None:
+        """The leading scheduler, given a moment to appear after the last fault."""
+        deadline = time.monotonic() + 10
+        while (leader := self.leader()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return leader
 
     def leader(self) -> Process | None:
         identity = self.system.client.get(self.system.keys.leader)
@@ -186,7 +215,7 @@ class Chaos:
         self.redis_server[0] = LocalRedis(
             server.directory, port=server.port, appendonly=True
         ).start()
-        self.injected["Redis restart (AOF)"] += 1
+        self.injected[REDIS_RESTART] += 1
         self.redis_restarted = True
 
     def run(self, stop: threading.Event) -> None:
@@ -198,8 +227,12 @@ class Chaos:
             self.kill_pool_process,
             self.kill_worker_host,
             self.pause_worker_host,
-            self.restart_scheduler,
+            self.fail_over_scheduler,
+            self.hand_over_scheduler,
+            self.pause_scheduler,
         ]
+        # Rounds of every action once, in a random order: each kind is sure to fire.
+        round_: list[Callable[[], None]] = []
         deadline = time.monotonic() + FAULT_SECONDS
         redis_at = time.monotonic() + FAULT_SECONDS * self.rng.uniform(0.3, 0.6)
         try:
@@ -209,7 +242,9 @@ class Chaos:
                 if not self.redis_restarted and time.monotonic() >= redis_at:
                     self.restart_redis()
                 else:
-                    self.rng.choice(actions)()
+                    if not round_:
+                        round_ = self.rng.sample(actions, len(actions))
+                    round_.pop()()
                 self.last_fault = time.monotonic()
         except Exception as exc:  # reported by the test, never lost in a thread
             self.errors.append(repr(exc))
@@ -233,7 +268,7 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
             "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "5",
             "ARCHIVER_RETRY_MIN_SECONDS": "0.05",
             "ARCHIVER_RETRY_MAX_SECONDS": "1",
-            "ARCHIVER_LEADER_TTL_SECONDS": "2",
+            "ARCHIVER_LEADER_TTL_SECONDS": str(LEADER_TTL),
             "ARCHIVER_TASK_TIME_LIMIT_SECONDS": "60",
             "ARCHIVER_SINK_URL": s3_endpoint.sink_url(s3_bucket, "chaos").replace(
                 s3_endpoint.url, proxy.url
@@ -321,7 +356,31 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
             print(f"  {name}: {value}")
         # The faults really exercised the recovery paths.
         assert chaos.redis_restarted
-        assert sum(chaos.injected.values()) >= 5
+        kinds = [POOL_KILL, HOST_KILL, HOST_PAUSE, FAILOVER, HANDOVER, SCHEDULER_PAUSE]
+        assert all(chaos.injected[kind] >= 1 for kind in [*kinds, REDIS_RESTART]), chaos.injected
+        assert all(proxy.injected[kind] >= 1 for kind in ("reset", "error", "stall")), dict(
+            proxy.injected
+        )
+        # Multipart-sized entries went up in parts (a multipart ETag ends in -<parts>).
+        big = [
+            (p, n)
+            for p in range(1, PARTITIONS + 1)
+            for n in range(1, ENTRIES + 1)
+            if len(entry_files(p, n)["objects/data.bin"]) >= MIN_PART_SIZE
+        ]
+        assert big
+        for partition, lsn in big:
+            head = system.sink.client.head_object(  # type: ignore[attr-defined]
+                Bucket=s3_bucket, Key=f"chaos/{archive_key(system.storage, partition, lsn)}"
+            )
+            assert "-" in head["ETag"], (partition, lsn, head["ETag"])
+        # What the faults cost, bounded: a killed pool process leaves at most its own upload
+        # behind (a host, one per pool process); a fenced commit needs a grant lost to a
+        # pause, a kill or a stall longer than the lease.
+        kills = chaos.injected[POOL_KILL] + 2 * chaos.injected[HOST_KILL]
+        assert len(uploads) <= kills, (len(uploads), kills)
+        fault_count = sum(chaos.injected.values()) + proxy.injected["stall"]
+        assert counters.get("fenced", 0) <= 2 * WORKER_HOSTS * fault_count, counters
         assert counters.get("leader_changes", 0) >= 2
         assert counters.get("retries", 0) >= 1
         assert counters.get("redispatched", 0) >= 1
