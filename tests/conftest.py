@@ -21,6 +21,7 @@ from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
+from tests.clock import TEST_CLOCK, Clock
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System
 
@@ -64,6 +65,17 @@ def keys() -> RedisKeys:
 @pytest.fixture
 def store(redis_client: redis.Redis, keys: RedisKeys) -> RedisStateStore:
     return RedisStateStore(redis_client, keys)
+
+
+@pytest.fixture
+def clock(redis_client: redis.Redis) -> Clock:
+    return Clock(redis_client)
+
+
+@pytest.fixture
+def clocked_store(redis_client: redis.Redis, keys: RedisKeys, clock: Clock) -> RedisStateStore:
+    """``store`` whose scripts read ``clock``: leases and pauses run out when the test says."""
+    return RedisStateStore(redis_client, keys, script_prelude=TEST_CLOCK)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -29,15 +28,9 @@ from archiver.redis_client import connect
 from archiver.redis_keys import RedisKeys
 from archiver.state_store import RedisStateStore
 from archiver.streams import Streams
+from tests.clock import TEST_CLOCK, Clock
 from tests.model_store import ModelStateStore
 
-CLOCK_KEY = "test:clock"
-# Scripts read the test's clock instead of the server's.
-TEST_CLOCK = f"""
-local function now_ms()
-  return tonumber(redis.call('GET', '{CLOCK_KEY}'))
-end
-"""
 STORAGE = "s"
 PARTITIONS = (1, 2)
 LEASE = 5.0
@@ -48,20 +41,6 @@ STOP_AFTER = 2
 lsns = st.integers(1, 12)
 partitions = st.sampled_from(PARTITIONS)
 picks = st.integers(0, 20)
-
-
-class Clock:
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.ms = 1_000_000
-        self.client.set(CLOCK_KEY, self.ms)
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
-        self.client.set(CLOCK_KEY, self.ms)
 
 
 def _union_covers(gaps: list[Gap], lsn: int) -> bool:

@@ -13,6 +13,7 @@ from archiver.partition import (
     VerifiedRun,
 )
 from archiver.state_store import RedisStateStore
+from tests.clock import Clock
 from tests.support import wait_for
 
 HOUR = 3600.0
@@ -37,38 +38,47 @@ def test_lsns_near_2_to_the_64_are_exact(store: RedisStateStore) -> None:
     assert record.state.next_lsn == MAX_LSN + 1
 
 
-def test_an_expired_grant_is_taken_over_and_its_holder_fenced(store: RedisStateStore) -> None:
-    first = store.apply_notification("s", 1, 1, 3, lease_seconds=0.2).claim
+def test_an_expired_grant_is_taken_over_and_its_holder_fenced(
+    clocked_store: RedisStateStore, clock: Clock
+) -> None:
+    store = clocked_store
+    first = store.apply_notification("s", 1, 1, 3, lease_seconds=2).claim
     assert first is not None
+    clock.advance(1999)
     assert store.claim_next_entry("s", 1, HOUR) is None  # still live
-    # The lease runs out on the Redis server's clock; then the grant is handed over.
-    second = wait_for(lambda: store.claim_next_entry("s", 1, HOUR), timeout=5, what="takeover")
+    clock.advance(1)  # the lease runs out on the scripts' clock; the grant is handed over
+    second = store.claim_next_entry("s", 1, HOUR)
     assert second == Claim(1, first.token + 1)
     assert not store.commit_success("s", 1, first.lsn, first.token, HOUR).committed
     assert store.commit_success("s", 1, second.lsn, second.token, HOUR).committed
 
 
-def test_fleet_pause_doubles_on_failure_and_relaxes_on_success(store: RedisStateStore) -> None:
+def test_fleet_pause_doubles_on_failure_and_relaxes_on_success(
+    clocked_store: RedisStateStore, clock: Clock
+) -> None:
+    store = clocked_store
     assert store.fleet_pause_left() == 0
-    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.1)
+    assert store.fleet_failure(1, 4) == pytest.approx(1)
     # A failure during the pause joins it instead of doubling it again.
-    assert 0 < store.fleet_failure(0.1, 0.4) <= 0.1
-    assert 0 < store.fleet_pause_left() <= 0.1
+    clock.advance(400)
+    assert store.fleet_failure(1, 4) == pytest.approx(0.6)
+    assert store.fleet_pause_left() == pytest.approx(0.6)
 
     def pause_over() -> None:
-        wait_for(lambda: store.fleet_pause_left() == 0, 5, "the pause to end")
+        clock.advance(int(store.fleet_pause_left() * 1000))
+        assert store.fleet_pause_left() == 0
 
     pause_over()
-    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.2)
+    assert store.fleet_failure(1, 4) == pytest.approx(2)
     pause_over()
-    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.4)
+    assert store.fleet_failure(1, 4) == pytest.approx(4)
     pause_over()
-    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.4)  # capped
-    store.fleet_success(0.1)
-    store.fleet_success(0.1)
-    store.fleet_success(0.1)
+    assert store.fleet_failure(1, 4) == pytest.approx(4)  # capped
+    store.fleet_success(1)
+    store.fleet_success(1)
+    store.fleet_success(1)
     pause_over()
-    assert store.fleet_failure(0.1, 0.4) == pytest.approx(0.1)
+    assert store.fleet_failure(1, 4) == pytest.approx(1)
 
 
 def test_gaps_are_capped_but_counted(store: RedisStateStore) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import traceback
 from pathlib import Path
 
 import pytest
@@ -157,19 +158,24 @@ def test_an_acl_user_works_and_no_secret_shows_in_any_output(
             env = {k: v for k, v in system.env().items() if k.startswith(("ARCHIVER_", "AWS_"))}
             bad_url = server.url.replace(REDIS_PASSWORD, "nope" + REDIS_PASSWORD[::-1])
             wrong = {**env, "ARCHIVER_REDIS_URL": bad_url}
-            for args, environment in [
-                (["inspect", "partitions"], env),
-                (["inspect", "partition", "default", "1", "--json"], env),
-                (["inspect", "rejected"], env),
-                (["ls", "default", "1"], env),
-                (["verify", "default", "1"], env),
-                (["restore", "default", "1", "--dest", str(tmp_path / "r")], env),
-                (["notify", "default", "1", "1", "3"], env),
-                (["inspect", "partitions"], wrong),
-                (["--help"], env),
-                (["scheduler", "--help"], env),
+            for args, environment, status in [
+                (["inspect", "partitions"], env, 0),
+                (["inspect", "partition", "default", "1", "--json"], env, 0),
+                (["inspect", "rejected"], env, 0),
+                (["ls", "default", "1"], env, 0),
+                (["verify", "default", "1"], env, 0),
+                (["restore", "default", "1", "--dest", str(tmp_path / "r")], env, 0),
+                (["notify", "default", "1", "1", "3"], env, 0),
+                (["inspect", "partitions"], wrong, 1),
+                (["--help"], env, 0),
+                (["scheduler", "--help"], env, 0),
             ]:
                 result = CliRunner().invoke(main, args, env=environment)
+                # A traceback stays out of ``output``: an uncaught exception must not
+                # happen, and its text is searched too.
+                assert result.exit_code == status, (args, result.output, result.exception)
+                if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+                    outputs.append("".join(traceback.format_exception(*result.exc_info)))
                 outputs.append(result.output)
             # A scheduler that cannot authenticate says so, without the password.
             failing = system.start_scheduler(env={**wrong, "ARCHIVER_METRICS_PORT": "0"})
