@@ -71,6 +71,48 @@ def test_a_failed_multipart_write_is_aborted_and_leaves_nothing(
     assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
+def test_a_failure_after_the_upload_started_aborts_it(sink: S3Sink, s3_bucket: str) -> None:
+    big = [b"y" * MIN_PART_SIZE] * 3
+    upload_part = sink.client.upload_part
+    calls: list[int] = []
+
+    def failing_second_part(**kwargs: Any) -> Any:
+        calls.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] == 2:
+            raise sink.client.exceptions.ClientError(
+                {"Error": {"Code": "InternalError", "Message": "injected"}}, "UploadPart"
+            )
+        return upload_part(**kwargs)
+
+    sink.client.upload_part = failing_second_part  # type: ignore[method-assign]
+    with pytest.raises(SinkError, match="injected"):
+        sink.write("s/1/half.tar", source(*big))
+    assert calls == [1, 2]  # the upload had started: one part was in
+    assert not sink.exists("s/1/half.tar")
+    assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_an_object_made_during_a_multipart_upload_is_not_replaced(
+    sink: S3Sink, s3_endpoint: S3Endpoint, s3_bucket: str
+) -> None:
+    # Someone else creates the object after the look before the upload, before its end:
+    # only the create-once complete (If-None-Match on CompleteMultipartUpload) stands in
+    # the way. moto enforces it, as AWS documents.
+    theirs = b"someone else's object"
+    complete = sink.client.complete_multipart_upload
+    other = s3_endpoint.client()
+
+    def racing(**kwargs: Any) -> Any:
+        other.put_object(Bucket=s3_bucket, Key=kwargs["Key"], Body=theirs)
+        return complete(**kwargs)
+
+    sink.client.complete_multipart_upload = racing  # type: ignore[method-assign]
+    result = sink.write("s/1/raced.tar", source(*[b"z" * MIN_PART_SIZE] * 2))
+    assert result.outcome is WriteOutcome.ALREADY_EXISTS
+    assert sink.read("s/1/raced.tar") == theirs
+    assert sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
 def test_listing_respects_prefix_and_partition_boundaries(sink: S3Sink) -> None:
     for key in ("s/1/0000000000001.tar", "s/10/0000000000001.tar", "s/1/0000000000002.tar"):
         sink.write(key, source(b"x"))
