@@ -305,6 +305,32 @@ def test_redis_restarted_with_aof_resumes_where_it_was(tmp_path: Path) -> None:
         redis.stop()
 
 
+def test_tasks_waiting_in_the_queue_survive_a_redis_restart_with_aof(tmp_path: Path) -> None:
+    redis = LocalRedis(tmp_path / "redis", appendonly=True).start()
+    system = System(redis_url=redis.url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
+    # Long enough that the sweep cannot send a lost task again within the test.
+    system.env_overrides["ARCHIVER_DISPATCH_TIMEOUT_SECONDS"] = "3600"
+    queue = f"archiver.{system.storage}"
+    try:
+        scheduler = system.start_scheduler()  # no worker yet: the tasks wait in the queue
+        for partition in range(1, 6):
+            system.write(partition, 1)
+            system.notify(partition, 1, 1)
+        wait_for(lambda: system.client.llen(queue) == 5, what="five tasks in the queue")
+        assert scheduler.stop() == 0
+        redis.stop()
+        redis = LocalRedis(tmp_path / "redis", port=redis.port, appendonly=True).start()
+        assert system.client.llen(queue) == 5
+        system.start_worker()  # and no scheduler: only the queued tasks can archive them
+        for partition in range(1, 6):
+            system.wait_acked(partition, 1)
+            system.assert_archive_matches_source(partition, 1)
+        system.assert_invariants()
+    finally:
+        system.close()
+        redis.stop()
+
+
 def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
     system.start()
     for lsn in range(1, 6):
