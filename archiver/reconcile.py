@@ -158,11 +158,17 @@ def unacknowledged_problem(
     verified: list[int],
     start: int,
     acknowledged: int,
+    announced: int,
     view: ProducerView,
 ) -> RefusedObject | None:
     """The lowest LSN from ``start`` through the last verified one that the partition may not
-    be moved past: above ``acknowledged``, an object that is not the entry still on disk, a
-    hole where an entry is still on disk, or anything at all when the disk cannot be read."""
+    be moved past, as it was never acknowledged (it is above ``acknowledged``):
+    - anything, when this host cannot read the partition's entries;
+    - a hole, or an object that is not the entry, where the entry is still on disk;
+    - an object whose entry is not on disk, unless the producer is known to have written
+      and deleted it: it deletes from the oldest, so below its oldest entry still there, or
+      with none there, up to the newest it announced (``announced``). Above that, the entry
+      may not be written yet, and the object cannot be told from someone else's."""
     low = max(start, acknowledged + 1)
     if not verified or low > verified[-1]:
         return None
@@ -175,30 +181,59 @@ def unacknowledged_problem(
             "and this host cannot read the partition's entries to compare: run reconcile where "
             "ARCHIVER_STORAGES names the storage and its volume is mounted",
         )
+    present = sorted(lsn for lsn in view.present if lsn <= verified[-1])
+    deleted_below = min(view.present) if view.present else announced + 1
+    problems: list[RefusedObject] = []
+    for lsn in verified:
+        if lsn >= low and lsn not in view.present and lsn >= deleted_below:
+            problems.append(
+                RefusedObject(
+                    lsn,
+                    keys[lsn],
+                    f"LSN {lsn} was never acknowledged and its entry is not on disk, though "
+                    f"the producer is not known to have written it (oldest entry on disk: "
+                    f"{min(view.present) if view.present else 'none'}, newest announced: "
+                    f"{announced or 'none'}): it cannot be told from someone else's archive",
+                )
+            )
+            break
     objects = set(verified)
-    for lsn in sorted(view.present):
-        if lsn < low or lsn > verified[-1]:
+    for lsn in present:
+        if lsn < low or (problems and lsn >= problems[0].lsn):
             continue
         try:
             path = entry_path(view.root, view.partition, lsn)
         except EntryError as exc:
-            return RefusedObject(lsn, "", f"entry {lsn} cannot be read: {exc}")
+            problems.append(RefusedObject(lsn, "", f"entry {lsn} cannot be read: {exc}"))
+            break
         if lsn not in objects:
-            return RefusedObject(
-                lsn, str(path), f"entry {lsn} is still on disk and was never archived"
-            )
-        for archive in (a for a in archives if a.lsn == lsn):
-            try:
-                same = holds_entry(sink, archive, path)
-            except (EntryError, OSError, SinkError) as exc:
-                return RefusedObject(lsn, archive.key, f"cannot compare with the entry: {exc}")
-            if not same:
-                return RefusedObject(
-                    lsn,
-                    archive.key,
-                    f"holds something other than entry {lsn} on disk, which was never "
-                    "acknowledged: someone else's archive",
+            problems.append(
+                RefusedObject(
+                    lsn, str(path), f"entry {lsn} is still on disk and was never archived"
                 )
+            )
+            break
+        mismatch = _mismatch(sink, [a for a in archives if a.lsn == lsn], path)
+        if mismatch is not None:
+            problems.append(mismatch)
+            break
+    return min(problems, key=lambda problem: problem.lsn, default=None)
+
+
+def _mismatch(sink: Sink, archives: list[Archive], path: Path) -> RefusedObject | None:
+    """Why one of an LSN's objects is not the entry at ``path``, if one is not."""
+    for archive in archives:
+        try:
+            same = holds_entry(sink, archive, path)
+        except (EntryError, OSError, SinkError) as exc:
+            return RefusedObject(archive.lsn, archive.key, f"cannot compare with the entry: {exc}")
+        if not same:
+            return RefusedObject(
+                archive.lsn,
+                archive.key,
+                f"holds something other than entry {archive.lsn} on disk, which was never "
+                "acknowledged: someone else's archive",
+            )
     return None
 
 
@@ -252,9 +287,11 @@ def reconcile_partition(
     if verified:
         in_state = None if record is None else record.state.acknowledged_lsn
         known = max(acknowledged or 0, in_state or 0)
-        start = verified[0] if previous is None else previous
+        announced = 0 if record is None else record.state.high_water_mark
+        # Without state, acknowledging the run acknowledges every LSN below it as well.
+        start = 1 if previous is None else previous
         view = producer_view(storage_root, partition)
-        beyond = unacknowledged_problem(sink, archives, verified, start, known, view)
+        beyond = unacknowledged_problem(sink, archives, verified, start, known, announced, view)
         if beyond is not None and (refused_object is None or beyond.lsn < refused_object.lsn):
             refused_object = beyond
     if refused_object is not None:

@@ -87,9 +87,10 @@ def test_reconcile_stops_before_an_object_it_cannot_verify(system: System) -> No
     # Partition 3: entry 1 archived and acknowledged, then 2-4 pruned away and 5-7 archived
     # (a state rolled back to an old snapshot): the hole from the old position is a gap.
     archive_range(system.sink, system.tmp / "elsewhere", 3, [5, 6, 7])
-    # The producer's disk holds both partitions, their entries deleted after acknowledgement.
-    for partition in (2, 3):
-        wal_dir(system.root, partition).mkdir(parents=True)
+    # The producer's disk holds both partitions, their entries deleted after acknowledgement;
+    # partition 2's entry 5 is still there, waiting.
+    wal_dir(system.root, 3).mkdir(parents=True)
+    system.write(2, 5)
     system.client.flushall()  # Redis state is lost...
     system.store.apply_notification(system.storage, 3, 2, 9, 60)  # ...and 3 restored old
 
@@ -158,6 +159,34 @@ def test_reconcile_never_acknowledges_entries_that_were_not_archived(system: Sys
     assert paused.exit_code == 0, paused.output
     (report,) = json.loads(archiver(system, "reconcile", "--json").stdout)
     assert "paused by an operator" in report["refused"]
+
+
+def test_reconcile_accepts_no_object_the_producer_may_not_have_written_yet(
+    system: System,
+) -> None:
+    elsewhere = system.tmp / "elsewhere"
+    for partition in (1, 2):
+        write_entry(elsewhere, partition, 4, {"MANIFEST": b"someone else's entry 4\n"})
+        archive_entry(system.sink, system.storage, elsewhere, partition, 4)
+        for lsn in range(1, 4):
+            system.write(partition, lsn)
+    # Partition 1 has no state: acknowledging 4 would acknowledge 1-3 as well.
+    # Partition 2: 1-3 archived, announced through 3; 4 is not written yet.
+    for lsn in range(1, 4):
+        archive_entry(system.sink, system.storage, system.root, 2, lsn)
+    system.store.apply_notification(system.storage, 2, 1, 3, 60)
+
+    result = archiver(system, "reconcile", "--json")
+    assert result.exit_code == 1, result.output
+    by_partition = {r["partition"]: r for r in json.loads(result.stdout)}
+    one = by_partition[1]
+    assert (one["changed"], one["refused_object"]["lsn"]) == (False, 1)
+    assert "entry 1 is still on disk and was never archived" in one["refused_object"]["reason"]
+    assert system.maybe_state(1) is None
+    two = by_partition[2]
+    assert (two["next_lsn"], two["refused_object"]["lsn"]) == (4, 4)
+    assert "not known to have written it" in two["refused_object"]["reason"]
+    assert state_json(system, 2)["acknowledged_lsn"] == 3
 
 
 def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(

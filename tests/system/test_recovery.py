@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from archiver.cli import main
 from archiver.local_redis import LocalRedis
-from archiver.log_manager import wal_dir
 from archiver.streams import SCHEDULER_GROUP
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
@@ -341,7 +340,8 @@ def test_reconcile_rebuilds_lost_state_from_the_archive(system: System) -> None:
         assert process.stop() == 0
     # A partition whose archive has a hole: 3 is missing.
     archive_range(system.sink, system.tmp / "elsewhere", 2, [1, 2, 4])
-    wal_dir(system.root, 2).mkdir(parents=True)  # its entries deleted after acknowledgement
+    # Its entries were deleted after acknowledgement, but for 5, waiting to be archived.
+    system.write(2, 5)
     system.watcher.check()  # every acknowledgement so far was checked; it watches on
     system.client.flushall()  # Redis state is lost
     # Run where the storage is readable: beyond what is known to be acknowledged (nothing,
