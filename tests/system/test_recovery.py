@@ -280,6 +280,54 @@ def test_a_leader_paused_past_its_lease_wakes_up_as_a_follower(system: System) -
     system.assert_invariants()
 
 
+def test_a_state_store_that_stops_answering_hangs_no_one(system: System) -> None:
+    # Redis (the state store) keeps its connections open and answers nothing, as behind a
+    # dropped link: first for the scheduler, then for the worker. The broker stays reachable.
+    host, port = system.redis_url.removeprefix("redis://").split("/")[0].split(":")
+    to_scheduler, to_worker = FaultProxy(host, int(port)), FaultProxy(host, int(port))
+    try:
+        system.env_overrides["ARCHIVER_BROKER_URL"] = system.redis_url
+        worker = system.start_worker(
+            env={"ARCHIVER_REDIS_URL": f"redis://127.0.0.1:{to_worker.port}/0"}
+        )
+        scheduler = system.start_scheduler(
+            env={"ARCHIVER_REDIS_URL": f"redis://127.0.0.1:{to_scheduler.port}/0"}
+        )
+        system.write(1, 1)
+        system.notify(1, 1, 1)
+        system.wait_acked(1, 1)
+
+        to_scheduler.stall()
+        system.write(1, 2)
+        system.notify(1, 1, 2)
+        # Its next call times out and says so, instead of waiting forever.
+        wait_for(
+            lambda: "scheduler lost its connection" in scheduler.output(),
+            timeout=60,
+            what="the scheduler to notice",
+        )
+        to_scheduler.resume()
+        system.wait_acked(1, 2, timeout=90)
+
+        to_worker.stall()
+        system.write(1, 3)
+        system.notify(1, 1, 3)
+        # The task arrives; its first call to the store times out, and it is tried again.
+        wait_for(
+            lambda: "state store unavailable; retrying" in worker.output(),
+            timeout=60,
+            what="the worker to notice",
+        )
+        to_worker.resume()
+        system.wait_acked(1, 3, timeout=90)
+        assert worker.popen.poll() is None
+        assert scheduler.popen.poll() is None
+        system.assert_invariants()
+    finally:
+        to_scheduler.close()
+        to_worker.close()
+
+
 def test_redis_restarted_with_aof_resumes_where_it_was(tmp_path: Path) -> None:
     redis = LocalRedis(tmp_path / "redis", appendonly=True).start()
     system = System(redis_url=redis.url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri())
