@@ -3,6 +3,7 @@ scheduler process; the core scenarios once with Redis and once with RabbitMQ as 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from datetime import datetime, timedelta
@@ -203,6 +204,30 @@ def test_a_missing_entry_is_retried_until_it_appears_and_never_skipped(system: S
     state = system.state(1)
     assert state["last_error"] is None
     assert state["attempts"] == 0
+    system.assert_invariants()
+
+
+def test_a_failed_attempt_waits_its_backoff_before_the_next(system: System) -> None:
+    system.env_overrides["ARCHIVER_RETRY_MIN_SECONDS"] = "0.4"
+    system.env_overrides["ARCHIVER_RETRY_MAX_SECONDS"] = "1.6"
+    system.start()
+    system.notify(1, 1, 1)  # announced, not on disk yet: every attempt fails
+    system.wait_attempts(1, 5, timeout=60)
+    failures = []
+    for line in system.worker_lines("archiving failed;"):
+        match = re.match(r"(\S+ \S+) .* retrying in ([\d.]+)s \(attempt (\d+)\)", line)
+        assert match, line
+        at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
+        failures.append((int(match[3]), float(match[2]), at))
+    assert [n for n, _, _ in failures][:5] == [1, 2, 3, 4, 5]
+    for (n, delay, at), (_, _, next_at) in itertools.pairwise(failures[:5]):
+        # The minimum, doubled per failure, capped; and the next attempt really waited it
+        # (log times are cut to the millisecond; the upper bound is loose, for a busy host).
+        assert delay == pytest.approx(min(0.4 * 2 ** (n - 1), 1.6))
+        waited = (next_at - at).total_seconds()
+        assert delay - 0.01 <= waited <= delay + 5, (n, delay, waited)
+    system.write(1, 1)
+    system.wait_acked(1, 1)
     system.assert_invariants()
 
 
