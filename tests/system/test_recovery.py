@@ -138,6 +138,32 @@ def test_a_black_holed_object_store_is_a_failed_attempt_not_a_hang(
     system.assert_invariants()
 
 
+def test_an_attempt_past_the_task_time_limit_is_ended_and_tried_again(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    system.env_overrides["ARCHIVER_TASK_TIME_LIMIT_SECONDS"] = "4"  # soft limit: 3.6 s
+    # Reads wait far longer than the limit: only the limit can end the attempt.
+    worker = system.start_worker(env=_via(proxy, system, s3_endpoint, read_timeout="120"))
+    system.start_scheduler()
+    proxy.hold_puts()  # the upload starts and never gets an answer
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    # The limit ends the attempt (the pool process is replaced) and the task comes back:
+    # twice over, so the worker is not stuck on the first.
+    wait_for(
+        lambda: worker.output().count("time limit (") >= 2 * 2,  # soft and hard, each time
+        timeout=60,
+        what="two attempts ended by the time limit",
+    )
+    assert system.acks(1) == []
+    proxy.release_puts()
+    system.wait_acked(1, 1, timeout=60)
+    system.assert_archive_matches_source(1, 1)
+    assert worker.popen.poll() is None
+    system.assert_invariants()
+
+
 def test_a_standby_scheduler_takes_over_within_the_lease(system: System) -> None:
     ttl = 2.0
     system.env_overrides["ARCHIVER_LEADER_TTL_SECONDS"] = str(ttl)
