@@ -26,8 +26,7 @@ from archiver.archive_check import checked_in_order
 from archiver.archiving import entry_path, holds_entry
 from archiver.catalog import Archive, partition_archives
 from archiver.keys import InvalidName, check_storage, parse_partition
-from archiver.log_manager import wal_dir
-from archiver.lsn import InvalidLSN, parse_lsn
+from archiver.log_manager import entries_on_disk, wal_dir
 from archiver.partition import Gap, VerifiedRun
 from archiver.sinks import Sink, SinkError
 from archiver.state_store import RedisStateStore
@@ -59,16 +58,12 @@ def producer_view(storage_root: Path | None, partition: int) -> ProducerView:
     if storage_root is None:
         return ProducerView(partition, None)
     try:
-        names = [p.name for p in wal_dir(storage_root, partition).iterdir()]
+        if not wal_dir(storage_root, partition).is_dir():
+            return ProducerView(partition, None)
+        present = frozenset(entries_on_disk(storage_root, partition))
     except OSError:
         return ProducerView(partition, None)
-    present = set()
-    for name in names:
-        try:
-            present.add(parse_lsn(name))
-        except InvalidLSN:
-            continue
-    return ProducerView(partition, storage_root, frozenset(present))
+    return ProducerView(partition, storage_root, present)
 
 
 @dataclass(frozen=True)
@@ -181,43 +176,43 @@ def unacknowledged_problem(
             "and this host cannot read the partition's entries to compare: run reconcile where "
             "ARCHIVER_STORAGES names the storage and its volume is mounted",
         )
-    present = sorted(lsn for lsn in view.present if lsn <= verified[-1])
-    deleted_below = min(view.present) if view.present else announced + 1
-    problems: list[RefusedObject] = []
-    for lsn in verified:
-        if lsn >= low and lsn not in view.present and lsn >= deleted_below:
-            problems.append(
-                RefusedObject(
-                    lsn,
-                    keys[lsn],
-                    f"LSN {lsn} was never acknowledged and its entry is not on disk, though "
-                    f"the producer is not known to have written it (oldest entry on disk: "
-                    f"{min(view.present) if view.present else 'none'}, newest announced: "
-                    f"{announced or 'none'}): it cannot be told from someone else's archive",
-                )
-            )
-            break
+    first_unwritten = _first_unwritten_object(verified, low, announced, view, keys)
+    # Only entries below that one can refuse an LSN lower still.
+    end = verified[-1] + 1 if first_unwritten is None else first_unwritten.lsn
     objects = set(verified)
-    for lsn in present:
-        if lsn < low or (problems and lsn >= problems[0].lsn):
-            continue
+    for lsn in sorted(lsn for lsn in view.present if low <= lsn < end):
         try:
             path = entry_path(view.root, view.partition, lsn)
         except EntryError as exc:
-            problems.append(RefusedObject(lsn, "", f"entry {lsn} cannot be read: {exc}"))
-            break
+            return RefusedObject(lsn, "", f"entry {lsn} cannot be read: {exc}")
         if lsn not in objects:
-            problems.append(
-                RefusedObject(
-                    lsn, str(path), f"entry {lsn} is still on disk and was never archived"
-                )
+            return RefusedObject(
+                lsn, str(path), f"entry {lsn} is still on disk and was never archived"
             )
-            break
         mismatch = _mismatch(sink, [a for a in archives if a.lsn == lsn], path)
         if mismatch is not None:
-            problems.append(mismatch)
-            break
-    return min(problems, key=lambda problem: problem.lsn, default=None)
+            return mismatch
+    return first_unwritten
+
+
+def _first_unwritten_object(
+    verified: list[int], low: int, announced: int, view: ProducerView, keys: dict[int, str]
+) -> RefusedObject | None:
+    """The first object from ``low`` whose entry is not on disk and is not known to have been
+    written and deleted (see ``unacknowledged_problem``)."""
+    oldest = min(view.present, default=None)
+    deleted_below = announced + 1 if oldest is None else oldest
+    for lsn in verified:
+        if lsn >= low and lsn not in view.present and lsn >= deleted_below:
+            return RefusedObject(
+                lsn,
+                keys[lsn],
+                f"LSN {lsn} was never acknowledged and its entry is not on disk, though the "
+                f"producer is not known to have written it (oldest entry on disk: "
+                f"{oldest or 'none'}, newest announced: {announced or 'none'}): it cannot be "
+                "told from someone else's archive",
+            )
+    return None
 
 
 def _mismatch(sink: Sink, archives: list[Archive], path: Path) -> RefusedObject | None:

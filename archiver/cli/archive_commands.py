@@ -62,8 +62,8 @@ def reconcile(
         raise click.UsageError("--partition needs --storage")
     settings = Settings.from_env()
     sink = open_sink(settings.require_sink_url())
-    store = services(settings).store
-    streams = services(settings).streams
+    connected = services(settings)
+    store, streams = connected.store, connected.streams
     storages = [storage] if storage else list(storages_in(sink))
     results = []
     with _progress() as progress:

@@ -170,19 +170,17 @@ class Chaos:
         victim.signal_tree(signal.SIGCONT)
 
     def fail_over_scheduler(self) -> None:
-        leader = self.wait_leader()
-        if leader is None:
-            return
-        leader.kill_tree()
-        self.injected[FAILOVER] += 1
-        self.system.start_scheduler()
+        self._replace_leader(Process.kill_tree, FAILOVER)
 
     def hand_over_scheduler(self) -> None:
+        self._replace_leader(Process.stop, HANDOVER)
+
+    def _replace_leader(self, end: Callable[[Process], object], kind: str) -> None:
         leader = self.wait_leader()
         if leader is None:
             return
-        leader.stop()
-        self.injected[HANDOVER] += 1
+        end(leader)
+        self.injected[kind] += 1
         self.system.start_scheduler()
 
     def pause_scheduler(self) -> None:
