@@ -46,11 +46,13 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def server_pid(url: str, timeout: float = 1.0) -> int | None:
-    """The process id of the redis-server answering at ``url``, if one does."""
+def server_directory(url: str, timeout: float = 1.0) -> str | None:
+    """The working directory of the redis-server answering at ``url``, if one does: what
+    tells a server we started (each in a directory of its own) from any other, even when
+    ``redis-server`` on PATH is a wrapper with a process id of its own."""
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return int(client.info("server")["process_id"])
+        return str(client.config_get("dir")["dir"])
     except redis.RedisError:
         return None
 
@@ -104,9 +106,11 @@ class LocalRedis:
         log.close()
         deadline = time.monotonic() + timeout
         # Ours, not another server that holds the port: whoever uses this one may flush it.
-        while (pid := server_pid(self.url, 0.2)) != self.process.pid:
+        ours = str(self.directory.resolve())
+        while (directory := server_directory(self.url, 0.2)) != ours:
             if self.process.poll() is not None:
-                taken = f"; port {self.port} is held by redis-server {pid}" if pid else ""
+                taken = f"; port {self.port} is held by the redis-server of {directory}"
+                taken = taken if directory else ""
                 raise RedisUnavailable(
                     f"redis-server exited with {self.process.returncode}{taken}; see "
                     f"{self.directory / 'redis.log'}"

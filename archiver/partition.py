@@ -320,7 +320,8 @@ def mark_conflict(state: PartitionState, lsn: int, token: int, error: str) -> bo
 class ReconcileResult:
     changed: bool
     previous_next_lsn: int | None
-    # Why nothing changed although the archive is ahead: "conflicted", "stopped" or "moved".
+    # Why nothing changed although the archive is ahead: "conflicted", "stopped", "paused" or
+    # "moved".
     refused: str | None = None
 
 
@@ -329,7 +330,8 @@ def reconcile(
 ) -> tuple[PartitionState | None, ReconcileResult]:
     """Move a partition past a run of verified archive objects, after its state was lost.
 
-    Never backwards, never past what was not verified, never out of a conflict or a stop;
+    Never backwards, never past what was not verified, never out of a conflict, a stop or a
+    pause;
     holes above the old position (and the one up to the first verified object) become gaps.
     Whoever held the old position is fenced off. Returns the state (created if there was
     none) and what happened."""
@@ -338,6 +340,8 @@ def reconcile(
         return state, ReconcileResult(False, previous, "conflicted")
     if state is not None and state.stopped:
         return state, ReconcileResult(False, previous, "stopped")
+    if state is not None and state.paused:
+        return state, ReconcileResult(False, previous, "paused")
     target = run.last + 1
     if state is not None and state.next_lsn >= target:
         return state, ReconcileResult(False, previous)

@@ -171,3 +171,14 @@ def test_an_attempt_is_fresh_only_if_nothing_can_have_written_before(
     assert not store.start_attempt("s", 1, 3, third.token, HOUR, "me:4").fresh
     # A renewal without a holder is not a start, and says nothing about freshness.
     assert store.renew_lease("s", 1, 3, third.token, HOUR)
+
+
+def test_reconcile_leaves_a_partition_paused_meanwhile_alone(store: RedisStateStore) -> None:
+    # Paused after reconcile read the state, before it moved it: the pause holds.
+    store.apply_notification("s", 1, 1, 3, HOUR)
+    assert store.pause("s", 1, "ops", "looking at the bucket").done
+    result = store.reconcile("s", 1, VerifiedRun(first=1, last=3, checked_from=1))
+    assert (result.changed, result.refused) == (False, "paused")
+    record = store.load("s", 1)
+    assert record is not None
+    assert (record.state.next_lsn, record.state.acknowledged_lsn) == (1, None)

@@ -2,7 +2,7 @@
 -- Never moves it backwards, and never past an object the caller did not verify: it verified
 -- every object from ARGV[4] up to ARGV[1]. Holes in the archive above the old position become
 -- recorded gaps, the one between the old position and the first verified object included.
--- A conflicted or stopped partition is left as it is: an operator has to look at it first.
+-- A conflicted, stopped or paused partition is left as it is: it is an operator's to look at.
 -- KEYS[1] partition hash, KEYS[2] gap list, KEYS[3] announcement marks
 -- ARGV[1] last verified lsn, ARGV[2] gaps kept, ARGV[3] first verified lsn,
 -- ARGV[4] verified from (every object from this lsn on was verified),
@@ -11,13 +11,16 @@
 local key, gaps_key, marks_key = KEYS[1], KEYS[2], KEYS[3]
 local last, max_gaps, first, checked_from = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now = now_ms()
-local f = redis.call('HMGET', key, 'next', 'high', 'conflicted', 'stopped')
+local f = redis.call('HMGET', key, 'next', 'high', 'conflicted', 'stopped', 'paused')
 local nxt, high = f[1], f[2]
 if f[3] == '1' then
   return {0, nxt, 'conflicted'}
 end
 if f[4] == '1' then
   return {0, nxt, 'stopped'}
+end
+if f[5] == '1' then
+  return {0, nxt, 'paused'}
 end
 local target = lsn_incr(last)
 if nxt and not lsn_less(nxt, target) then
