@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import socket
 import struct
 import threading
@@ -46,14 +47,21 @@ def _hard_close(sock: socket.socket) -> None:
         sock.close()
 
 
+def _listen(port: int, backlog: int) -> socket.socket:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(backlog)
+    return listener
+
+
 class FaultProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
+        self.listener = _listen(0, 128)
         self.port = int(self.listener.getsockname()[1])
+        # While not accepting: a full queue that drops new connections' SYNs, and its fillers.
+        self._refusing: list[socket.socket] = []
         self.url = f"http://127.0.0.1:{self.port}"
         # "pass", "stall" (hold all bytes), "reset" (refuse every connection), "error" (503)
         self.mode = "pass"
@@ -91,6 +99,34 @@ class FaultProxy:
     def release_puts(self) -> None:
         self._puts_flowing.set()
 
+    def stop_accepting(self) -> None:
+        """From now on connections are never accepted (their SYNs go unanswered, as behind a
+        firewall that drops them): a client's connect can only time out. Open ones are reset."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept loop, which ends
+        self.listener.close()
+        full = _listen(self.port, 0)
+        self._refusing = [full]
+        # The kernel queues one connection beyond a backlog of 0, then drops the SYNs.
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            self._refusing.append(filler)
+            filler.connect_ex(("127.0.0.1", self.port))
+            if not select.select([], [filler], [], 0.5)[1]:
+                break  # its SYN went unanswered: the queue is full
+            assert filler.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        else:
+            raise AssertionError("the listen queue never filled")
+        self.reset_all()
+
+    def start_accepting(self) -> None:
+        for sock in self._refusing:
+            _hard_close(sock)
+        self._refusing = []
+        self.listener = _listen(self.port, 128)
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
     def reset_all(self) -> None:
         """Reset every open connection now."""
         with self._lock:
@@ -105,6 +141,8 @@ class FaultProxy:
         self._puts_flowing.set()
         with contextlib.suppress(OSError):
             self.listener.close()
+        for sock in self._refusing:
+            _hard_close(sock)
         self.reset_all()
 
     # plumbing --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,6 +174,11 @@ def read_tar(data: bytes) -> dict[str, bytes | None]:
             f = tar.extractfile(member) if member.isfile() else None
             members[member.name] = f.read() if f else None
     return members
+
+
+def log_time(line: str) -> datetime:
+    """When a process logged ``line`` (text format, local time, to the millisecond)."""
+    return datetime.strptime(" ".join(line.split(" ", 2)[:2]), "%Y-%m-%d %H:%M:%S,%f")
 
 
 def _stream_id(value: str) -> tuple[int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -14,7 +15,7 @@ from archiver.local_redis import LocalRedis
 from archiver.streams import SCHEDULER_GROUP
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
-from tests.support import S3Endpoint, System, gap_pairs, wait_for
+from tests.support import S3Endpoint, System, gap_pairs, log_time, wait_for
 
 FAST = {
     "ARCHIVER_LEASE_SECONDS": "1",
@@ -138,6 +139,25 @@ def test_a_black_holed_object_store_is_a_failed_attempt_not_a_hang(
     system.assert_invariants()
 
 
+def test_an_object_store_that_never_accepts_a_connection_is_a_failed_attempt_not_a_hang(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    system = s3_system
+    params = {"connect_timeout": "1", "read_timeout": "5", "max_attempts": "1"}
+    system.start_worker(env=_via(proxy, system, s3_endpoint, **params))
+    proxy.stop_accepting()
+    system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    state = system.wait_attempts(1, 2)
+    assert "connect timeout" in state["last_error"].lower(), state["last_error"]
+    assert system.acks(1) == []
+    proxy.start_accepting()
+    system.wait_acked(1, 1)
+    system.assert_archive_matches_source(1, 1)
+    system.assert_invariants()
+
+
 def test_an_attempt_past_the_task_time_limit_is_ended_and_tried_again(
     s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
 ) -> None:
@@ -161,6 +181,42 @@ def test_an_attempt_past_the_task_time_limit_is_ended_and_tried_again(
     system.wait_acked(1, 1, timeout=60)
     system.assert_archive_matches_source(1, 1)
     assert worker.popen.poll() is None
+    system.assert_invariants()
+
+
+def test_the_fleet_holds_off_during_a_pause_and_resumes_when_it_ends(system: System) -> None:
+    pause = 4.0
+    system.env_overrides["ARCHIVER_RETRY_MIN_SECONDS"] = str(pause)
+    system.env_overrides["ARCHIVER_RETRY_MAX_SECONDS"] = str(pause)
+    system.start()
+    # Partition 1's folder in the bucket is a file: its upload fails as the store would.
+    blocker = system.tmp / "bucket" / system.storage / "1"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    failed = wait_for(
+        lambda: system.worker_lines("archiving failed;"), timeout=30, what="the failed upload"
+    )
+    assert f"retrying in {pause:.3f}s" in failed[0], failed[0]
+    ends = log_time(failed[0]) + timedelta(seconds=pause)
+    blocker.unlink()
+    for partition in (2, 3):
+        for lsn in (1, 2):
+            system.write(partition, lsn)
+        system.notify(partition, 1, 2)
+    # Announced well inside the pause: without it, these would be archived at once.
+    assert datetime.now() < ends - timedelta(seconds=2)
+    system.wait_acked(1, 1)
+    for partition in (2, 3):
+        system.wait_acked(partition, 2)
+    archived = system.worker_lines("archived")
+    assert len(archived) == 5
+    # Nobody uploaded during the pause (log times are cut to the millisecond) ...
+    assert all(log_time(line) >= ends - timedelta(milliseconds=1) for line in archived), archived
+    # ... and the others resumed when it ended: within its jitter (a fifth), plus a busy host.
+    others = [log_time(line) for line in archived if " partition=1 " not in line]
+    assert min(others) <= ends + timedelta(seconds=pause * 0.2 + 3), (ends, archived)
     system.assert_invariants()
 
 
