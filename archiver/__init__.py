@@ -1,8 +1,8 @@
 """Distributed write-ahead-log archiver.
 
-The pure core (``lsn``, ``keys``, ``partition``, ``notification``, ``tarball``) knows nothing of
-Redis, Celery or boto3; the adapters (``state_store``, ``sinks``, ``taskqueue``, ``scheduler``,
-``cli``) are built around it.
+Dependencies point inward: ``core`` is pure; ``store`` (Redis), ``sinks`` (filesystem, S3),
+``archive`` and ``runtime`` are built around it; ``observability``, ``cli`` and ``workers`` (the
+Celery app) sit outside. ``dev`` serves the demo and tests only.
 """
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from archiver.keys import Compression, InvalidName, check_storage
+from archiver.core.object_names import Compression, InvalidName, check_storage
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "archiver"

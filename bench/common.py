@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from archiver.local_redis import free_port
+from archiver.dev.local_redis import free_port
 from archiver.sinks.s3 import CLIENT_CONFIG
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -17,10 +17,10 @@ import time
 import zlib
 from pathlib import Path
 
-from archiver.archiving import archive_entry
-from archiver.catalog import partition_archives
-from archiver.keys import Compression
-from archiver.log_manager import write_entry
+from archiver.archive.catalog import partition_archives
+from archiver.core.object_names import Compression
+from archiver.dev.producer import write_entry
+from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink
 from bench.common import save
 
@@ -77,7 +77,7 @@ def main() -> None:
                 sink = FilesystemSink(root)
                 started = time.monotonic()
                 for lsn in range(1, args.entries + 1):
-                    archive_entry(sink, "bench", wal, 1, lsn, compression)
+                    copy_entry(sink, "bench", wal, 1, lsn, compression)
                 timings[compression].append(time.monotonic() - started)
                 sizes[compression] = sum(a.size for a in partition_archives(sink, "bench", 1))
     plain = statistics.median(timings[Compression.NONE])

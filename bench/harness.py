@@ -15,12 +15,12 @@ from typing import Any
 
 import psutil
 
-from archiver.local_redis import LocalRedis, free_port
-from archiver.log_manager import write_entry
-from archiver.notification import Notification
-from archiver.redis_client import connect
-from archiver.redis_keys import RedisKeys
-from archiver.streams import Streams
+from archiver.core.notification import Notification
+from archiver.dev.local_redis import LocalRedis, free_port
+from archiver.dev.producer import write_entry
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.streams import Streams
 
 STORAGE = "bench"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import redis
 
 from archiver.config import Settings
-from archiver.redis_client import connect
-from archiver.taskqueue import make_celery
+from archiver.runtime.taskqueue import make_celery
+from archiver.store.client import connect
 
 QUEUE = "bench.noop"
 DONE_KEY = "bench:noop:done"

@@ -19,10 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from archiver.archiving import archive_entry
-from archiver.catalog import partition_archives
-from archiver.log_manager import write_entry
-from archiver.restore import restore_partition
+from archiver.archive.catalog import partition_archives
+from archiver.archive.restore import restore_partition
+from archiver.dev.producer import write_entry
+from archiver.runtime.archiving import copy_entry
 from archiver.sinks.s3 import S3Sink
 from bench.common import s3_server, save
 
@@ -51,7 +51,7 @@ def main() -> None:
 
         def upload(lsn: int) -> None:
             write_entry(wal, 1, lsn, {"MANIFEST": b"%d\n" % lsn, "data": os.urandom(args.size)})
-            archive_entry(sink, "bench", wal, 1, lsn)
+            copy_entry(sink, "bench", wal, 1, lsn)
 
         print(f"uploading {args.entries} entries of {args.size} bytes ...", flush=True)
         with ThreadPoolExecutor(16) as pool:

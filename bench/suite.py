@@ -32,15 +32,15 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from archiver.archiving import entry_path
 from archiver.config import Settings
-from archiver.keys import archive_key
-from archiver.log_manager import write_entry
-from archiver.lsn import format_lsn
-from archiver.notification import Notification
+from archiver.core.lsn import format_lsn
+from archiver.core.notification import Notification
+from archiver.core.object_names import archive_key
+from archiver.core.tarball import entry_tar_chunks
+from archiver.core.wal_layout import entry_path
+from archiver.dev.producer import write_entry
+from archiver.runtime.taskqueue import make_celery
 from archiver.sinks.s3 import CLIENT_CONFIG
-from archiver.tarball import entry_tar_chunks
-from archiver.taskqueue import make_celery
 from bench import noop_app
 from bench.common import s3_server, save
 from bench.harness import STORAGE, Fleet, entry_files

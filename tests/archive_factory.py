@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from archiver.archiving import archive_entry
-from archiver.keys import Compression
-from archiver.log_manager import write_entry
+from archiver.core.object_names import Compression
+from archiver.dev.producer import write_entry
+from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink, Sink
 
 
@@ -33,4 +33,4 @@ def archive_range(
 ) -> None:
     for lsn in lsns:
         write_entry(root, partition, lsn, entry_files(partition, lsn, size))
-        archive_entry(sink, storage, root, partition, lsn, compression)
+        copy_entry(sink, storage, root, partition, lsn, compression)

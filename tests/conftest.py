@@ -16,11 +16,11 @@ import kombu
 import pytest
 import redis
 
-from archiver.local_redis import LocalRedis
-from archiver.redis_client import connect
-from archiver.redis_keys import RedisKeys
-from archiver.state_store import RedisStateStore
-from archiver.streams import Streams
+from archiver.dev.local_redis import LocalRedis
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Streams
 from tests.clock import TEST_CLOCK, Clock
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System

@@ -1,5 +1,5 @@
 """The state store's interface over the pure core: the executable model the Lua scripts are
-checked against (``tests/test_scripts_model.py``). Time comes from a clock the test controls;
+checked against (``tests/store/test_scripts_model.py``). Time comes from a clock the test controls;
 return values are the ones ``RedisStateStore`` gives."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archiver import fleet as core_fleet
-from archiver import partition as core
-from archiver.fleet import FleetBackoff
-from archiver.partition import (
+from archiver.core import fleet_backoff as core_fleet
+from archiver.core import partition as core
+from archiver.core.fleet_backoff import FleetBackoff
+from archiver.core.partition import (
     Claim,
     GrantCheck,
     NotificationOutcome,
@@ -19,7 +19,7 @@ from archiver.partition import (
     RecordedFailure,
     VerifiedRun,
 )
-from archiver.state_store import (
+from archiver.store.state_store import (
     AdminResult,
     AttemptStart,
     CommitResult,

@@ -23,20 +23,20 @@ import boto3
 import psutil
 import redis
 
-from archiver.archiving import existing_archive
-from archiver.dispatch import ArchiveTask, Dispatch
-from archiver.keys import Compression, archive_key, archive_lsn, partition_prefix
-from archiver.local_redis import free_port
-from archiver.log_manager import write_entry
-from archiver.lsn import format_lsn
-from archiver.notification import Notification
-from archiver.redis_client import connect
-from archiver.redis_keys import RedisKeys
+from archiver.archive.entry_match import existing_archive
+from archiver.core.lsn import format_lsn
+from archiver.core.notification import Notification
+from archiver.core.object_names import Compression, archive_key, archive_lsn, partition_prefix
+from archiver.dev.local_redis import free_port
+from archiver.dev.producer import write_entry
+from archiver.runtime.dispatch import ArchiveTask, Dispatch
+from archiver.runtime.taskqueue import worker_command
 from archiver.sinks import Sink, SinkError, Source, open_sink
 from archiver.sinks.s3 import CLIENT_CONFIG
-from archiver.state_store import RedisStateStore
-from archiver.streams import Acknowledgement, Streams
-from archiver.taskqueue import worker_command
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Acknowledgement, Streams
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

@@ -16,14 +16,14 @@ from celery import signals
 from celery.platforms import EX_FAILURE
 
 from archiver.config import Settings
-from archiver.logging_setup import configure_logging
-from archiver.redis_client import connect
-from archiver.redis_keys import RedisKeys
+from archiver.observability.logs import configure_logging
+from archiver.runtime.entry_archiver import EntryArchiver
+from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
 from archiver.sinks import open_sink, preload_sink
-from archiver.state_store import RedisStateStore
-from archiver.streams import Streams
-from archiver.taskqueue import CeleryDispatcher, make_celery
-from archiver.worker import EntryArchiver
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Streams
 
 settings = Settings.from_env()
 configure_logging(log_format=settings.log_format)

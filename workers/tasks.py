@@ -1,4 +1,4 @@
-"""The archive task: a thin Celery shell around ``archiver.worker.EntryArchiver``."""
+"""The archive task: a thin Celery shell around ``archiver.runtime.entry_archiver``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 import redis
 from celery import Task
 
-from archiver import metrics
-from archiver.keys import InvalidName, check_partition, check_storage
-from archiver.logging_setup import entry_fields
-from archiver.lsn import InvalidLSN, check_lsn
-from archiver.partition import Claim
-from archiver.taskqueue import TASK_NAME
-from archiver.worker import AttemptOutcome
+from archiver.core.lsn import InvalidLSN, check_lsn
+from archiver.core.object_names import InvalidName, check_partition, check_storage
+from archiver.core.partition import Claim
+from archiver.observability import metrics
+from archiver.observability.logs import entry_fields
+from archiver.runtime.entry_archiver import AttemptOutcome
+from archiver.runtime.taskqueue import TASK_NAME
 from workers.application import app, entry_archiver, settings, stop_worker
 
 log = logging.getLogger(__name__)

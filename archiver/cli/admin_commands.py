@@ -17,7 +17,7 @@ import click
 
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, main, services
 from archiver.config import Settings
-from archiver.state_store import AdminResult
+from archiver.store.state_store import AdminResult
 
 
 def default_actor() -> str:
@@ -111,8 +111,8 @@ def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
     conflict, first move the conflicting archive object aside (never delete it): otherwise the
     entry conflicts again. For a stopped partition, first mend what its last error names.
     """
-    from archiver.dispatch import dispatch_claim
-    from archiver.taskqueue import CeleryDispatcher, make_celery
+    from archiver.runtime.dispatch import dispatch_claim
+    from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
 
     settings = Settings.from_env()
     store = services(settings).store

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
 from archiver.config import Settings
+from archiver.core.tarball import UnsafeArchive
 from archiver.sinks import open_sink
-from archiver.tarball import UnsafeArchive
 
 PARALLEL = click.option(
     "--parallel",
@@ -56,7 +56,7 @@ def reconcile(
     the storages, as on a worker host, or it stops at that point. State that is already
     further along is left alone. Exits with status 1 when anything was refused.
     """
-    from archiver.reconcile import partitions_in, reconcile_partition, storages_in
+    from archiver.archive.reconcile import partitions_in, reconcile_partition, storages_in
 
     if partition is not None and storage is None:
         raise click.UsageError("--partition needs --storage")
@@ -142,7 +142,7 @@ def restore(
     Stops at the first discontinuity; entries before it stay restored. Run it again to
     resume: entries already restored into DEST are not fetched again.
     """
-    from archiver.restore import RestoreError, restore_partition
+    from archiver.archive.restore import RestoreError, restore_partition
 
     if from_lsn is not None and to_lsn is not None and from_lsn > to_lsn:
         raise click.UsageError(f"--from ({from_lsn}) is above --to ({to_lsn})")
@@ -205,7 +205,7 @@ def verify(
     """
     import os
 
-    from archiver.verify import partitions_to_verify, verify_partition
+    from archiver.archive.verify import partitions_to_verify, verify_partition
 
     settings = Settings.from_env()
     sink = open_sink(settings.require_sink_url())
@@ -281,8 +281,8 @@ def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -
 
     The newest archive of a partition is never deleted. Deletes go in batches of 1000 keys.
     """
-    from archiver.prune import plan_prune
-    from archiver.prune import prune as delete_archives
+    from archiver.archive.prune import plan_prune
+    from archiver.archive.prune import prune as delete_archives
 
     sink = open_sink(Settings.from_env().require_sink_url())
     doomed = plan_prune(sink, storage, partition, before)

@@ -12,13 +12,13 @@ import click
 from rich.console import Console
 
 from archiver.config import ConfigError, Settings
-from archiver.keys import InvalidName, check_storage, parse_partition
-from archiver.lsn import InvalidLSN, parse_decimal_lsn
-from archiver.redis_client import connect
-from archiver.redis_keys import RedisKeys
+from archiver.core.lsn import InvalidLSN, parse_decimal_lsn
+from archiver.core.object_names import InvalidName, check_storage, parse_partition
 from archiver.sinks import SinkError
-from archiver.state_store import RedisStateStore
-from archiver.streams import Streams
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

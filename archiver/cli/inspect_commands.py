@@ -10,13 +10,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from archiver.catalog import partition_archives
+from archiver.archive.catalog import partition_archives
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
 from archiver.config import Settings
-from archiver.overview import PartitionFilter, SortKey, select
-from archiver.partition import PartitionCondition
+from archiver.core.partition import PartitionCondition
+from archiver.observability.overview import PartitionFilter, SortKey, select
 from archiver.sinks import open_sink
-from archiver.state_store import PartitionRecord
+from archiver.store.state_store import PartitionRecord
 
 
 @main.group()
@@ -72,9 +72,9 @@ def inspect_summary(as_json: bool) -> None:
     waiting (per storage), queue depths, fleet backoff, the scheduler leader, recent errors."""
     from kombu.exceptions import OperationalError
 
-    from archiver.leadership import current_leader
-    from archiver.overview import summarize
-    from archiver.taskqueue import make_celery, queue_depths, queue_name
+    from archiver.observability.overview import summarize
+    from archiver.runtime.taskqueue import make_celery, queue_depths, queue_name
+    from archiver.store.leadership import current_leader
 
     settings = Settings.from_env()
     state = services(settings)

@@ -14,11 +14,11 @@ import click
 
 from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
 from archiver.config import Settings, redact_url
-from archiver.notification import Notification
+from archiver.core.notification import Notification
 
 if TYPE_CHECKING:
-    from archiver.scheduler import Scheduler
-    from archiver.state_store import RedisStateStore
+    from archiver.runtime.scheduler import Scheduler
+    from archiver.store.state_store import RedisStateStore
 
 
 ENTRY_SIZE = click.option(
@@ -38,10 +38,10 @@ def scheduler() -> None:
     Several may run: one leads (ARCHIVER_LEADER_TTL_SECONDS, default 10) and the others stand
     by to take over.
     """
-    from archiver.leadership import LeaderLease, scheduler_identity
-    from archiver.logging_setup import configure_logging
-    from archiver.scheduler import Scheduler
-    from archiver.taskqueue import CeleryDispatcher, make_celery
+    from archiver.observability.logs import configure_logging
+    from archiver.runtime.scheduler import Scheduler
+    from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
+    from archiver.store.leadership import LeaderLease, scheduler_identity
 
     settings = Settings.from_env()
     configure_logging(log_format=settings.log_format)
@@ -73,8 +73,8 @@ def _serve_scheduler_metrics(
 ) -> None:
     from prometheus_client import REGISTRY
 
-    from archiver.metrics import serve
-    from archiver.state_metrics import FleetStateCollector, StateMetricsRefresher
+    from archiver.observability.fleet_gauges import FleetStateCollector, StateMetricsRefresher
+    from archiver.observability.metrics import serve
 
     def leading() -> bool:
         return scheduler.leading
@@ -127,8 +127,8 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
     and each storage root is a directory. A storage whose root is not is left unconsumed;
     with none left, or with an unusable sink, the worker exits with the reason.
     """
-    from archiver.metrics import prepare_multiprocess_dir
-    from archiver.taskqueue import QUEUE_PREFIX, celery_worker_argv, queue_name
+    from archiver.observability.metrics import prepare_multiprocess_dir
+    from archiver.runtime.taskqueue import QUEUE_PREFIX, celery_worker_argv, queue_name
 
     settings = Settings.from_env()
     names = [q.strip() for q in (queues or "").split(",") if q.strip()]
@@ -159,8 +159,8 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
 
 def _usable_queues(settings: Settings, names: list[str]) -> list[str]:
     """The queues this host can serve; exits when the sink or every storage is unusable."""
-    from archiver.host_check import HostUnusable, check_sink, check_storage_roots
-    from archiver.taskqueue import QUEUE_PREFIX, queue_name
+    from archiver.runtime.host_check import HostUnusable, check_sink, check_storage_roots
+    from archiver.runtime.taskqueue import QUEUE_PREFIX, queue_name
 
     try:
         check_sink(settings)
@@ -206,8 +206,8 @@ def produce(storage: str, partitions: int, interval: float, entry_size: int, rou
     It stands in for a storage node in the compose deployment and in load tests. A restarted
     producer goes on from the newest LSN it wrote; it never reuses one.
     """
-    from archiver.demo import entry_files
-    from archiver.log_manager import ReferenceLogManager
+    from archiver.dev.demo import entry_files
+    from archiver.dev.producer import ReferenceLogManager
 
     settings = Settings.from_env()
     root = settings.storage_root(storage)
@@ -292,7 +292,7 @@ def demo(
     Uses Redis at ARCHIVER_REDIS_URL, or starts a private redis-server when none answers.
     Its state lives under the Redis prefix `archiver-demo`, which it clears first.
     """
-    from archiver.demo import DemoOptions, run_demo
+    from archiver.dev.demo import DemoOptions, run_demo
 
     ok = run_demo(DemoOptions(partitions, entries, entry_size, workers, workdir, timeout), console)
     sys.exit(0 if ok else 1)

@@ -20,6 +20,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
+from archiver.core.tarball import EntryChanged
 from archiver.sinks.base import (
     DELETE_BATCH,
     Download,
@@ -33,7 +34,6 @@ from archiver.sinks.base import (
     WriteResult,
     hashing,
 )
-from archiver.tarball import EntryChanged
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -28,14 +28,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from archiver.keys import archive_key, partition_prefix
-from archiver.local_redis import LocalRedis
-from archiver.log_manager import ReferenceLogManager, write_entry
-from archiver.lsn import format_lsn
-from archiver.redis_client import connect
+from archiver.core.lsn import format_lsn
+from archiver.core.object_names import archive_key, partition_prefix
+from archiver.dev.local_redis import LocalRedis
+from archiver.dev.producer import ReferenceLogManager, write_entry
 from archiver.sinks import SinkError
 from archiver.sinks.s3 import MIN_PART_SIZE
-from archiver.streams import Streams
+from archiver.store.client import connect
+from archiver.store.streams import Streams
 from tests.faults import FaultProxy
 from tests.support import Process, S3Endpoint, System, read_tar, wait_for
 

@@ -221,7 +221,7 @@ def test_runbook_states_the_safety_rules() -> None:
 
 
 def test_every_metric_named_is_exported() -> None:
-    from archiver.metrics import EXPORTED_METRICS
+    from archiver.observability.metrics import EXPORTED_METRICS
 
     sources = {
         "ops/prometheus/alerts.yml": "\n".join(rule["expr"] for rule in alert_rules()),
@@ -235,7 +235,7 @@ def test_every_metric_named_is_exported() -> None:
 
 
 def test_the_dashboard_shows_every_exported_metric() -> None:
-    from archiver.metrics import EXPORTED_METRICS
+    from archiver.observability.metrics import EXPORTED_METRICS
 
     shown = metric_names("\n".join(dashboard_queries()))
     missing = EXPORTED_METRICS - shown

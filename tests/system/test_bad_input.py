@@ -10,7 +10,7 @@ import urllib.request
 from click.testing import CliRunner
 
 from archiver.cli import main
-from archiver.local_redis import free_port
+from archiver.dev.local_redis import free_port
 from tests.support import System, wait_for
 
 GOOD = {"storage": "default", "partition": "1", "low": "1", "high": "1"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archiver.catalog import partition_archives
-from archiver.keys import Compression
-from archiver.lsn import format_lsn
-from archiver.restore import restore_partition
+from archiver.archive.catalog import partition_archives
+from archiver.archive.restore import restore_partition
+from archiver.core.lsn import format_lsn
+from archiver.core.object_names import Compression
 from tests.support import System
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from archiver.archiving import archive_entry, entry_path
 from archiver.cli import main
-from archiver.keys import archive_key
-from archiver.log_manager import wal_dir, write_entry
-from archiver.lsn import format_lsn
+from archiver.core.lsn import format_lsn
+from archiver.core.object_names import archive_key
+from archiver.core.wal_layout import entry_path, wal_dir
+from archiver.dev.producer import write_entry
+from archiver.runtime.archiving import copy_entry
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System, gap_pairs, source, wait_for
@@ -44,7 +45,7 @@ def test_reconcile_leaves_a_conflicted_partition_alone(system: System) -> None:
     # mark stands between reconcile and an acknowledgement of it.
     elsewhere = system.tmp / "elsewhere"
     write_entry(elsewhere, 1, 3, {"MANIFEST": b"someone else's entry 3\n"})
-    archive_entry(system.sink, system.storage, elsewhere, 1, 3)
+    copy_entry(system.sink, system.storage, elsewhere, 1, 3)
     system.start()
     for lsn in range(1, 4):
         system.write(1, lsn)
@@ -123,7 +124,7 @@ def test_reconcile_never_acknowledges_entries_that_were_not_archived(system: Sys
     # entry's sound tar, checksum and all, sits at LSN 3.
     elsewhere = system.tmp / "elsewhere"
     write_entry(elsewhere, 1, 3, {"MANIFEST": b"someone else's entry 3\n"})
-    archive_entry(system.sink, system.storage, elsewhere, 1, 3)
+    copy_entry(system.sink, system.storage, elsewhere, 1, 3)
     for lsn in range(1, 4):
         system.write(1, lsn)
     system.store.apply_notification(system.storage, 1, 1, 3, 60)
@@ -140,7 +141,7 @@ def test_reconcile_never_acknowledges_entries_that_were_not_archived(system: Sys
     assert system.acks(1) == []
     # With 1 and 2 archived, the object at 3 is compared with entry 3, and is not it.
     for lsn in (1, 2):
-        archive_entry(system.sink, system.storage, system.root, 1, lsn)
+        copy_entry(system.sink, system.storage, system.root, 1, lsn)
     again = archiver(system, "reconcile", "--json")
     assert again.exit_code == 1
     (report,) = json.loads(again.stdout)
@@ -167,13 +168,13 @@ def test_reconcile_accepts_no_object_the_producer_may_not_have_written_yet(
     elsewhere = system.tmp / "elsewhere"
     for partition in (1, 2):
         write_entry(elsewhere, partition, 4, {"MANIFEST": b"someone else's entry 4\n"})
-        archive_entry(system.sink, system.storage, elsewhere, partition, 4)
+        copy_entry(system.sink, system.storage, elsewhere, partition, 4)
         for lsn in range(1, 4):
             system.write(partition, lsn)
     # Partition 1 has no state: acknowledging 4 would acknowledge 1-3 as well.
     # Partition 2: 1-3 archived, announced through 3; 4 is not written yet.
     for lsn in range(1, 4):
-        archive_entry(system.sink, system.storage, system.root, 2, lsn)
+        copy_entry(system.sink, system.storage, system.root, 2, lsn)
     system.store.apply_notification(system.storage, 2, 1, 3, 60)
 
     result = archiver(system, "reconcile", "--json")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.local_redis import free_port
+from archiver.dev.local_redis import free_port
 from tests.support import REPO, System, wait_for
 
 PARTITIONS = 4

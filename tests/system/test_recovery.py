@@ -11,8 +11,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from archiver.cli import main
-from archiver.local_redis import LocalRedis
-from archiver.streams import SCHEDULER_GROUP
+from archiver.dev.local_redis import LocalRedis
+from archiver.store.streams import SCHEDULER_GROUP
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System, gap_pairs, log_time, wait_for

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from archiver.keys import archive_key
-from archiver.lsn import format_lsn
-from archiver.tarball import entry_tar_chunks
+from archiver.core.lsn import format_lsn
+from archiver.core.object_names import archive_key
+from archiver.core.tarball import entry_tar_chunks
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System, gap_pairs, log_time, source, wait_for
 

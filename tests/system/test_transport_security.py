@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from archiver.cli import main
-from archiver.local_redis import LocalRedis, free_port
+from archiver.dev.local_redis import LocalRedis, free_port
 from tests.support import S3Endpoint, System, wait_for
 
 REDIS_PASSWORD = "redis-Pa55-7f3c9e"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from archiver.taskqueue import TASK_NAME
+from archiver.runtime.taskqueue import TASK_NAME
 from tests.support import System, wait_for
 
 

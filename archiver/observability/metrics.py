@@ -1,0 +1,110 @@
+"""Prometheus metrics. Names start with ``archiver_``; no label is per partition, since a fleet
+has hundreds of thousands of them (per-partition detail belongs to ``archiver inspect``).
+
+The counters and the histogram here are updated where things happen: the scheduler's loop and
+the workers' tasks. Worker hosts run several processes, so they count in prometheus-client's
+multiprocess mode (``workers/exporter.py``). The gauges that describe the whole fleet's state are
+computed by the leading scheduler from Redis (``archiver/observability/fleet_gauges.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Updated by the scheduler.
+NOTIFICATIONS = Counter(
+    "archiver_notifications",
+    "Watermark notifications handled by the scheduler, by result",
+    ["result"],  # applied, stale, gap, rejected
+)
+# Updated by workers (commits) and the scheduler (repeated acknowledgements).
+ACKNOWLEDGEMENTS = Counter(
+    "archiver_acknowledgements", "Acknowledgements published, repeated ones included"
+)
+
+# Updated by workers.
+ENTRIES_ARCHIVED = Counter(
+    "archiver_entries_archived",
+    "Archiving attempts by outcome: success (uploaded), skipped (already archived with the "
+    "same bytes) or fail (to be retried, or a conflict)",
+    ["storage", "status"],
+)
+ARCHIVE_DURATION = Histogram(
+    "archiver_archive_duration_seconds",
+    "Time from the start of an attempt to its commit, for archived and skipped entries",
+    ["storage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+ARCHIVED_BYTES = Counter(
+    "archiver_archived_bytes", "Bytes of archive objects uploaded", ["storage"]
+)
+RETRIES = Counter(
+    "archiver_retries", "Failed attempts that were scheduled to be retried", ["storage"]
+)
+FENCED = Counter(
+    "archiver_fenced_attempts",
+    "Attempts that found their grant taken over (expired, released or skipped past) and did "
+    "nothing more",
+    ["storage"],
+)
+TASKS_RUNNING = Gauge(
+    "archiver_tasks_running",
+    "Archive tasks running right now",
+    multiprocess_mode="livesum",
+)
+
+# Updated by every process that talks to Redis (archiver/store/client.py).
+REDIS_ROUND_TRIPS = Counter(
+    "archiver_redis_round_trips",
+    "Requests sent to Redis and answered: a pipeline or a script counts once",
+)
+
+# Computed by the leading scheduler; see archiver/observability/fleet_gauges.py.
+SCHEDULER_LEADER = "archiver_scheduler_leader"
+BACKLOG = "archiver_backlog_entries"
+OLDEST_UNARCHIVED_AGE = "archiver_oldest_unarchived_entry_age_seconds"
+PARTITIONS = "archiver_partitions"
+GAPS = "archiver_gaps"
+FLEET_BACKOFF = "archiver_fleet_backoff_seconds"
+STATE_REFRESHED = "archiver_state_refresh_timestamp_seconds"
+
+# Every family as Prometheus shows it (counters with their "_total").
+EXPORTED_METRICS = frozenset(
+    {
+        "archiver_notifications_total",
+        "archiver_acknowledgements_total",
+        "archiver_entries_archived_total",
+        "archiver_archive_duration_seconds",
+        "archiver_archived_bytes_total",
+        "archiver_retries_total",
+        "archiver_fenced_attempts_total",
+        "archiver_tasks_running",
+        "archiver_redis_round_trips_total",
+        SCHEDULER_LEADER,
+        BACKLOG,
+        OLDEST_UNARCHIVED_AGE,
+        PARTITIONS,
+        GAPS + "_total",
+        FLEET_BACKOFF,
+        STATE_REFRESHED,
+    }
+)
+
+for _result in ("applied", "stale", "gap", "rejected"):
+    NOTIFICATIONS.labels(result=_result)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
+    """Serve /metrics from a background thread."""
+    start_http_server(port, addr=address)
+
+
+def prepare_multiprocess_dir(directory: Path) -> Path:
+    """Create a worker host's multiprocess directory and empty it of an earlier run's samples,
+    which would otherwise be summed with this run's (and show processes long dead)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return directory

@@ -1,0 +1,407 @@
+"""One archiving attempt, from grant to acknowledgement, independent of Celery.
+
+The order of steps is what keeps acknowledgements behind the archive: the object is durably
+written first, then the partition advances (only if our fencing token is still current), and
+only then is the acknowledgement published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+
+from archiver.config import Settings
+from archiver.core.partition import Claim
+from archiver.core.tarball import EntryError, EntryMissing
+from archiver.observability import metrics
+from archiver.observability.logs import entry_fields
+from archiver.runtime.archiving import ArchiveConflict, copy_entry
+from archiver.runtime.dispatch import Dispatch, dispatch_claim
+from archiver.runtime.host_check import SinkWatch
+from archiver.sinks import Sink
+from archiver.store.state_store import AttemptStart, RedisStateStore
+from archiver.store.streams import Streams
+
+log = logging.getLogger("archiver.worker")
+
+# Tries at publishing an acknowledgement after its commit, over about ten seconds.
+ACK_ATTEMPTS = 6
+
+LogFields = dict[str, Any]
+
+
+def _holder() -> str:
+    """Who runs an attempt, as ``archiver inspect partition`` shows the lease holder."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class AttemptOutcome(enum.StrEnum):
+    ARCHIVED = "archived"
+    # The object was already in the sink; nothing was uploaded.
+    SKIPPED = "skipped"
+    # Our grant is gone (expired and re-granted, or the partition moved on): we did nothing.
+    FENCED = "fenced"
+    # Try again after ``delay`` seconds.
+    RETRY = "retry"
+    # The archive holds other bytes: the partition is stopped for an operator.
+    CONFLICT = "conflict"
+    # The entry failed too often on its own account: the partition is stopped for an operator.
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: AttemptOutcome
+    delay: float = 0.0
+    error: str | None = None
+    size: int | None = None
+    next_claim: Claim | None = None
+    # The grant this attempt ran under: a retry must present it again.
+    claim: Claim | None = None
+    # Entries archived by the task, chained ones included.
+    entries: int = 0
+    # The grant check for next_claim, already made (see EntryArchiver.run).
+    next_started: AttemptStart | None = None
+    # Why the sink is unusable for good, when a failed attempt found it so: the worker stops.
+    sink_lost: str | None = None
+
+
+class HeldGrant:
+    """The grant of the attempt running now; ``lost`` is set once a renewal is refused."""
+
+    def __init__(self, storage: str, partition: int, claim: Claim, renew_at: float) -> None:
+        self.storage = storage
+        self.partition = partition
+        self.claim = claim
+        self.renew_at = renew_at
+        self.lost = threading.Event()
+
+    def guard(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """Stop streaming as soon as the grant is lost: the write is then aborted."""
+        for chunk in chunks:
+            if self.lost.is_set():
+                raise LeaseLost("grant lost while uploading")
+            yield chunk
+
+
+class LeaseKeeper:
+    """Renews the running attempt's grant every third of the lease, so that a slow upload keeps
+    it. One thread per process serves every attempt in turn: starting a thread per entry
+    would cost more than a small entry's upload."""
+
+    def __init__(self, store: RedisStateStore, lease: float) -> None:
+        self._store = store
+        self._lease = lease
+        self._interval = lease / 3
+        self._lock = threading.Lock()
+        self._held: HeldGrant | None = None
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def keep(self, storage: str, partition: int, claim: Claim) -> Iterator[HeldGrant]:
+        held = HeldGrant(storage, partition, claim, time.monotonic() + self._interval)
+        with self._lock:
+            self._held = held
+            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        try:
+            yield held
+        finally:
+            with self._lock:
+                self._held = None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(self._interval / 4, 1.0))
+            with self._lock:
+                held = self._held
+            if held is None or time.monotonic() < held.renew_at:
+                continue
+            try:
+                if not self._store.renew_lease(
+                    held.storage, held.partition, held.claim.lsn, held.claim.token, self._lease
+                ):
+                    held.lost.set()
+            except Exception:  # a Redis blip: try again at the next tick
+                log.warning("lease renewal failed; retrying", exc_info=True)
+                continue
+            held.renew_at = time.monotonic() + self._interval
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class StorageUnavailable(Exception):
+    """The storage root is not a directory on this host (a disk not mounted, a wrong path):
+    neither the entry's fault nor the object store's, so it stops no partition and pauses no
+    one else."""
+
+
+class EntryArchiver:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStateStore,
+        streams: Streams,
+        sink: Sink,
+        dispatch: Dispatch,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.streams = streams
+        self.sink = sink
+        self.dispatch = dispatch
+        self.keeper = LeaseKeeper(store, settings.lease_seconds)
+        self.sink_watch = SinkWatch(sink)
+
+    def run_chain(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
+        """Archive ``lsn``, then go on with the partition's next entries while each commit
+        grants the next one: still one entry in flight, but no trip through the broker per
+        entry. Bounded by ARCHIVER_CHAIN_ENTRIES and ARCHIVER_CHAIN_SECONDS, so that other
+        partitions waiting in the queue get their turn; the rest goes back to the queue."""
+        deadline = time.monotonic() + self.settings.chain_seconds
+        claim = Claim(lsn, token)
+        started: AttemptStart | None = None
+        done = 0
+        while True:
+            go_on = done + 1 < self.settings.chain_entries and time.monotonic() < deadline
+            attempt = self.run(storage, partition, claim.lsn, claim.token, started, go_on)
+            if attempt.outcome in (AttemptOutcome.ARCHIVED, AttemptOutcome.SKIPPED):
+                done += 1
+            attempt = replace(attempt, entries=done)
+            if attempt.next_claim is None:
+                return attempt
+            if not go_on:
+                self._send(storage, partition, attempt.next_claim)
+                return attempt
+            claim, started = attempt.next_claim, attempt.next_started
+
+    def run(
+        self,
+        storage: str,
+        partition: int,
+        lsn: int,
+        token: int,
+        started: AttemptStart | None = None,
+        go_on: bool = False,
+    ) -> Attempt:
+        """One attempt at ``lsn``. ``started`` is the grant check already made for it (in the
+        previous entry's last round trip); with ``go_on``, this attempt makes that check for
+        the next entry, which the caller then runs instead of sending it to the queue."""
+        fields = entry_fields(storage, partition, lsn, token=token)
+        lease = self.settings.lease_seconds
+        claim = Claim(lsn, token)
+        if started is None:
+            started = self.store.start_attempt(storage, partition, lsn, token, lease, _holder())
+        if not started.held:
+            return self._fenced("before archiving", fields)
+        if (pause := started.pause) > 0:
+            # The fleet is backing off after a failure elsewhere: wait our turn, keeping the
+            # grant. A little jitter keeps the waiting tasks from all returning at once.
+            delay = pause * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
+            self.store.renew_lease(storage, partition, lsn, token, delay + lease)
+            return Attempt(AttemptOutcome.RETRY, delay=delay, claim=claim)
+
+        begun = time.monotonic()
+        try:
+            root = self.settings.storage_root(storage)
+            if not root.is_dir():
+                raise StorageUnavailable(f"storage root {root} is not a directory on this host")
+            with self.keeper.keep(storage, partition, claim) as held:
+                archived = copy_entry(
+                    self.sink,
+                    storage,
+                    root,
+                    partition,
+                    lsn,
+                    self.settings.compression,
+                    guard=held.guard,
+                    fresh=started.fresh,
+                    acknowledged_through=lambda: self.streams.newest_published(storage, partition),
+                )
+        except ArchiveConflict as exc:
+            return self._conflict(storage, partition, claim, exc, fields)
+        except Exception as exc:
+            return self._failed(storage, partition, claim, exc, fields)
+
+        commit = self.store.commit_success(
+            storage, partition, lsn, token, self.settings.dispatch_timeout_seconds
+        )
+        if not commit.committed:
+            return self._fenced("after archiving; not acknowledging", fields)
+        next_started = self._after_commit(
+            storage, partition, lsn, fields, commit.next_claim if go_on else None
+        )
+        seconds = time.monotonic() - begun
+        outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
+        metrics.ENTRIES_ARCHIVED.labels(
+            storage, "success" if archived.uploaded else "skipped"
+        ).inc()
+        metrics.ARCHIVE_DURATION.labels(storage).observe(seconds)
+        if archived.uploaded and archived.size is not None:
+            metrics.ARCHIVED_BYTES.labels(storage).inc(archived.size)
+        log.info(
+            outcome.value,
+            extra={
+                **fields,
+                "key": archived.key,
+                "bytes": archived.size,
+                "seconds": f"{seconds:.3f}",
+            },
+        )
+        return Attempt(
+            outcome,
+            size=archived.size,
+            next_claim=commit.next_claim,
+            next_started=next_started,
+            claim=claim,
+        )
+
+    def _send(self, storage: str, partition: int, claim: Claim) -> None:
+        try:
+            dispatch_claim(self.store, self.dispatch, storage, partition, claim)
+        except Exception:
+            # The claim is left for the sweep, which takes unsent claims over.
+            log.exception(
+                "could not send the next task", extra=entry_fields(storage, partition, claim.lsn)
+            )
+
+    def _failed(
+        self, storage: str, partition: int, claim: Claim, exc: Exception, fields: LogFields
+    ) -> Attempt:
+        """A failed attempt: retried after the partition's backoff. A failure of the object
+        store also pauses the fleet, since it usually fails everyone; a failure of the entry
+        (``EntryError``) or of this host's disk does not, and enough failures of the entry
+        itself (not a missing one, which may yet appear) stop the partition."""
+        error = f"{type(exc).__name__}: {exc}"
+        lease = self.settings.lease_seconds
+        hold = self.settings.retry_max_seconds + lease
+        of_entry = isinstance(exc, EntryError) and not isinstance(exc, EntryMissing)
+        failure = self.store.record_failure(
+            storage,
+            partition,
+            claim.lsn,
+            claim.token,
+            error,
+            hold,
+            stop_after=self.settings.entry_failures_before_stop if of_entry else None,
+        )
+        if failure is None:
+            return self._fenced(f"after a failed attempt ({error})", fields)
+        metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
+        if failure.stopped:
+            self.store.count("stopped")
+            log.error(
+                "entry failed %d times; partition stopped for an operator",
+                failure.attempts,
+                extra={**fields, "error": error},
+            )
+            return Attempt(AttemptOutcome.STOPPED, error=error)
+        self.store.count("retries")
+        metrics.RETRIES.labels(storage).inc()
+        pause = 0.0
+        sink_lost = None
+        if not isinstance(exc, (EntryError, StorageUnavailable)):
+            pause = self.store.fleet_failure(
+                self.settings.retry_min_seconds, self.settings.retry_max_seconds
+            )
+            sink_lost = self.sink_watch.lost()
+        attempts = failure.attempts
+        delay = max(self.settings.retry_delay(attempts), pause)
+        self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
+        log.error(
+            "archiving failed; retrying in %.3fs (attempt %d)",
+            delay,
+            attempts,
+            extra={**fields, "error": error},
+        )
+        if sink_lost is not None:
+            log.error(
+                "the sink %s is no longer usable: %s; this worker stops",
+                self.sink.describe(),
+                sink_lost,
+                extra=fields,
+            )
+        return Attempt(
+            AttemptOutcome.RETRY, delay=delay, error=error, claim=claim, sink_lost=sink_lost
+        )
+
+    def _fenced(self, when: str, fields: LogFields) -> Attempt:
+        """Our grant was taken over (it expired) or the partition moved on: do nothing more."""
+        log.warning("fenced off %s: grant is no longer current", when, extra=fields)
+        self.store.count("fenced")
+        metrics.FENCED.labels(fields["storage"]).inc()
+        return Attempt(AttemptOutcome.FENCED)
+
+    def _conflict(
+        self,
+        storage: str,
+        partition: int,
+        claim: Claim,
+        exc: ArchiveConflict,
+        fields: LogFields,
+    ) -> Attempt:
+        error = f"ArchiveConflict: {exc}"
+        if not self.store.mark_conflict(storage, partition, claim.lsn, claim.token, error):
+            return self._fenced("after finding a conflicting archive", fields)
+        self.store.count("conflicts")
+        metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
+        log.error("archive conflict; partition stopped", extra={**fields, "error": str(exc)})
+        return Attempt(AttemptOutcome.CONFLICT, error=error)
+
+    def _queue_after_commit(
+        self,
+        pipe: redis.client.Pipeline,
+        storage: str,
+        partition: int,
+        lsn: int,
+        next_claim: Claim | None,
+    ) -> None:
+        self.streams.publish_ack(storage, partition, lsn, pipe)
+        self.store.fleet_success(self.settings.retry_min_seconds, pipe)
+        if next_claim is not None:
+            self.store.queue_start_attempt(
+                pipe,
+                storage,
+                partition,
+                next_claim.lsn,
+                next_claim.token,
+                self.settings.lease_seconds,
+                _holder(),
+            )
+
+    def _after_commit(
+        self, storage: str, partition: int, lsn: int, fields: LogFields, next_claim: Claim | None
+    ) -> AttemptStart | None:
+        """Publish the acknowledgement of a committed LSN, and relieve the fleet's backoff; with
+        ``next_claim``, also start the attempt at it: one round trip for all of it.
+
+        The commit cannot be undone and a retry of this task would be fenced off, so Redis
+        trouble is ridden out here."""
+        for attempt in range(1, ACK_ATTEMPTS + 1):
+            try:
+                replies = self.store.pipelined(
+                    lambda pipe: self._queue_after_commit(pipe, storage, partition, lsn, next_claim)
+                )
+                metrics.ACKNOWLEDGEMENTS.inc()
+                return None if next_claim is None else self.store.started(replies[-2:])
+            except redis.RedisError:
+                if attempt == ACK_ATTEMPTS:
+                    # The next notification for this partition acknowledges it again.
+                    log.exception("could not publish acknowledgement", extra=fields)
+                    return None
+                time.sleep(min(0.1 * 2**attempt, 5.0))
+        return None

@@ -1,0 +1,152 @@
+"""The Celery side shared by the scheduler (which sends) and the workers (which run).
+
+Redelivery settings, and why:
+- ``acks_late`` with ``reject_on_worker_lost``: a task message is only acknowledged once the
+  attempt ended, so a worker killed mid-upload leaves the message to be delivered again.
+- prefetch 1: a worker holds no more messages than it runs, so a dead worker strands none.
+- ``visibility_timeout`` above the hard time limit plus the longest retry wait: Redis
+  redelivers unacknowledged messages after it, also while the first worker still runs them.
+- cancel long-running tasks on connection loss: their messages are redelivered anyway.
+Redelivered or duplicated tasks are harmless: a task only acts while it holds the partition's
+current fencing token, and archive objects are written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from kombu import Producer
+
+from archiver.config import Settings
+from archiver.runtime.dispatch import ArchiveTask
+
+TASK_NAME = "archiver.archive_entry"
+QUEUE_PREFIX = "archiver."
+
+
+def queue_name(storage: str) -> str:
+    """Only the host holding a storage's files can read its entries: one queue per storage."""
+    return QUEUE_PREFIX + storage
+
+
+def worker_command(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+    """The command line of a worker host consuming ``queues`` (``archiver worker``)."""
+    return [
+        sys.executable, "-m", "archiver", "worker",
+        "--queues", ",".join(queues),
+        "--concurrency", str(concurrency),
+        "--node-name", node_name,
+    ]  # fmt: skip
+
+
+def celery_worker_argv(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+    """What ``archiver worker`` runs once the host is prepared."""
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker",
+        "-Q", ",".join(queues),
+        "-c", str(concurrency),
+        "-P", "prefork",
+        "-n", node_name,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
+def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:
+    """Messages waiting in each queue, as the broker counts them. A queue the broker does not
+    know (never declared; on Redis, also an empty one) holds none."""
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as connection:
+        for queue in queues:
+            channel: Any = connection.channel()
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except connection.channel_errors:
+                depths[queue] = 0
+            finally:
+                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                    channel.close()
+    return depths
+
+
+def make_celery(settings: Settings, name: str = "archiver") -> Celery:
+    hard_limit = settings.task_time_limit_seconds
+    app = Celery(name, broker=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=hard_limit,
+        task_soft_time_limit=max(hard_limit - 30, hard_limit * 0.9),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": int(hard_limit + settings.retry_max_seconds + 300),
+            # Sends fail rather than hang when the broker is unreachable.
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        task_default_queue=queue_name("default"),
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return app
+
+
+class CeleryDispatcher:
+    """Sends archive tasks; the scheduler and the workers both dispatch through it.
+
+    Tasks sent together go out as one batch where the transport batches publishing (Redis:
+    one pipeline), which costs a fraction of sending them one by one; elsewhere each is
+    published at once."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        with app.connection_for_write() as connection:
+            # Celery publishes to a queue by its name (the default exchange). On Redis that
+            # needs no declaration, which would otherwise cost more than the rest of a send;
+            # an AMQP broker drops a message whose queue does not exist yet.
+            self._declare: list[Any] | None = (
+                [] if connection.transport.driver_type == "redis" else None
+            )
+
+    def __call__(self, tasks: Sequence[ArchiveTask]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        try:
+            # The batch is large enough to go out in one flush, at the end.
+            with (
+                self.app.producer_or_acquire() as producer,
+                producer.batch(max_size=4 * len(tasks) + 1),
+            ):
+                results.extend(self._send(task, producer) for task in tasks)
+        except Exception as exc:
+            # The batch did not go out, or not all of it: count every task as unsent.
+            return [exc] * len(tasks)
+        return results
+
+    def _send(self, task: ArchiveTask, producer: Producer) -> Exception | None:
+        args = list(task)
+        try:
+            self.app.send_task(
+                TASK_NAME,
+                args=args,
+                queue=queue_name(task.storage),
+                producer=producer,
+                declare=self._declare,
+                # What monitoring shows of the arguments; Celery's own rendering of plain
+                # values gives the same text at several times the cost.
+                argsrepr=repr(args),
+                kwargsrepr="{}",
+            )
+        except Exception as exc:
+            return exc
+        return None

@@ -1,0 +1,92 @@
+"""One archiving attempt, without Celery: paths, existing objects, conflicts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from archiver.core.object_names import Compression, archive_key
+from archiver.core.tarball import UnsafeEntry
+from archiver.core.wal_layout import entry_path
+from archiver.dev.producer import write_entry
+from archiver.runtime.archiving import ArchiveConflict, copy_entry
+from archiver.sinks import FilesystemSink
+from tests.archive_factory import new_bucket
+
+
+def test_an_entry_path_outside_the_storage_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "wal").mkdir(parents=True)
+    (root / "7").symlink_to(elsewhere)  # the partition directory points out of the root
+    with pytest.raises(UnsafeEntry, match="outside storage root"):
+        entry_path(root, 7, 1)
+    assert entry_path(root, 8, 1) == root / "8" / "wal" / "0000000000001"
+
+
+def test_existing_archives_are_compared_by_content_under_either_name(tmp_path: Path) -> None:
+    sink = new_bucket(tmp_path / "bucket")
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data" * 1000})
+    first = copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
+    assert first.uploaded
+    # Compression switched off since: the compressed archive still counts, nothing is added.
+    again = copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
+    assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1, Compression.ZSTD))
+    assert not sink.exists(archive_key("s", 1, 1))
+    # The entry on disk changed: the archive is kept and the conflict reported.
+    (tmp_path / "wal" / "1" / "wal" / "0000000000001" / "f").write_bytes(b"other")
+    with pytest.raises(ArchiveConflict):
+        copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
+
+
+class LookupsCounted(FilesystemSink):
+    """A real filesystem bucket that records which keys were looked up."""
+
+    looked_up: list[str]
+
+    def exists(self, key: str) -> bool:
+        self.looked_up.append(key)
+        return super().exists(key)
+
+
+def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> None:
+    """The create-only write finds an archive under the preferred name by itself: an attempt
+    that may follow an earlier one (not ``fresh``) looks up the other name only, and both
+    names only when the entry is gone from disk."""
+    (tmp_path / "bucket").mkdir()
+    sink = LookupsCounted(tmp_path / "bucket")
+    sink.looked_up = []
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
+    assert copy_entry(sink, "s", tmp_path / "wal", 1, 1).uploaded
+    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    # An earlier attempt archived it and crashed before committing: found by the write.
+    sink.looked_up = []
+    again = copy_entry(sink, "s", tmp_path / "wal", 1, 1)
+    assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1))
+    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    # The entry is gone (acknowledged, then deleted): found by looking under both names, and
+    # accepted because it verifies on its own.
+    shutil.rmtree(entry_path(tmp_path / "wal", 1, 1))
+    sink.looked_up = []
+    gone = copy_entry(sink, "s", tmp_path / "wal", 1, 1, acknowledged_through=lambda: 1)
+    assert (gone.uploaded, gone.key) == (False, archive_key("s", 1, 1))
+    assert sink.looked_up == [archive_key("s", 1, 1)]
+    # A fresh attempt looks nowhere.
+    write_entry(tmp_path / "wal", 1, 2, {"f": b"more"})
+    sink.looked_up = []
+    assert copy_entry(sink, "s", tmp_path / "wal", 1, 2, fresh=True).uploaded
+    assert sink.looked_up == []
+
+
+def test_an_undecodable_object_at_the_name_is_a_conflict_not_a_retry(tmp_path: Path) -> None:
+    """Not a zstd frame at all: it cannot hold the entry's tar, so it is a conflict (the
+    partition stops, the object stays), not a failure retried for ever."""
+    sink = new_bucket(tmp_path / "bucket")
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
+    sink.write(archive_key("s", 1, 1, Compression.ZSTD), lambda: iter([b"not zstd"]))
+    with pytest.raises(ArchiveConflict, match="cannot be decoded"):
+        copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
+    assert sink.read(archive_key("s", 1, 1, Compression.ZSTD)) == b"not zstd"

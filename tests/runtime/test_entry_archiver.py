@@ -1,0 +1,38 @@
+"""One archiving attempt in-process (``archiver.runtime.entry_archiver``), against a real Redis."""
+
+from __future__ import annotations
+
+from archiver.runtime.entry_archiver import LeaseKeeper
+from archiver.store.state_store import RedisStateStore
+from tests.support import wait_for
+
+
+def test_the_lease_keeper_renews_a_long_attempt_and_notices_when_it_is_fenced(
+    store: RedisStateStore,
+) -> None:
+    # Renewed every third of it: long enough that a loaded machine's scheduling delays
+    # cannot let it lapse between renewals.
+    lease = 3.0
+    claim = store.apply_notification("s", 1, 1, 1, lease).claim
+    assert claim is not None
+    keeper = LeaseKeeper(store, lease)
+    first = store.load("s", 1)
+    assert first is not None
+    assert first.state.lease_expires_ms is not None
+    with keeper.keep("s", 1, claim) as held:
+        # Well past the first lease, the grant is still ours: it was renewed.
+        wait_for(
+            lambda: store.server_time_ms() > first.state.lease_expires_ms + 1000,  # type: ignore[operator]
+            timeout=10,
+            what="the first lease to be long over",
+        )
+        assert store.claim_next_entry("s", 1, lease) is None
+        assert not held.lost.is_set()
+        # An operator breaks the lease: the keeper's next renewal is refused.
+        assert store.release("s", 1, "ops", "test").done
+        wait_for(held.lost.is_set, timeout=10, what="the keeper to see the grant lost")
+    # Between attempts the same thread renews nothing.
+    second = store.claim_next_entry("s", 1, 3600)
+    assert second is not None
+    with keeper.keep("s", 1, second) as held_again:
+        assert not held_again.lost.is_set()
