@@ -1,22 +1,28 @@
-"""Settings, read once from the environment; each process gets the same view."""
+"""Settings, read once from the environment; each process gets the same view.
+
+Each setting is declared once, as a field of ``Settings``: its variable, default, reader (which
+checks bounds and names the variable when it refuses a value) and help. ``archiver config``
+shows them in effect, and a test holds the README's table to them.
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from archiver.core.object_names import Compression, InvalidName, check_storage
+from archiver.core.object_names import Compression, check_storage
+from archiver.errors import ConfigError, InvalidName
+from archiver.sinks.urls import parse_sink_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "archiver"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
 
 
 def redact_url(url: str) -> str:
@@ -51,47 +57,19 @@ def parse_storages(text: str) -> dict[str, Path]:
     return storages
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
+def _port(name: str, raw: str) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise ConfigError(f"{name} must be a port number (0 for none), got {raw!r}")
     return int(raw)
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
+def _count(name: str, raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
     return int(raw)
 
 
-def _log_format(raw: str) -> str:
-    if raw.lower() not in ("text", "json"):
-        raise ConfigError(f"ARCHIVER_LOG_FORMAT must be text or json, got {raw!r}")
-    return raw.lower()
-
-
-def _metrics_dir(env: Mapping[str, str]) -> Path:
-    raw = env.get("ARCHIVER_METRICS_DIR")
-    if not raw:
-        return Path(tempfile.gettempdir()) / "archiver-metrics"
-    if not Path(raw).is_absolute():
-        raise ConfigError(f"ARCHIVER_METRICS_DIR must be an absolute path, got {raw!r}")
-    return Path(raw)
-
-
-def _compression(raw: str) -> Compression:
-    try:
-        return Compression(raw.lower())
-    except ValueError:
-        choices = ", ".join(c.value for c in Compression)
-        raise ConfigError(f"ARCHIVER_COMPRESSION must be one of {choices}, got {raw!r}") from None
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError as exc:
@@ -101,83 +79,308 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def read(name: str, raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw.lower()
+
+    return read
+
+
+def _compression(name: str, raw: str) -> Compression:
+    return Compression(_choice(*(c.value for c in Compression))(name, raw))
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    """A server's URL: one of ``schemes``, a host (but for a Unix socket), a numeric port and,
+    for Redis, a numeric database."""
+
+    def read(name: str, raw: str) -> str:
+        parts = urlsplit(raw)
+        shown = redact_url(raw)
+        if parts.scheme not in schemes:
+            starts = " or ".join(s + "://" for s in schemes)
+            raise ConfigError(f"{name} must be a URL starting {starts}, got {shown!r}")
+        try:
+            parts.port  # noqa: B018 - read for the check it makes
+        except ValueError:
+            raise ConfigError(f"{name} has a port that is not a number: {shown!r}") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(f"{name} names no host: {shown!r}")
+        database = parts.path.strip("/")
+        if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
+            raise ConfigError(f"{name}: the database must be a number, got {shown!r}")
+        return raw
+
+    return read
+
+
+def _sink_url(name: str, raw: str) -> str:
+    parse_sink_url(raw)  # checked in full here, so that nothing starts with a bad one
+    return raw
+
+
+def _prefix(name: str, raw: str) -> str:
+    if any(c in raw for c in "{} \t\n") or len(raw) > 64:
+        raise ConfigError(f"{name} {raw!r} has unsafe characters")
+    return raw
+
+
+def _storages(name: str, raw: str) -> Mapping[str, Path]:
+    return parse_storages(raw)
+
+
+def _absolute_path(name: str, raw: str) -> Path:
+    if not Path(raw).is_absolute():
+        raise ConfigError(f"{name} must be an absolute path, got {raw!r}")
+    return Path(raw)
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def setting(
+    env: str,
+    default: str | None,
+    read: Callable[[str, str], Any],
+    help: str,
+    shown_default: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A field of ``Settings`` read from ``env``: its one declaration, with its default as an
+    operator would write it, the reader that checks it, and the help the README table shows."""
+    value = None if default is None else read(env, default)
+    metadata = {
+        "env": env,
+        "read": read,
+        "help": help,
+        "shown_default": shown_default if shown_default is not None else default,
+        "secret": secret,
+    }
+    if read is _storages:  # a mapping: each instance gets its own
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=value, metadata=metadata, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One setting as declared: for ``archiver config`` and the README's table."""
+
+    name: str
+    env: str
+    default: str | None
+    help: str
+    secret: bool
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
-    broker_url: str = DEFAULT_REDIS_URL
-    # Every Redis key and stream name starts with this.
-    redis_prefix: str = DEFAULT_PREFIX
-    sink_url: str | None = None
-    # Storage names and the roots of their WAL directories on this host.
-    storages: Mapping[str, Path] = field(default_factory=dict)
-    # First retry wait after a failed attempt; doubles per failure up to the maximum.
-    retry_min_seconds: float = 5.0
-    retry_max_seconds: float = 300.0
-    # How long a running worker's claim lasts without renewal.
-    lease_seconds: float = 30.0
-    # How long a dispatched task may wait in its queue before the partition is dispatched again.
-    dispatch_timeout_seconds: float = 600.0
-    # How often the scheduler looks for partitions with work and no live claim.
-    sweep_interval_seconds: float = 10.0
-    # Where the scheduler serves /metrics; 0 turns it off.
-    metrics_port: int = 9808
-    # Where a worker host serves /metrics for all its processes; 0 turns it off.
-    worker_metrics_port: int = 9809
-    # A worker host's prometheus-client multiprocess directory; emptied when the host starts.
-    metrics_dir: Path = Path(tempfile.gettempdir()) / "archiver-metrics"
-    # How often the leading scheduler recomputes the fleet's state gauges from Redis.
-    state_metrics_interval_seconds: float = 15.0
-    # "text" or "json".
-    log_format: str = "text"
-    # A task that archived an entry goes on with the partition's next one, up to this many
-    # entries and this many seconds, before it sends the rest back to the queue.
-    chain_entries: int = 100
-    chain_seconds: float = 10.0
-    # How long a scheduler's leadership lasts without renewal; a standby takes over after it.
-    leader_ttl_seconds: float = 10.0
-    # How new archives are stored: plain "<lsn>.tar" or zstd-compressed "<lsn>.tar.zst".
-    compression: Compression = Compression.NONE
-    # Hard limit on one archiving attempt; a hung attempt is killed and retried.
-    task_time_limit_seconds: float = 1800.0
-    # Failures of an entry itself (unsafe content; gone from this host with an object at its
-    # name that does not verify) before its partition stops for an operator.
-    entry_failures_before_stop: int = 5
+    sink_url: str | None = setting(
+        "ARCHIVER_SINK_URL",
+        None,
+        _sink_url,
+        "`file:///absolute/path` or `s3://bucket[/prefix]?endpoint_url=...&region=...`; "
+        "S3 credentials come from boto3's usual chain",
+        secret=True,
+    )
+    redis_url: str = setting(
+        "ARCHIVER_REDIS_URL",
+        DEFAULT_REDIS_URL,
+        _url(*_REDIS_SCHEMES),
+        "partition state and streams; add `?cluster=yes` for a Redis Cluster (every "
+        "partition's keys share a hash tag; the broker must then be another server)",
+        secret=True,
+    )
+    # None in a declaration: the Redis URL.
+    broker_url: str = setting(
+        "ARCHIVER_BROKER_URL",
+        None,
+        _url(*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp"),
+        "Celery broker: Redis (`redis://`, `rediss://`) or RabbitMQ "
+        "(`amqp://user:password@host:5672/vhost`); the core test scenarios run on both",
+        shown_default="ARCHIVER_REDIS_URL",
+        secret=True,
+    )
+    redis_prefix: str = setting(
+        "ARCHIVER_REDIS_PREFIX", DEFAULT_PREFIX, _prefix, "prefix of every Redis key and stream"
+    )
+    storages: Mapping[str, Path] = setting(
+        "ARCHIVER_STORAGES",
+        None,
+        _storages,
+        "`name=/path[,name2=/path2]`: storage roots on this host",
+    )
+    retry_min_seconds: float = setting(
+        "ARCHIVER_RETRY_MIN_SECONDS",
+        "5",
+        _seconds,
+        "first retry wait; doubles per failure (fractions allowed)",
+    )
+    retry_max_seconds: float = setting(
+        "ARCHIVER_RETRY_MAX_SECONDS", "300", _seconds, "longest retry wait and fleet pause"
+    )
+    lease_seconds: float = setting(
+        "ARCHIVER_LEASE_SECONDS",
+        "30",
+        _seconds,
+        "a running attempt's claim; renewed every third of it",
+    )
+    dispatch_timeout_seconds: float = setting(
+        "ARCHIVER_DISPATCH_TIMEOUT_SECONDS",
+        "600",
+        _seconds,
+        "how long a queued task may wait before its partition is dispatched again",
+    )
+    sweep_interval_seconds: float = setting(
+        "ARCHIVER_SWEEP_INTERVAL_SECONDS",
+        "10",
+        _seconds,
+        "how often the scheduler looks for partitions with work and no live claim",
+    )
+    task_time_limit_seconds: float = setting(
+        "ARCHIVER_TASK_TIME_LIMIT_SECONDS", "1800", _seconds, "hard limit on one attempt"
+    )
+    entry_failures_before_stop: int = setting(
+        "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP",
+        "5",
+        _count,
+        "failures of an entry itself (unsafe content; gone from the worker host with an object "
+        "at its name that does not verify) before its partition is `stopped` for an operator; "
+        "the fleet does not back off for them. An entry that is merely missing is retried "
+        "until it appears",
+    )
+    leader_ttl_seconds: float = setting(
+        "ARCHIVER_LEADER_TTL_SECONDS",
+        "10",
+        _seconds,
+        "scheduler leader lease; a standby takes over after it",
+    )
+    compression: Compression = setting(
+        "ARCHIVER_COMPRESSION",
+        "none",
+        _compression,
+        "`zstd` stores new entries as `<lsn>.tar.zst`",
+    )
+    metrics_port: int = setting(
+        "ARCHIVER_METRICS_PORT",
+        "9808",
+        _port,
+        "where the scheduler serves Prometheus `/metrics` (`0`: off)",
+    )
+    worker_metrics_port: int = setting(
+        "ARCHIVER_WORKER_METRICS_PORT",
+        "9809",
+        _port,
+        "where a worker host serves `/metrics` for all its processes (`0`: off)",
+    )
+    metrics_dir: Path = setting(
+        "ARCHIVER_METRICS_DIR",
+        str(Path(tempfile.gettempdir()) / "archiver-metrics"),
+        _absolute_path,
+        "a worker host's multiprocess metrics files go in `<dir>/<node name>`, emptied at start",
+        shown_default="$TMPDIR/archiver-metrics",
+    )
+    state_metrics_interval_seconds: float = setting(
+        "ARCHIVER_STATE_METRICS_INTERVAL_SECONDS",
+        "15",
+        _seconds,
+        "how often the leading scheduler recomputes the fleet-state gauges",
+    )
+    chain_entries: int = setting(
+        "ARCHIVER_CHAIN_ENTRIES",
+        "100",
+        _count,
+        "a task that archived an entry goes on with the partition's next one, up to this many "
+        "entries...",
+    )
+    chain_seconds: float = setting(
+        "ARCHIVER_CHAIN_SECONDS",
+        "10",
+        _seconds,
+        "...and this long, then sends the rest back to the queue, so other partitions get "
+        "their turn",
+    )
+    log_level: str = setting(
+        "ARCHIVER_LOG_LEVEL",
+        "INFO",
+        lambda name, raw: _choice("debug", "info", "warning", "error", "critical")(
+            name, raw
+        ).upper(),
+        "the archiver's own lines; on worker hosts Celery's lines stay at `INFO`",
+    )
+    log_format: str = setting(
+        "ARCHIVER_LOG_FORMAT",
+        "text",
+        _choice("text", "json"),
+        "`json`: one JSON object per line, with `storage`, `partition`, `lsn` as keys",
+    )
+    actor: str | None = setting(
+        "ARCHIVER_ACTOR",
+        None,
+        _text,
+        "who `archiver admin` records as acting",
+        shown_default="user@host",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every declared setting from the environment; an empty variable counts as unset."""
         env = os.environ if env is None else env
-        redis_url = env.get("ARCHIVER_REDIS_URL") or DEFAULT_REDIS_URL
-        prefix = env.get("ARCHIVER_REDIS_PREFIX") or DEFAULT_PREFIX
-        if any(c in prefix for c in "{} \t\n") or len(prefix) > 64:
-            raise ConfigError(f"ARCHIVER_REDIS_PREFIX {prefix!r} has unsafe characters")
-        settings = cls(
-            redis_url=redis_url,
-            broker_url=env.get("ARCHIVER_BROKER_URL") or redis_url,
-            redis_prefix=prefix,
-            sink_url=env.get("ARCHIVER_SINK_URL") or None,
-            storages=parse_storages(env.get("ARCHIVER_STORAGES", "")),
-            retry_min_seconds=_seconds(env, "ARCHIVER_RETRY_MIN_SECONDS", 5.0),
-            retry_max_seconds=_seconds(env, "ARCHIVER_RETRY_MAX_SECONDS", 300.0),
-            lease_seconds=_seconds(env, "ARCHIVER_LEASE_SECONDS", 30.0),
-            dispatch_timeout_seconds=_seconds(env, "ARCHIVER_DISPATCH_TIMEOUT_SECONDS", 600.0),
-            sweep_interval_seconds=_seconds(env, "ARCHIVER_SWEEP_INTERVAL_SECONDS", 10.0),
-            task_time_limit_seconds=_seconds(env, "ARCHIVER_TASK_TIME_LIMIT_SECONDS", 1800.0),
-            leader_ttl_seconds=_seconds(env, "ARCHIVER_LEADER_TTL_SECONDS", 10.0),
-            compression=_compression(env.get("ARCHIVER_COMPRESSION") or "none"),
-            metrics_port=_port(env, "ARCHIVER_METRICS_PORT", 9808),
-            worker_metrics_port=_port(env, "ARCHIVER_WORKER_METRICS_PORT", 9809),
-            metrics_dir=_metrics_dir(env),
-            state_metrics_interval_seconds=_seconds(
-                env, "ARCHIVER_STATE_METRICS_INTERVAL_SECONDS", 15.0
-            ),
-            log_format=_log_format(env.get("ARCHIVER_LOG_FORMAT") or "text"),
-            chain_entries=_count(env, "ARCHIVER_CHAIN_ENTRIES", 100),
-            chain_seconds=_seconds(env, "ARCHIVER_CHAIN_SECONDS", 10.0),
-            entry_failures_before_stop=_count(env, "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP", 5),
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw:
+                values[f.name] = f.metadata["read"](f.metadata["env"], raw)
+        values.setdefault("broker_url", values.get("redis_url", DEFAULT_REDIS_URL))
+        values.setdefault("actor", _default_actor())
+        settings = cls(**values)
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")
         return settings
+
+    @classmethod
+    def declared(cls) -> list[Declared]:
+        return [
+            Declared(
+                f.name,
+                f.metadata["env"],
+                f.metadata["shown_default"],
+                f.metadata["help"],
+                f.metadata["secret"],
+            )
+            for f in fields(cls)
+        ]
+
+    def effective(self) -> dict[str, str | None]:
+        """Each variable's value in effect, as it would be written, passwords masked."""
+        shown: dict[str, str | None] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                text = None
+            elif f.name == "storages":
+                text = ",".join(f"{name}={path}" for name, path in value.items())
+            elif isinstance(value, float):
+                text = f"{value:g}"
+            else:
+                text = str(value)
+            if text is not None and f.metadata["secret"]:
+                text = redact_url(text)
+            shown[f.metadata["env"]] = text
+        return shown
 
     def require_sink_url(self) -> str:
         if not self.sink_url:

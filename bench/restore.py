@@ -24,6 +24,7 @@ from archiver.archive.restore import restore_partition
 from archiver.dev.producer import write_entry
 from archiver.runtime.archiving import copy_entry
 from archiver.sinks.s3 import S3Sink
+from archiver.sinks.urls import S3Location
 from bench.common import s3_server, save
 
 TMPFS = "/dev/shm"  # noqa: S108 - a private temporary directory is made inside it
@@ -45,7 +46,11 @@ def main() -> None:
 
     with s3_server() as url, tempfile.TemporaryDirectory(dir=args.dest_root) as tmp:
         work = Path(tmp)
-        sink = S3Sink.from_url(f"s3://restore-bench?endpoint_url={url}&region=us-east-1")
+        sink = S3Sink.at(
+            S3Location(
+                "restore-bench", endpoint_url=url, region="us-east-1", addressing_style="path"
+            )
+        )
         sink.client.create_bucket(Bucket="restore-bench")
         wal = work / "wal"
 

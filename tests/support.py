@@ -29,9 +29,10 @@ from archiver.core.notification import Notification
 from archiver.core.object_names import Compression, archive_key, archive_lsn, partition_prefix
 from archiver.dev.local_redis import free_port
 from archiver.dev.producer import write_entry
+from archiver.errors import SinkError
 from archiver.runtime.dispatch import ArchiveTask, Dispatch
 from archiver.runtime.taskqueue import worker_command
-from archiver.sinks import Sink, SinkError, Source, open_sink
+from archiver.sinks import Sink, Source, open_sink
 from archiver.sinks.s3 import CLIENT_CONFIG
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys

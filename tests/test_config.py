@@ -1,8 +1,12 @@
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from archiver.config import ConfigError, Settings, redact_url
+from archiver.cli import main
+from archiver.config import Settings, redact_url
+from archiver.errors import ConfigError
 
 
 def test_defaults() -> None:
@@ -55,3 +59,66 @@ def test_redact_url() -> None:
     assert redact_url("redis://user:hunter2@host:6380/0") == "redis://user:***@host:6380/0"
     assert redact_url("redis://:hunter2@host/0") == "redis://:***@host/0"
     assert redact_url("redis://host/0") == "redis://host/0"
+
+
+def _table_from_declarations() -> list[str]:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for d in Settings.declared():
+        default = "—" if d.default is None else f"`{d.default}`"
+        rows.append(f"| `{d.env}` | {default} | {d.help} |")
+    return rows
+
+
+def test_the_readme_table_is_the_declarations() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    start = readme.index("| variable | default | meaning |")
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    assert readme[start:end] == _table_from_declarations()
+
+
+def test_every_setting_is_read_from_its_variable() -> None:
+    declared = Settings.declared()
+    assert len({d.env for d in declared}) == len(declared)
+    defaults = Settings.from_env({})
+    changed = Settings.from_env(
+        {
+            "ARCHIVER_SINK_URL": "file:///srv/bucket",
+            "ARCHIVER_REDIS_URL": "redis://h:1/2",
+            "ARCHIVER_BROKER_URL": "amqp://guest@h//",
+            "ARCHIVER_REDIS_PREFIX": "p",
+            "ARCHIVER_STORAGES": "s=/srv/s",
+            "ARCHIVER_RETRY_MIN_SECONDS": "1",
+            "ARCHIVER_RETRY_MAX_SECONDS": "2",
+            "ARCHIVER_LEASE_SECONDS": "3",
+            "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "4",
+            "ARCHIVER_SWEEP_INTERVAL_SECONDS": "5",
+            "ARCHIVER_TASK_TIME_LIMIT_SECONDS": "6",
+            "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP": "7",
+            "ARCHIVER_LEADER_TTL_SECONDS": "8",
+            "ARCHIVER_COMPRESSION": "zstd",
+            "ARCHIVER_METRICS_PORT": "9",
+            "ARCHIVER_WORKER_METRICS_PORT": "10",
+            "ARCHIVER_METRICS_DIR": "/srv/metrics",
+            "ARCHIVER_STATE_METRICS_INTERVAL_SECONDS": "11",
+            "ARCHIVER_CHAIN_ENTRIES": "12",
+            "ARCHIVER_CHAIN_SECONDS": "13",
+            "ARCHIVER_LOG_LEVEL": "debug",
+            "ARCHIVER_LOG_FORMAT": "json",
+            "ARCHIVER_ACTOR": "ops",
+        }
+    )
+    before, after = defaults.effective(), changed.effective()
+    assert [d.env for d in declared if before[d.env] == after[d.env]] == []
+    assert changed.log_level == "DEBUG"
+
+
+def test_config_shows_every_setting_with_passwords_masked() -> None:
+    env = {"ARCHIVER_REDIS_URL": "redis://user:hunter2@h:6380/0"}
+    result = CliRunner().invoke(main, ["config", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert list(shown) == [d.env for d in Settings.declared()]
+    assert shown["ARCHIVER_REDIS_URL"]["value"] == "redis://user:***@h:6380/0"
+    assert shown["ARCHIVER_BROKER_URL"]["value"] == "redis://user:***@h:6380/0"
+    assert "hunter2" not in CliRunner().invoke(main, ["config"], env=env).output
+    assert "hunter2" not in repr(Settings.from_env(env))

@@ -26,7 +26,7 @@ from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 
 settings = Settings.from_env()
-configure_logging(log_format=settings.log_format)
+configure_logging(settings.log_level, settings.log_format)
 app = make_celery(settings, name="workers")
 if settings.sink_url:
     preload_sink(settings.sink_url)

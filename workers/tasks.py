@@ -7,9 +7,10 @@ import logging
 import redis
 from celery import Task
 
-from archiver.core.lsn import InvalidLSN, check_lsn
-from archiver.core.object_names import InvalidName, check_partition, check_storage
+from archiver.core.lsn import check_lsn
+from archiver.core.object_names import check_partition, check_storage
 from archiver.core.partition import Claim
+from archiver.errors import InvalidLSN, InvalidName
 from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
 from archiver.runtime.entry_archiver import AttemptOutcome

@@ -12,8 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from archiver.archive.catalog import Archive
 from archiver.core.compression import decoded
 from archiver.core.lsn import format_lsn
-from archiver.core.tarball import UnsafeArchive, read_entry_tar
-from archiver.sinks import Sink, SinkError
+from archiver.core.tarball import read_entry_tar
+from archiver.errors import SinkError, UnsafeArchive
+from archiver.sinks import Sink
 
 
 def archive_problem(sink: Sink, archive: Archive) -> str | None:

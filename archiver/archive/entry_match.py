@@ -15,12 +15,9 @@ from archiver.core.compression import decoded
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.tarball import entry_tar_chunks
+from archiver.errors import UndecodableArchive
 from archiver.sinks import Download, Sink
 from archiver.sinks.base import hashing
-
-
-class UndecodableArchive(Exception):
-    """The object is not what its name says: not zstd under a ``.zst`` name."""
 
 
 def entry_tar_sha256(path: Path, name: str) -> str:

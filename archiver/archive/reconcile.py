@@ -25,11 +25,11 @@ from typing import Any
 from archiver.archive.catalog import Archive, partition_archives
 from archiver.archive.checks import checked_in_order
 from archiver.archive.entry_match import holds_entry
-from archiver.core.object_names import InvalidName, check_storage, parse_partition
+from archiver.core.object_names import check_storage, parse_partition
 from archiver.core.partition import Gap, VerifiedRun
-from archiver.core.tarball import EntryError
 from archiver.core.wal_layout import entries_on_disk, entry_path, wal_dir
-from archiver.sinks import Sink, SinkError
+from archiver.errors import EntryError, InvalidName, SinkError
+from archiver.sinks import Sink
 from archiver.store.state_store import RedisStateStore
 
 REFUSALS = {

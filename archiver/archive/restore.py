@@ -25,6 +25,13 @@ from archiver.archive.catalog import Archive, partition_archives
 from archiver.core.compression import decoded
 from archiver.core.lsn import format_lsn
 from archiver.core.tarball import extract_entry
+from archiver.errors import (
+    ChecksumMismatch,
+    Discontinuity,
+    ForeignDestination,
+    NothingToRestore,
+    RestoreError,
+)
 from archiver.sinks import Sink
 
 # A header naming what is restored, then one line per finished entry: its LSN name and the
@@ -34,26 +41,6 @@ JOURNAL_HEADER = "# wal-archiver restore"
 # An entry being extracted: removed when a run that was killed is resumed.
 _TEMPORARY = re.compile(r"\.tmp-[0-9a-z]{13}-[0-9a-f]{8}")
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
-
-
-class RestoreError(Exception):
-    """The restore cannot go on; entries restored before it stay in place."""
-
-
-class Discontinuity(RestoreError):
-    def __init__(self, expected: int, found: int | None) -> None:
-        self.expected = expected
-        self.found = found
-        what = "the end of the archive" if found is None else f"LSN {found}"
-        super().__init__(f"discontinuity in the archive: expected LSN {expected}, found {what}")
-
-
-class ChecksumMismatch(RestoreError):
-    pass
-
-
-class ForeignDestination(RestoreError):
-    """The destination holds something other than an earlier run of this same restore."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +183,15 @@ def restore_partition(
     plan, discontinuity = plan_restore(
         partition_archives(sink, storage, partition), from_lsn, to_lsn
     )
-    destination.mkdir(parents=True, exist_ok=True)
-    finished = _open_journal(destination, RestoreOrigin(storage, partition, sink.describe()))
+    if not plan:
+        raise discontinuity or NothingToRestore(
+            f"nothing to restore: {sink.describe()} holds no archive of {storage}/{partition}"
+        )
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        finished = _open_journal(destination, RestoreOrigin(storage, partition, sink.describe()))
+    except OSError as exc:
+        raise RestoreError(f"cannot restore into {destination}: {exc}") from exc
     todo = []
     for archive in plan:
         name = format_lsn(archive.lsn)
@@ -212,19 +206,25 @@ def restore_partition(
     for stale in destination.iterdir():  # left by a run of this restore that was killed
         if _TEMPORARY.fullmatch(stale.name):
             shutil.rmtree(stale, ignore_errors=True)
-    with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
-        for archive, prepared in _ahead(sink, todo, destination, parallel):
-            directory = prepared.result()
-            try:
-                _install(directory, archive, destination)
-            except BaseException:
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
-            journal.write(f"{format_lsn(archive.lsn)} {archive.key}\n")
-            journal.flush()
-            summary.entries += 1
-            summary.bytes += archive.size
-            on_entry(archive)
+    try:
+        with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
+            for archive, prepared in _ahead(sink, todo, destination, parallel):
+                directory = prepared.result()
+                try:
+                    _install(directory, archive, destination)
+                except BaseException:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    raise
+                journal.write(f"{format_lsn(archive.lsn)} {archive.key}\n")
+                journal.flush()
+                summary.entries += 1
+                summary.bytes += archive.size
+                on_entry(archive)
+    except OSError as exc:  # the destination's disk: full, read-only, gone
+        raise RestoreError(
+            f"writing into {destination} failed: {exc}; what was restored before stays, "
+            "and a run again resumes"
+        ) from exc
     summary.seconds = time.monotonic() - started
     if discontinuity is not None:
         raise discontinuity

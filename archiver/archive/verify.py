@@ -11,13 +11,9 @@ from typing import Any
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import readable_problem
 from archiver.archive.reconcile import holes_in, storages_in
-from archiver.core.object_names import (
-    InvalidName,
-    parse_archive_name,
-    parse_partition,
-    partition_prefix,
-)
+from archiver.core.object_names import parse_archive_name, parse_partition, partition_prefix
 from archiver.core.partition import Gap
+from archiver.errors import InvalidName
 from archiver.sinks import Sink
 from archiver.sinks.base import CHECKSUM_SUFFIX
 from archiver.store.state_store import PartitionRecord

@@ -7,32 +7,30 @@ does not hold, and recorded in the partition's audit trail with who, when, what 
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, main, services
-from archiver.config import Settings
+from archiver.cli.common import (
+    LSN,
+    PARTITION,
+    STORAGE,
+    clear_errors,
+    current_settings,
+    main,
+    services,
+)
 from archiver.store.state_store import AdminResult
 
 
-def default_actor() -> str:
-    """Who is acting: ARCHIVER_ACTOR, or user@host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container)
-        user = f"uid{os.getuid()}"
-    return os.environ.get("ARCHIVER_ACTOR") or f"{user}@{socket.gethostname()}"
+def _acting(actor: str | None) -> str:
+    return actor or current_settings().actor or "unknown"
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--actor",
-        default=default_actor,
         show_default="ARCHIVER_ACTOR or user@host",
         help="Who is acting, for the audit trail.",
     )(func)
@@ -65,10 +63,10 @@ def admin() -> None:
 @_common
 @_reason_option(required=False)
 @clear_errors
-def pause(storage: str, partition: int, actor: str, reason: str) -> None:
+def pause(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Stop claiming entries of a partition. An entry already in flight still finishes."""
-    store = services(Settings.from_env()).store
-    result = store.pause(storage, partition, actor, reason, paused=True)
+    store = services(current_settings()).store
+    result = store.pause(storage, partition, _acting(actor), reason, paused=True)
     _finish(result, storage, partition, f"paused {storage}/{partition}")
 
 
@@ -76,10 +74,10 @@ def pause(storage: str, partition: int, actor: str, reason: str) -> None:
 @_common
 @_reason_option(required=False)
 @clear_errors
-def resume(storage: str, partition: int, actor: str, reason: str) -> None:
+def resume(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Undo pause. The scheduler's next sweep dispatches the partition's next entry."""
-    store = services(Settings.from_env()).store
-    result = store.pause(storage, partition, actor, reason, paused=False)
+    store = services(current_settings()).store
+    result = store.pause(storage, partition, _acting(actor), reason, paused=False)
     _finish(result, storage, partition, f"resumed {storage}/{partition}")
 
 
@@ -87,14 +85,14 @@ def resume(storage: str, partition: int, actor: str, reason: str) -> None:
 @_common
 @_reason_option(required=False)
 @clear_errors
-def release(storage: str, partition: int, actor: str, reason: str) -> None:
+def release(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Break the lease of the entry in flight, e.g. when its worker host is known dead.
 
     The fencing token is bumped, so the old holder can neither advance the partition nor
     acknowledge anything if it comes back. The next sweep grants the entry again.
     """
-    store = services(Settings.from_env()).store
-    result = store.release(storage, partition, actor, reason)
+    store = services(current_settings()).store
+    result = store.release(storage, partition, _acting(actor), reason)
     _finish(
         result, storage, partition, f"released {storage}/{partition} (LSN {result.lsn} in flight)"
     )
@@ -104,7 +102,7 @@ def release(storage: str, partition: int, actor: str, reason: str) -> None:
 @_common
 @_reason_option(required=False)
 @clear_errors
-def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
+def requeue(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Send the partition's next entry to the workers now.
 
     Clears a conflict or stop mark and the retry backoff, and fences off any holder. For a
@@ -114,9 +112,11 @@ def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
     from archiver.runtime.dispatch import dispatch_claim
     from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
 
-    settings = Settings.from_env()
+    settings = current_settings()
     store = services(settings).store
-    result = store.requeue(storage, partition, actor, reason, settings.dispatch_timeout_seconds)
+    result = store.requeue(
+        storage, partition, _acting(actor), reason, settings.dispatch_timeout_seconds
+    )
     if result.done and result.claim is not None:
         dispatcher = CeleryDispatcher(make_celery(settings))
         if not dispatch_claim(store, dispatcher, storage, partition, result.claim):
@@ -133,14 +133,16 @@ def requeue(storage: str, partition: int, actor: str, reason: str) -> None:
 @_reason_option(required=True)
 @click.option("--yes", is_flag=True, help="Confirm: the entries skipped are never archived.")
 @clear_errors
-def skip_to(storage: str, partition: int, lsn: int, actor: str, reason: str, yes: bool) -> None:
+def skip_to(
+    storage: str, partition: int, lsn: int, actor: str | None, reason: str, yes: bool
+) -> None:
     """Give up on the entries below LSN: they are never archived, and a manual gap is recorded.
 
     For entries that cannot be archived at all (unreadable, lost from the disk). Nothing
     skipped is acknowledged, but once LSN is, the producer may delete everything below it.
     LSN may be at most the high-water mark + 1.
     """
-    store = services(Settings.from_env()).store
+    store = services(current_settings()).store
     if not yes:
         record = store.load(storage, partition)
         if record is None:
@@ -150,7 +152,7 @@ def skip_to(storage: str, partition: int, lsn: int, actor: str, reason: str, yes
             f"skip-to gives up entries {first}..{lsn - 1} of {storage}/{partition} for good; "
             "pass --yes to confirm"
         )
-    result = store.skip_to(storage, partition, lsn, actor, reason)
+    result = store.skip_to(storage, partition, lsn, _acting(actor), reason)
     _finish(
         result,
         storage,

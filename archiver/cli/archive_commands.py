@@ -10,9 +10,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
-from archiver.config import Settings
-from archiver.core.tarball import UnsafeArchive
+from archiver.cli.common import (
+    LSN,
+    PARTITION,
+    STORAGE,
+    clear_errors,
+    console,
+    current_settings,
+    main,
+    services,
+)
+from archiver.errors import ArchiverError
 from archiver.sinks import open_sink
 
 PARALLEL = click.option(
@@ -60,7 +68,7 @@ def reconcile(
 
     if partition is not None and storage is None:
         raise click.UsageError("--partition needs --storage")
-    settings = Settings.from_env()
+    settings = current_settings()
     sink = open_sink(settings.require_sink_url())
     connected = services(settings)
     store, streams = connected.store, connected.streams
@@ -142,11 +150,11 @@ def restore(
     Stops at the first discontinuity; entries before it stay restored. Run it again to
     resume: entries already restored into DEST are not fetched again.
     """
-    from archiver.archive.restore import RestoreError, restore_partition
+    from archiver.archive.restore import restore_partition
 
     if from_lsn is not None and to_lsn is not None and from_lsn > to_lsn:
         raise click.UsageError(f"--from ({from_lsn}) is above --to ({to_lsn})")
-    sink = open_sink(Settings.from_env().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url())
     with _progress() as progress:
         task = progress.add_task("restoring", total=None)
         try:
@@ -161,8 +169,9 @@ def restore(
                 on_planned=lambda total: progress.update(task, total=total),
                 on_entry=lambda _archive: progress.advance(task),
             )
-        except (RestoreError, UnsafeArchive) as exc:
-            raise click.ClickException(str(exc)) from exc
+        except ArchiverError:
+            progress.stop()  # the error's line comes after the bar, not inside it
+            raise
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:
@@ -207,7 +216,7 @@ def verify(
 
     from archiver.archive.verify import partitions_to_verify, verify_partition
 
-    settings = Settings.from_env()
+    settings = current_settings()
     sink = open_sink(settings.require_sink_url())
     store = None
     if state or (state is None and os.environ.get("ARCHIVER_REDIS_URL")):
@@ -284,7 +293,7 @@ def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -
     from archiver.archive.prune import plan_prune
     from archiver.archive.prune import prune as delete_archives
 
-    sink = open_sink(Settings.from_env().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url())
     doomed = plan_prune(sink, storage, partition, before)
     deleted = 0
     if yes and doomed:

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from archiver.config import ConfigError, Settings
-from archiver.core.lsn import InvalidLSN, parse_decimal_lsn
-from archiver.core.object_names import InvalidName, check_storage, parse_partition
-from archiver.sinks import SinkError
+from archiver.config import Settings
+from archiver.core.lsn import parse_decimal_lsn
+from archiver.core.object_names import check_storage, parse_partition
+from archiver.errors import ArchiverError, ConfigError, InputError, SinkError
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
@@ -33,14 +33,30 @@ class Services:
     streams: Streams
 
 
+def current_settings() -> Settings:
+    """This invocation's settings: read from the environment once, when first needed (so that
+    ``--help`` works whatever the environment holds)."""
+    root = click.get_current_context().find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = Settings.from_env()
+    return root.obj
+
+
 def services(settings: Settings) -> Services:
     client = connect(settings.redis_url)
     keys = RedisKeys(settings.redis_prefix)
     return Services(settings, RedisStateStore(client, keys), Streams(client, keys))
 
 
+class SettingsError(click.ClickException):
+    """A setting that cannot be used: a usage error (status 2), though no argument is wrong."""
+
+    exit_code = 2
+
+
 def clear_errors(func: F) -> F:
-    """Bad input and unreachable servers end in one clear line, not a traceback."""
+    """Bad input and failures of the world around end in one clear line, not a traceback:
+    input and settings as a usage error (exit status 2), the rest with status 1."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,12 +64,16 @@ def clear_errors(func: F) -> F:
 
         try:
             return func(*args, **kwargs)
-        except (ConfigError, InvalidName, InvalidLSN) as exc:
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from exc
+        except InputError as exc:
             raise click.UsageError(str(exc)) from exc
         except redis.RedisError as exc:
             raise click.ClickException(f"Redis: {exc}") from exc
         except SinkError as exc:
             raise click.ClickException(f"sink: {exc}") from exc
+        except ArchiverError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,7 +102,6 @@ STORAGE = CheckedType("STORAGE", check_storage)
 def main() -> None:
     """Archive write-ahead-log entries, in order, to object storage.
 
-    Settings come from the environment: ARCHIVER_REDIS_URL, ARCHIVER_BROKER_URL,
-    ARCHIVER_REDIS_PREFIX, ARCHIVER_SINK_URL, ARCHIVER_STORAGES, ARCHIVER_RETRY_MIN_SECONDS,
-    ARCHIVER_RETRY_MAX_SECONDS (see the README). Start with `archiver demo`.
+    Settings come from ARCHIVER_* environment variables: `archiver config` lists every one,
+    with its value in effect and what it is for. Start with `archiver demo`.
     """

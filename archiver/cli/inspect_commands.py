@@ -9,9 +9,19 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from archiver.archive.catalog import partition_archives
-from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
+from archiver.cli.common import (
+    LSN,
+    PARTITION,
+    STORAGE,
+    clear_errors,
+    console,
+    current_settings,
+    main,
+    services,
+)
 from archiver.config import Settings
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select
@@ -76,7 +86,7 @@ def inspect_summary(as_json: bool) -> None:
     from archiver.runtime.taskqueue import make_celery, queue_depths, queue_name
     from archiver.store.leadership import current_leader
 
-    settings = Settings.from_env()
+    settings = current_settings()
     state = services(settings)
     store = state.store
     overview = summarize(_scanning(store.partitions(), as_json))
@@ -220,7 +230,7 @@ def _print_partitions(records: list[PartitionRecord], now: int) -> None:
 def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
     """Everything about one partition: positions, lease holder and age, fencing token, recent
     gaps, last error, recent acknowledgements, and operators' actions (audit trail)."""
-    state = services(Settings.from_env())
+    state = services(current_settings())
     record = state.store.load(storage, partition)
     if record is None:
         raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
@@ -335,7 +345,7 @@ def inspect_partitions(
     as_json: bool,
 ) -> None:
     """Partitions matching every filter given (paged through Redis with SSCAN)."""
-    store = services(Settings.from_env()).store
+    store = services(current_settings()).store
     wanted = PartitionFilter(
         storage=storage,
         condition=PartitionCondition(condition) if condition else None,
@@ -358,6 +368,32 @@ def inspect_partitions(
         _print_partitions(records, now)
 
 
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@clear_errors
+def config(as_json: bool) -> None:
+    """Every setting: its environment variable, the value in effect here (passwords masked),
+    its default, and what it is for. A value that would be refused is reported as an error."""
+    effective = current_settings().effective()
+    declared = Settings.declared()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    d.env: {"value": effective[d.env], "default": d.default, "help": d.help}
+                    for d in declared
+                }
+            )
+        )
+        return
+    table = Table("variable", "value", "default", "what it is for")
+    for d in declared:
+        value = effective[d.env]
+        cells = (d.env, "" if value is None else value, d.default or "", d.help)
+        table.add_row(*(Text(cell) for cell in cells))  # no rich markup: `[/prefix]` is text
+    console.print(table)
+
+
 @main.command("ls")
 @click.argument("storage", type=STORAGE)
 @click.argument("partition", type=PARTITION)
@@ -368,7 +404,7 @@ def inspect_partitions(
 @clear_errors
 def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
     """List a partition's archives in LSN order (needs ARCHIVER_SINK_URL)."""
-    sink = open_sink(Settings.from_env().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url())
     rows: list[dict[str, Any]] = [
         {"lsn": a.lsn, "key": a.key, "size": a.size}
         for a in partition_archives(sink, storage, partition)
@@ -389,7 +425,7 @@ def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
 @clear_errors
 def inspect_rejected(limit: int, as_json: bool) -> None:
     """Notifications the scheduler refused, newest first, with the reason."""
-    rejected = services(Settings.from_env()).streams.rejected_notifications(limit)
+    rejected = services(current_settings()).streams.rejected_notifications(limit)
     if as_json:
         click.echo(json.dumps(rejected))
         return

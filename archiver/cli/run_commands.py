@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from archiver.cli.common import LSN, PARTITION, STORAGE, clear_errors, console, main, services
+from archiver.cli.common import (
+    LSN,
+    PARTITION,
+    STORAGE,
+    clear_errors,
+    console,
+    current_settings,
+    main,
+    services,
+)
 from archiver.config import Settings, redact_url
 from archiver.core.notification import Notification
 
@@ -43,8 +52,8 @@ def scheduler() -> None:
     from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
     from archiver.store.leadership import LeaderLease, scheduler_identity
 
-    settings = Settings.from_env()
-    configure_logging(log_format=settings.log_format)
+    settings = current_settings()
+    configure_logging(settings.log_level, settings.log_format)
     state = services(settings)
     dispatcher = CeleryDispatcher(make_celery(settings))
     stop = threading.Event()
@@ -130,7 +139,7 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
     from archiver.observability.metrics import prepare_multiprocess_dir
     from archiver.runtime.taskqueue import QUEUE_PREFIX, celery_worker_argv, queue_name
 
-    settings = Settings.from_env()
+    settings = current_settings()
     names = [q.strip() for q in (queues or "").split(",") if q.strip()]
     if not names:
         names = [queue_name(storage) for storage in settings.storages]
@@ -159,13 +168,10 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
 
 def _usable_queues(settings: Settings, names: list[str]) -> list[str]:
     """The queues this host can serve; exits when the sink or every storage is unusable."""
-    from archiver.runtime.host_check import HostUnusable, check_sink, check_storage_roots
+    from archiver.runtime.host_check import check_sink, check_storage_roots
     from archiver.runtime.taskqueue import QUEUE_PREFIX, queue_name
 
-    try:
-        check_sink(settings)
-    except HostUnusable as exc:
-        raise click.ClickException(str(exc)) from exc
+    check_sink(settings)  # raises HostUnusable, one line
     check = check_storage_roots(settings, [name.removeprefix(QUEUE_PREFIX) for name in names])
     for storage, why in check.refused:
         click.echo(
@@ -209,7 +215,7 @@ def produce(storage: str, partitions: int, interval: float, entry_size: int, rou
     from archiver.dev.demo import entry_files
     from archiver.dev.producer import ReferenceLogManager
 
-    settings = Settings.from_env()
+    settings = current_settings()
     root = settings.storage_root(storage)
     manager = ReferenceLogManager(storage, root, services(settings).streams)
     for partition in range(1, partitions + 1):
@@ -241,7 +247,7 @@ def notify(storage: str, partition: int, low: int, high: int) -> None:
     """Announce that PARTITION of STORAGE holds entries LOW..HIGH (decimal LSNs)."""
     if low > high:
         raise click.UsageError(f"LOW ({low}) is above HIGH ({high})")
-    streams = services(Settings.from_env()).streams
+    streams = services(current_settings()).streams
     message_id = streams.publish_notification(Notification(storage, partition, low, high))
     click.echo(message_id)
 

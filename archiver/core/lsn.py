@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import string
 
+from archiver.errors import InvalidLSN
+
 LSN_WIDTH = 13
 MIN_LSN = 1
 MAX_LSN = 2**64 - 1
 _DIGITS = string.digits + string.ascii_lowercase
-
-
-class InvalidLSN(ValueError):
-    """A value that is not an LSN."""
 
 
 def check_lsn(lsn: int) -> int:

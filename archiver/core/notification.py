@@ -8,17 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from archiver.core.lsn import InvalidLSN, parse_decimal_lsn
-from archiver.core.object_names import InvalidName, check_storage, parse_partition
+from archiver.core.lsn import parse_decimal_lsn
+from archiver.core.object_names import check_storage, parse_partition
+from archiver.errors import InvalidLSN, InvalidName, InvalidNotification
 
 FIELDS = ("storage", "partition", "low", "high")
 MAX_FIELD_BYTES = 256
 MAX_FIELDS = 16
 MAX_PAYLOAD_BYTES = 1024
-
-
-class InvalidNotification(ValueError):
-    """A notification that cannot be applied; the message says why."""
 
 
 @dataclass(frozen=True)

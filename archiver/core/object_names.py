@@ -6,16 +6,13 @@ import enum
 import re
 from dataclasses import dataclass
 
-from archiver.core.lsn import InvalidLSN, format_lsn, parse_lsn
+from archiver.core.lsn import format_lsn, parse_lsn
+from archiver.errors import InvalidLSN, InvalidName
 
 ARCHIVE_SUFFIX = ".tar"
 MAX_NAME_LENGTH = 64
 _STORAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_PARTITION = 2**64 - 1
-
-
-class InvalidName(ValueError):
-    """A storage name or partition id that is unsafe as a key component."""
 
 
 # Names already found valid: a deployment has a handful, and the scheduler checks one per

@@ -15,34 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from archiver.errors import EntryChanged, EntryMissing, EntryUnreadable, UnsafeArchive, UnsafeEntry
+
 BLOCK_SIZE = tarfile.BLOCKSIZE
 READ_SIZE = 1024 * 1024
 FILE_MODE = 0o666
 EXECUTABLE_MODE = 0o777
 DIRECTORY_MODE = 0o777
-
-
-class EntryError(Exception):
-    """The entry cannot be archived as it is: a failure of the entry, not of the store. It is
-    retried with the partition's own backoff and, after ARCHIVER_ENTRY_FAILURES_BEFORE_STOP,
-    stops the partition for an operator; the rest of the fleet does not back off for it."""
-
-
-class EntryMissing(EntryError):
-    """Not there (yet): retried until it appears, and it stops nothing, since a late rename
-    or a disk mounted again mends it; the partition shows the error meanwhile."""
-
-
-class UnsafeEntry(EntryError):
-    """Something other than regular files and directories; refused, never followed."""
-
-
-class EntryChanged(EntryError):
-    """A file changed size while it was being read."""
-
-
-class EntryUnreadable(EntryError):
-    """Reading the entry failed (permissions, an I/O error on the storage disk)."""
 
 
 def _header(name: str, kind: bytes, mode: int, size: int = 0) -> bytes:
@@ -111,10 +90,6 @@ def entry_tar_chunks(entry_dir: Path, name: str) -> Iterator[bytes]:
     except OSError as exc:  # a failure of the storage host's disk, not of the object store
         raise EntryUnreadable(f"reading entry {entry_dir}: {exc}") from exc
     yield b"\0" * (2 * BLOCK_SIZE)
-
-
-class UnsafeArchive(Exception):
-    """An archive that is not what the archiver writes, or tries to write outside its entry."""
 
 
 READ_CHUNK = 1024 * 1024

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from archiver.core.lsn import InvalidLSN, format_lsn, parse_lsn
+from archiver.core.lsn import format_lsn, parse_lsn
 from archiver.core.object_names import check_partition
-from archiver.core.tarball import UnsafeEntry
+from archiver.errors import InvalidLSN, UnsafeEntry
 
 
 def wal_dir(storage_root: Path, partition: int) -> Path:

@@ -10,7 +10,6 @@ Passwords in URLs are masked in every line, whatever logged them.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from typing import Any
@@ -70,9 +69,8 @@ def make_formatter(log_format: str) -> logging.Formatter:
     raise ValueError(f"ARCHIVER_LOG_FORMAT must be one of {', '.join(FORMATS)}, got {log_format!r}")
 
 
-def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
-    level = level or os.environ.get("ARCHIVER_LOG_LEVEL", "INFO")
-    log_format = (log_format or os.environ.get("ARCHIVER_LOG_FORMAT") or "text").lower()
+def configure_logging(level: str, log_format: str) -> None:
+    """Once per process, from ``ARCHIVER_LOG_LEVEL`` and ``ARCHIVER_LOG_FORMAT`` (Settings)."""
     root = logging.getLogger()
     if getattr(root, "_archiver_configured", False):
         return

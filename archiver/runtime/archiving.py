@@ -19,31 +19,24 @@ from pathlib import Path
 
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import archive_problem
-from archiver.archive.entry_match import (
-    UndecodableArchive,
-    entry_tar_sha256,
-    existing_archive,
-    stored_content,
-)
+from archiver.archive.entry_match import entry_tar_sha256, existing_archive, stored_content
 from archiver.core.compression import encode
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import Compression, archive_key
-from archiver.core.tarball import EntryError, EntryMissing, entry_tar_chunks
+from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
+from archiver.errors import (
+    ArchiveConflict,
+    EntryMissing,
+    UndecodableArchive,
+    UnverifiableArchive,
+)
 from archiver.sinks import Sink, WriteOutcome
 
 log = logging.getLogger("archiver.archiving")
 
 Guard = Callable[[Iterator[bytes]], Iterator[bytes]]
 AcknowledgedThrough = Callable[[], int | None]
-
-
-class ArchiveConflict(Exception):
-    """The archive object exists with content other than the entry's."""
-
-
-class UnverifiableArchive(EntryError):
-    """The entry is not on this host, and the object at its name does not verify on its own."""
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import redis
 
 from archiver.config import Settings
 from archiver.core.partition import Claim
-from archiver.core.tarball import EntryError, EntryMissing
+from archiver.errors import ArchiveConflict, EntryError, EntryMissing, LeaseLost, StorageUnavailable
 from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
-from archiver.runtime.archiving import ArchiveConflict, copy_entry
+from archiver.runtime.archiving import copy_entry
 from archiver.runtime.dispatch import Dispatch, dispatch_claim
 from archiver.runtime.host_check import SinkWatch
 from archiver.sinks import Sink
@@ -138,16 +138,6 @@ class LeaseKeeper:
                 log.warning("lease renewal failed; retrying", exc_info=True)
                 continue
             held.renew_at = time.monotonic() + self._interval
-
-
-class LeaseLost(Exception):
-    pass
-
-
-class StorageUnavailable(Exception):
-    """The storage root is not a directory on this host (a disk not mounted, a wrong path):
-    neither the entry's fault nor the object store's, so it stops no partition and pauses no
-    one else."""
 
 
 class EntryArchiver:

@@ -10,12 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from archiver.config import Settings
-from archiver.sinks import Sink, SinkError, SinkUnusable, open_sink
-from archiver.sinks.base import WriteOnceUnsupported
-
-
-class HostUnusable(Exception):
-    """This host can archive nothing; the message says why, in one line."""
+from archiver.errors import HostUnusable, SinkError, SinkUnusable, WriteOnceUnsupported
+from archiver.sinks import Sink, open_sink
 
 
 @dataclass(frozen=True)
@@ -44,10 +40,7 @@ def check_sink(settings: Settings, tries: int = 3, wait: float = 1.0) -> None:
     A store that fails is tried again a few times, since a blip at start is no reason to
     exit; one that ignores create-once writes is refused at once."""
     url = settings.require_sink_url()
-    try:
-        sink = open_sink(url)
-    except ValueError as exc:
-        raise HostUnusable(f"ARCHIVER_SINK_URL: {exc}") from exc
+    sink = open_sink(url)  # checked with the settings already
     for attempt in range(1, tries + 1):
         try:
             sink.probe()

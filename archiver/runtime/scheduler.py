@@ -18,14 +18,9 @@ import redis
 from kombu.exceptions import OperationalError
 
 from archiver.config import Settings
-from archiver.core.notification import (
-    InvalidNotification,
-    Notification,
-    RawFields,
-    parse_notification,
-    readable_fields,
-)
+from archiver.core.notification import Notification, RawFields, parse_notification, readable_fields
 from archiver.core.partition import NotificationOutcome
+from archiver.errors import DispatchFailed, InvalidNotification
 from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
 from archiver.runtime.dispatch import Dispatch, dispatch_claims
@@ -44,10 +39,6 @@ class Folded:
     # Where the partition starts if it is unknown: the first notification's low.
     first_low: int
     count: int = 1
-
-
-class DispatchFailed(Exception):
-    """The broker did not take a task; the notification stays pending."""
 
 
 BATCH = 500

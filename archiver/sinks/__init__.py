@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from archiver.errors import SinkError, SinkUnusable
 from archiver.sinks.base import (
     Download,
     Sink,
-    SinkError,
-    SinkUnusable,
     Source,
     StoredObject,
     WriteOutcome,
@@ -17,6 +15,7 @@ from archiver.sinks.base import (
     computed_sha256,
 )
 from archiver.sinks.filesystem import FilesystemSink
+from archiver.sinks.urls import FileLocation, parse_sink_url
 
 __all__ = [
     "Download",
@@ -36,17 +35,12 @@ __all__ = [
 
 def open_sink(url: str) -> Sink:
     """``file:///absolute/path`` or ``s3://bucket[/prefix]?endpoint_url=...&region=...``."""
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file sink URL must be file:///absolute/path, got {url}")
-        return FilesystemSink(Path(unquote(parts.path)))
-    if scheme == "s3":
-        from archiver.sinks.s3 import S3Sink  # boto3 is only loaded when S3 is used
+    location = parse_sink_url(url)
+    if isinstance(location, FileLocation):
+        return FilesystemSink(location.root)
+    from archiver.sinks.s3 import S3Sink  # boto3 is only loaded when S3 is used
 
-        return S3Sink.from_url(url)
-    raise ValueError(f"unsupported sink URL {url!r}: use file:///path or s3://bucket/prefix")
+    return S3Sink.at(location)
 
 
 def preload_sink(url: str) -> None:

@@ -24,19 +24,6 @@ class Digest(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
 
-class SinkError(Exception):
-    """The object store failed; the attempt is retried."""
-
-
-class SinkUnusable(SinkError):
-    """The store refuses this host for good, not for a moment: the bucket or its root is
-    gone, or access is denied. Trying again will not help; an operator has to."""
-
-
-class WriteOnceUnsupported(SinkUnusable):
-    """The store replaced an object on a create-only write: nothing written there is safe."""
-
-
 class WriteOutcome(enum.StrEnum):
     CREATED = "created"
     # The object was already there; it was not touched.

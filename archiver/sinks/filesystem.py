@@ -16,17 +16,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from archiver.errors import ConfigError, SinkError, SinkUnusable, WriteOnceUnsupported
 from archiver.sinks.base import (
     CHECKSUM_SUFFIX,
     DELETE_BATCH,
     Digest,
     Download,
-    SinkError,
-    SinkUnusable,
     Source,
     StoredObject,
     Writable,
-    WriteOnceUnsupported,
     WriteOutcome,
     WriteResult,
 )
@@ -38,7 +36,9 @@ READ_SIZE = 1024 * 1024
 class FilesystemSink:
     def __init__(self, root: Path) -> None:
         if not root.is_absolute():
-            raise ValueError(f"filesystem bucket path must be absolute: {root}")
+            raise ConfigError(
+                f"ARCHIVER_SINK_URL: a filesystem bucket path must be absolute: {root}"
+            )
         self.root = root
 
     def describe(self) -> str:

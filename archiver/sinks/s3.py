@@ -7,12 +7,12 @@ replaced. A multipart upload that fails for any reason is aborted, leaving no ob
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.loaders
@@ -20,19 +20,27 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
-from archiver.core.tarball import EntryChanged
+from archiver.errors import (
+    EntryChanged,
+    SinkError,
+    SinkUnusable,
+    WriteOnceUnsupported,
+)
 from archiver.sinks.base import (
     DELETE_BATCH,
     Download,
-    SinkError,
-    SinkUnusable,
     Source,
     StoredObject,
     Writable,
-    WriteOnceUnsupported,
     WriteOutcome,
     WriteResult,
     hashing,
+)
+from archiver.sinks.urls import (
+    CONNECT_TIMEOUT,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT,
+    S3Location,
 )
 
 if TYPE_CHECKING:
@@ -41,9 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Entries smaller than one part go up in a single request.
-DEFAULT_PART_SIZE = 8 * 1024 * 1024
-MIN_PART_SIZE = 5 * 1024 * 1024
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 # Answers that will not change by trying again: the bucket is gone, or this host may not use it.
@@ -64,12 +69,11 @@ CHECKSUM_METADATA = "sha256"
 PROBE_PREFIX = ".archiver-probe/"
 
 # Every call has a deadline: a black-holed endpoint becomes a failed attempt, never a hang.
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 60.0
+# Entries smaller than one part go up in a single request.
 CLIENT_CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT,
     read_timeout=READ_TIMEOUT,
-    retries={"max_attempts": 3, "mode": "standard"},
+    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     # Recent boto3 sends checksums some S3-compatible servers reject.
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
@@ -105,77 +109,34 @@ def _error_code(exc: ClientError) -> str:
 
 
 class S3Sink:
-    def __init__(
-        self,
-        client: S3Client,
-        bucket: str,
-        prefix: str = "",
-        part_size: int = DEFAULT_PART_SIZE,
-        encryption: str | None = None,
-        kms_key_id: str | None = None,
-    ) -> None:
-        if part_size < MIN_PART_SIZE:
-            raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes")
-        if encryption not in (None, "AES256", "aws:kms"):
-            raise ValueError(f"sse must be AES256 or aws:kms, got {encryption!r}")
-        if kms_key_id and encryption != "aws:kms":
-            raise ValueError("sse_kms_key_id needs sse=aws:kms")
+    def __init__(self, client: S3Client, location: S3Location) -> None:
+        self.client = client
+        self.bucket = location.bucket
+        self.prefix = location.prefix + "/" if location.prefix else ""
+        self.part_size = location.part_size
         # Server-side encryption arguments passed with every upload.
         self.encryption_args: dict[str, Any] = {}
-        if encryption:
-            self.encryption_args["ServerSideEncryption"] = encryption
-        if kms_key_id:
-            self.encryption_args["SSEKMSKeyId"] = kms_key_id
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.part_size = part_size
+        if location.encryption:
+            self.encryption_args["ServerSideEncryption"] = location.encryption
+        if location.kms_key_id:
+            self.encryption_args["SSEKMSKeyId"] = location.kms_key_id
 
     @classmethod
-    def from_url(cls, url: str) -> S3Sink:
-        """``s3://bucket[/prefix]?endpoint_url=...&region=...``; credentials from boto3's chain."""
-        parts = urlsplit(url)
-        if not parts.netloc:
-            raise ValueError(f"S3 sink URL names no bucket: {url}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        known = {
-            "endpoint_url",
-            "region",
-            "addressing_style",
-            "part_size",
-            "connect_timeout",
-            "read_timeout",
-            "max_attempts",
-            "sse",
-            "sse_kms_key_id",
-        }
-        unknown = set(query) - known
-        if unknown:
-            raise ValueError(f"unknown S3 sink URL parameter(s): {', '.join(sorted(unknown))}")
-        endpoint = query.get("endpoint_url")
-        style = query.get("addressing_style", "path" if endpoint else "auto")
-        try:
-            overrides = Config(
-                s3=cast(Any, {"addressing_style": style}),
-                connect_timeout=float(query.get("connect_timeout", CONNECT_TIMEOUT)),
-                read_timeout=float(query.get("read_timeout", READ_TIMEOUT)),
-                retries={"max_attempts": int(query.get("max_attempts", 3)), "mode": "standard"},
-            )
-            part_size = int(query.get("part_size", DEFAULT_PART_SIZE))
-        except ValueError as exc:
-            raise ValueError(f"bad S3 sink URL parameter: {exc}") from exc
-        config = CLIENT_CONFIG.merge(overrides)
+    def at(cls, location: S3Location) -> S3Sink:
+        """Credentials come from boto3's usual chain."""
+        overrides = Config(
+            s3=cast(Any, {"addressing_style": location.addressing_style}),
+            connect_timeout=location.connect_timeout,
+            read_timeout=location.read_timeout,
+            retries={"max_attempts": location.max_attempts, "mode": "standard"},
+        )
         client = _session().client(
-            "s3", endpoint_url=endpoint, region_name=query.get("region"), config=config
+            "s3",
+            endpoint_url=location.endpoint_url,
+            region_name=location.region,
+            config=CLIENT_CONFIG.merge(overrides),
         )
-        return cls(
-            client,
-            parts.netloc,
-            parts.path,
-            part_size,
-            encryption=query.get("sse"),
-            kms_key_id=query.get("sse_kms_key_id"),
-        )
+        return cls(client, location)
 
     def describe(self) -> str:
         endpoint = self.client.meta.endpoint_url
@@ -185,19 +146,19 @@ class S3Sink:
         return self.prefix + key
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                return False
-            raise SinkError(f"checking {key}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SinkError(f"checking {key}: {exc}") from exc
+        with _failures(f"checking {key}"):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return False
+                raise
         return True
 
     def write(self, key: str, source: Source) -> WriteResult:
         stream = source()
         first = _take(stream, self.part_size)
+        sha256 = None
         try:
             if len(first) < self.part_size:
                 sha256 = hashlib.sha256(first).hexdigest()
@@ -221,11 +182,11 @@ class S3Sink:
                 return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
             return self._write_multipart(key, source, sha256)
         except ClientError as exc:
-            if _error_code(exc) in _PRECONDITION_FAILED:
+            if _error_code(exc) in _PRECONDITION_FAILED and sha256 is not None:
                 return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
-            raise SinkError(f"writing {key}: {exc}") from exc
+            raise _translated(f"writing {key}", exc) from exc
         except BotoCoreError as exc:
-            raise SinkError(f"writing {key}: {exc}") from exc
+            raise _translated(f"writing {key}", exc) from exc
 
     def _write_multipart(self, key: str, source: Source, sha256: str) -> WriteResult:
         s3_key = self._key(key)
@@ -272,56 +233,46 @@ class S3Sink:
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with _failures(f"listing {prefix}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for item in page.get("Contents", []):
                     yield StoredObject(item["Key"][len(self.prefix) :], item["Size"])
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"listing {prefix}: {exc}") from exc
 
     def list_directories(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         start = len(self._key(prefix))
-        try:
+        with _failures(f"listing {prefix}"):
             for page in paginator.paginate(
                 Bucket=self.bucket, Prefix=self._key(prefix), Delimiter="/"
             ):
                 for common in page.get("CommonPrefixes", []):
                     yield common["Prefix"][start:].rstrip("/")
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"listing {prefix}: {exc}") from exc
 
     def leftovers(self, prefix: str) -> Sequence[str]:
         paginator = self.client.get_paginator("list_multipart_uploads")
         found = []
-        try:
+        with _failures(f"listing uploads under {prefix}"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for upload in page.get("Uploads", []):
                     key = upload["Key"][len(self.prefix) :]
                     found.append(f"{key} (incomplete multipart upload {upload['UploadId']})")
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"listing uploads under {prefix}: {exc}") from exc
         return found
 
     def download(self, key: str, out: Writable) -> Download:
         digest = hashlib.sha256()
         size = 0
-        try:
+        with _failures(f"reading {key}"):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             for chunk in response["Body"].iter_chunks(1024 * 1024):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"reading {key}: {exc}") from exc
         recorded = response.get("Metadata", {}).get(CHECKSUM_METADATA)
         return Download(size, digest.hexdigest(), recorded)
 
     def recorded_sha256(self, key: str) -> str | None:
-        try:
+        with _failures(f"checking {key}"):
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"checking {key}: {exc}") from exc
         return response.get("Metadata", {}).get(CHECKSUM_METADATA)
 
     def confirm_archived(self, key: str, sha256: str | None) -> None:
@@ -334,13 +285,11 @@ class S3Sink:
             raise ValueError(f"at most {DELETE_BATCH} keys per delete")
         if not keys:
             return
-        try:
+        with _failures(f"deleting {len(keys)} objects"):
             response = self.client.delete_objects(
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": self._key(k)} for k in keys], "Quiet": True},
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"deleting {len(keys)} objects: {exc}") from exc
         errors = response.get("Errors", [])
         if errors:
             raise SinkError(f"deleting objects failed for {len(errors)} keys: {errors[:3]}")
@@ -350,28 +299,25 @@ class S3Sink:
         a store that ignores it would let a late writer replace an archive."""
         key = self._key(f"{PROBE_PREFIX}{uuid.uuid4().hex}")
         where = f"s3://{self.bucket}/{key}"
-        try:
+        with _failures(f"cannot write to s3://{self.bucket}/{self.prefix}", for_good=True):
             self.client.head_bucket(Bucket=self.bucket)
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=b"1", IfNoneMatch="*", **self.encryption_args
             )
-        except ClientError as exc:
-            unusable = SinkUnusable if _error_code(exc) in _REFUSED_FOR_GOOD else SinkError
-            raise unusable(f"cannot write to s3://{self.bucket}/{self.prefix}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SinkError(f"cannot write to s3://{self.bucket}/{self.prefix}: {exc}") from exc
         try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=b"2", IfNoneMatch="*", **self.encryption_args
-            )
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code not in _PRECONDITION_FAILED:
-                unusable = SinkUnusable if code in _REFUSED_FOR_GOOD else SinkError
-                raise unusable(f"probing create-once writes at {where}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise SinkError(f"probing create-once writes at {where}: {exc}") from exc
-        else:
+            with _failures(f"probing create-once writes at {where}", for_good=True):
+                try:
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=b"2",
+                        IfNoneMatch="*",
+                        **self.encryption_args,
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) in _PRECONDITION_FAILED:
+                        return  # refused, as it must be
+                    raise
             raise WriteOnceUnsupported(
                 f"the S3 store at s3://{self.bucket}/ ignores If-None-Match: a second create "
                 f"of {key} replaced the first, so an archive could be overwritten; refusing "
@@ -384,11 +330,27 @@ class S3Sink:
                 log.warning("could not delete the probe object %s", where)
 
     def read(self, key: str) -> bytes:
-        try:
+        with _failures(f"reading {key}"):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return response["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(f"reading {key}: {exc}") from exc
+            data: bytes = response["Body"].read()
+        return data
+
+
+def _translated(doing: str, exc: ClientError | BotoCoreError, for_good: bool = False) -> SinkError:
+    """The one translation of the S3 client's errors: a SinkError naming what was being done;
+    with ``for_good``, a SinkUnusable where the code says the store refuses us for good (the
+    bucket deleted, access denied) rather than failing for now."""
+    refused = isinstance(exc, ClientError) and _error_code(exc) in _REFUSED_FOR_GOOD
+    kind = SinkUnusable if for_good and refused else SinkError
+    return kind(f"{doing}: {exc}")
+
+
+@contextlib.contextmanager
+def _failures(doing: str, for_good: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise _translated(doing, exc, for_good) from exc
 
 
 def _take(stream: Iterator[bytes], size: int) -> bytes:

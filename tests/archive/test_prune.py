@@ -13,7 +13,8 @@ from archiver.archive.prune import plan_prune, prune
 from archiver.cli import main
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import archive_key
-from archiver.sinks import SinkError, open_sink
+from archiver.errors import SinkError
+from archiver.sinks import open_sink
 from tests.archive_factory import archive_range, new_bucket
 from tests.support import S3Endpoint
 

@@ -32,8 +32,8 @@ from archiver.core.lsn import format_lsn
 from archiver.core.object_names import archive_key, partition_prefix
 from archiver.dev.local_redis import LocalRedis
 from archiver.dev.producer import ReferenceLogManager, write_entry
-from archiver.sinks import SinkError
-from archiver.sinks.s3 import MIN_PART_SIZE
+from archiver.errors import SinkError
+from archiver.sinks.urls import MIN_PART_SIZE
 from archiver.store.client import connect
 from archiver.store.streams import Streams
 from tests.faults import FaultProxy

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.core.tarball import UnsafeArchive, entry_tar_chunks, extract_entry, read_entry_tar
+from archiver.core.tarball import entry_tar_chunks, extract_entry, read_entry_tar
+from archiver.errors import UnsafeArchive
 
 NAME = "0000000000001"
 

@@ -2,13 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.core.lsn import (
-    MAX_LSN,
-    InvalidLSN,
-    format_lsn,
-    parse_decimal_lsn,
-    parse_lsn,
-)
+from archiver.core.lsn import MAX_LSN, format_lsn, parse_decimal_lsn, parse_lsn
+from archiver.errors import InvalidLSN
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import pytest
 
-from archiver.core.notification import InvalidNotification, Notification, parse_notification
+from archiver.core.notification import Notification, parse_notification
+from archiver.errors import InvalidNotification
 
 GOOD = {"storage": "default", "partition": "7", "low": "3", "high": "9"}
 

@@ -1,13 +1,13 @@
 import pytest
 
 from archiver.core.object_names import (
-    InvalidName,
     archive_key,
     archive_lsn,
     check_storage,
     parse_partition,
     partition_prefix,
 )
+from archiver.errors import InvalidName
 
 
 def test_archive_key_matches_the_original_layout() -> None:

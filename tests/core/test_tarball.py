@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.core.tarball import EntryChanged, EntryMissing, UnsafeEntry, entry_tar_chunks
+from archiver.core.tarball import entry_tar_chunks
+from archiver.errors import EntryChanged, EntryMissing, UnsafeEntry
 from tests.support import read_tar
 
 

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from archiver.config import ConfigError, Settings
+from archiver.config import Settings
+from archiver.errors import ConfigError
 from archiver.observability.logs import entry_fields, make_formatter, redact_secrets
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from archiver.core.object_names import Compression, archive_key
-from archiver.core.tarball import UnsafeEntry
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
-from archiver.runtime.archiving import ArchiveConflict, copy_entry
+from archiver.errors import ArchiveConflict, UnsafeEntry
+from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink
 from tests.archive_factory import new_bucket
 

@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY
 
 from archiver.config import Settings
 from archiver.core.notification import Notification
+from archiver.errors import DispatchFailed
 from archiver.runtime.dispatch import ArchiveTask
-from archiver.runtime.scheduler import DispatchFailed, Scheduler
+from archiver.runtime.scheduler import Scheduler
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 from tests.support import recording_dispatch, stream_entries, wait_for

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archiver.sinks import FilesystemSink, SinkError, SinkUnusable, WriteOutcome, open_sink
+from archiver.errors import SinkError, SinkUnusable
+from archiver.sinks import FilesystemSink, WriteOutcome, open_sink
 from archiver.sinks.filesystem import _make_directories
 from tests.support import source
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from archiver.core.tarball import EntryChanged
-from archiver.sinks import SinkError, SinkUnusable, WriteOutcome, open_sink
-from archiver.sinks.s3 import MIN_PART_SIZE, S3Sink
+from archiver.errors import EntryChanged, SinkError, SinkUnusable
+from archiver.sinks import WriteOutcome, open_sink
+from archiver.sinks.s3 import S3Sink
+from archiver.sinks.urls import MIN_PART_SIZE
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, source
 

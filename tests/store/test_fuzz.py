@@ -15,9 +15,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.core.lsn import MAX_LSN, InvalidLSN, format_lsn, parse_decimal_lsn, parse_lsn
-from archiver.core.notification import FIELDS, InvalidNotification, Notification, parse_notification
-from archiver.core.tarball import UnsafeArchive, entry_tar_chunks, extract_entry, read_entry_tar
+from archiver.core.lsn import MAX_LSN, format_lsn, parse_decimal_lsn, parse_lsn
+from archiver.core.notification import FIELDS, Notification, parse_notification
+from archiver.core.tarball import entry_tar_chunks, extract_entry, read_entry_tar
+from archiver.errors import InvalidLSN, InvalidNotification, UnsafeArchive
 
 EXAMPLES = int(os.environ.get("ARCHIVER_FUZZ_EXAMPLES", "300"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
