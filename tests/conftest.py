@@ -16,14 +16,14 @@ import kombu
 import pytest
 import redis
 
-from archiver.dev.local_redis import LocalRedis
+from archiver.dev.local_redis import LocalRedis, RedisUnavailable
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 from tests.clock import TEST_CLOCK, Clock
 from tests.faults import FaultProxy
-from tests.support import S3Endpoint, System
+from tests.support import S3Endpoint, System, missing_server
 
 # A developer's own settings must not change what is tested: every ARCHIVER_* variable goes,
 # but the suite's own knobs (ARCHIVER_TEST_*, the chaos and fuzz sizes).
@@ -41,7 +41,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
     """Our own redis-server on a free port, so tests never touch a shared instance."""
-    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    except RedisUnavailable as exc:
+        missing_server(f"no Redis server to start: {exc}")
     yield server
     server.stop()
 
@@ -106,7 +109,7 @@ def rabbitmq_url() -> str:
         try:
             connection.ensure_connection(max_retries=3)
         except Exception as exc:
-            pytest.fail(f"RabbitMQ does not answer at {url}: {exc}")
+            missing_server(f"RabbitMQ does not answer at {url}: {exc}")
     return url
 
 
@@ -169,3 +172,15 @@ def proxy(s3_endpoint: S3Endpoint) -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy(host, int(port))
     yield fault_proxy
     fault_proxy.close()
+
+
+# Tests marked by the folder they live in, so that ``pytest -m "not chaos"`` works (CI runs all).
+_MARKED_FOLDERS = ("system", "chaos", "hosts", "ops")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0]
+        if folder in _MARKED_FOLDERS:
+            item.add_marker(folder)

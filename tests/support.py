@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import boto3
 import psutil
+import pytest
 import redis
 
 from archiver.archive.entry_match import existing_archive
@@ -175,6 +176,14 @@ def read_tar(data: bytes) -> dict[str, bytes | None]:
             f = tar.extractfile(member) if member.isfile() else None
             members[member.name] = f.read() if f else None
     return members
+
+
+def missing_server(what: str) -> NoReturn:
+    """A server or tool a test needs is not here: the test fails in CI (which sets ``CI``), where
+    everything must run, and is skipped on a developer's machine, saying what to install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI installs everything the tests need)")
+    pytest.skip(what)
 
 
 def log_time(line: str) -> datetime:

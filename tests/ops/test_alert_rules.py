@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.ops import (
+from tests.ops.deployment import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,
     DASHBOARD_FILE,

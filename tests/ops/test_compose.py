@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from tests.ops import (
+from tests.ops.deployment import (
     ALERTS_FILE,
     DASHBOARD_FILE,
     PROMETHEUS_CONFIG,

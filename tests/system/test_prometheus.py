@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from archiver.dev.local_redis import free_port
-from tests.support import REPO, System, wait_for
+from tests.support import REPO, System, missing_server, wait_for
 
 PARTITIONS = 4
 ENTRIES = 5
@@ -26,7 +26,8 @@ ENTRIES = 5
 class Prometheus:
     def __init__(self, tmp: Path, targets: dict[str, int]) -> None:
         binary = shutil.which("prometheus")
-        assert binary, "prometheus is not installed (Debian package `prometheus`)"
+        if binary is None:
+            missing_server("prometheus is not installed (Debian package `prometheus`)")
         self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
