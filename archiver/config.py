@@ -82,7 +82,8 @@ def _seconds(name: str, raw: str) -> float:
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def read(name: str, raw: str) -> str:
         if raw.lower() not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+            allowed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+            raise ConfigError(f"{name} must be {allowed}, got {raw!r}")
         return raw.lower()
 
     return read

@@ -19,13 +19,8 @@ from archiver.core.partition import (
     RecordedFailure,
     VerifiedRun,
 )
-from archiver.store.state_store import (
-    AdminResult,
-    AttemptStart,
-    CommitResult,
-    DueCheck,
-    NotificationResult,
-)
+from archiver.store.admin import AdminResult
+from archiver.store.transitions import AttemptStart, CommitResult, DueCheck, NotificationResult
 
 NO_STATE = "no state for this partition"
 

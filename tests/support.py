@@ -417,7 +417,7 @@ class System:
     # what happened -------------------------------------------------------------------------
 
     def maybe_state(self, partition: int) -> dict[str, Any] | None:
-        record = self.store.load(self.storage, partition)
+        record = self.store.records.load(self.storage, partition)
         return None if record is None else record.to_json()
 
     def state(self, partition: int) -> dict[str, Any]:

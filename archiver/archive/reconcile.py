@@ -250,7 +250,7 @@ def reconcile_partition(
     lsns = sorted({a.lsn for a in archives})
     if not lsns:
         return ReconciledPartition(storage, partition, 0, None)
-    record = store.load(storage, partition)
+    record = store.records.load(storage, partition)
     previous = None if record is None else record.state.next_lsn
     result = ReconciledPartition(
         storage,
@@ -302,7 +302,7 @@ def reconcile_partition(
     holes = leading + list(run.holes)
     if dry_run:
         return replace(result, holes=holes, changed=True, next_lsn=run.last + 1)
-    applied = store.reconcile(storage, partition, run)
+    applied = store.transitions.reconcile(storage, partition, run)
     if applied.refused is not None:
         return replace(result, refused=REFUSALS[applied.refused])
     if not applied.changed:  # the partition got there on its own meanwhile

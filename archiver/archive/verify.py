@@ -16,7 +16,7 @@ from archiver.core.partition import Gap
 from archiver.errors import InvalidName
 from archiver.sinks import Sink
 from archiver.sinks.base import CHECKSUM_SUFFIX
-from archiver.store.state_store import PartitionRecord
+from archiver.store.records import PartitionRecord
 
 
 @dataclass

@@ -21,7 +21,7 @@ from archiver.cli.common import (
     main,
     services,
 )
-from archiver.store.state_store import AdminResult
+from archiver.store.admin import AdminResult
 
 
 def _acting(actor: str | None) -> str:
@@ -66,7 +66,7 @@ def admin() -> None:
 def pause(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Stop claiming entries of a partition. An entry already in flight still finishes."""
     store = services(current_settings()).store
-    result = store.pause(storage, partition, _acting(actor), reason, paused=True)
+    result = store.admin.pause(storage, partition, _acting(actor), reason, paused=True)
     _finish(result, storage, partition, f"paused {storage}/{partition}")
 
 
@@ -77,7 +77,7 @@ def pause(storage: str, partition: int, actor: str | None, reason: str) -> None:
 def resume(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Undo pause. The scheduler's next sweep dispatches the partition's next entry."""
     store = services(current_settings()).store
-    result = store.pause(storage, partition, _acting(actor), reason, paused=False)
+    result = store.admin.pause(storage, partition, _acting(actor), reason, paused=False)
     _finish(result, storage, partition, f"resumed {storage}/{partition}")
 
 
@@ -92,7 +92,7 @@ def release(storage: str, partition: int, actor: str | None, reason: str) -> Non
     acknowledge anything if it comes back. The next sweep grants the entry again.
     """
     store = services(current_settings()).store
-    result = store.release(storage, partition, _acting(actor), reason)
+    result = store.admin.release(storage, partition, _acting(actor), reason)
     _finish(
         result, storage, partition, f"released {storage}/{partition} (LSN {result.lsn} in flight)"
     )
@@ -114,7 +114,7 @@ def requeue(storage: str, partition: int, actor: str | None, reason: str) -> Non
 
     settings = current_settings()
     store = services(settings).store
-    result = store.requeue(
+    result = store.admin.requeue(
         storage, partition, _acting(actor), reason, settings.dispatch_timeout_seconds
     )
     if result.done and result.claim is not None:
@@ -144,7 +144,7 @@ def skip_to(
     """
     store = services(current_settings()).store
     if not yes:
-        record = store.load(storage, partition)
+        record = store.records.load(storage, partition)
         if record is None:
             raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
         first = record.state.next_lsn
@@ -152,7 +152,7 @@ def skip_to(
             f"skip-to gives up entries {first}..{lsn - 1} of {storage}/{partition} for good; "
             "pass --yes to confirm"
         )
-    result = store.skip_to(storage, partition, lsn, _acting(actor), reason)
+    result = store.admin.skip_to(storage, partition, lsn, _acting(actor), reason)
     _finish(
         result,
         storage,

@@ -231,7 +231,7 @@ def verify(
                 continue
             report = verify_partition(sink, name, number, parallel, lambda: progress.advance(task))
             if store is not None:
-                report.check_gaps_against(store.load(name, number))
+                report.check_gaps_against(store.records.load(name, number))
             reports.append(report)
     problems = sum(r.problems(ignore_gaps) for r in reports) + len(stray_directories)
     if as_json:

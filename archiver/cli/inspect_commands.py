@@ -26,7 +26,7 @@ from archiver.config import Settings
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select
 from archiver.sinks import open_sink
-from archiver.store.state_store import PartitionRecord
+from archiver.store.records import PartitionRecord
 
 
 @main.group()
@@ -89,7 +89,7 @@ def inspect_summary(as_json: bool) -> None:
     settings = current_settings()
     state = services(settings)
     store = state.store
-    overview = summarize(_scanning(store.partitions(), as_json))
+    overview = summarize(_scanning(store.records.all(), as_json))
     now = store.server_time_ms()
     storages = sorted(set(overview.storages) | set(settings.storages))
     queues: dict[str, int | None]
@@ -120,9 +120,9 @@ def inspect_summary(as_json: bool) -> None:
         "broker_error": broker_error,
         "notifications_waiting": state.streams.queued_notifications(),
         "notifications_rejected": state.streams.rejected_count(),
-        "fleet_backoff_seconds": store.fleet_pause_left(),
+        "fleet_backoff_seconds": store.fleet.left(),
         "scheduler_leader": current_leader(store.client, store.keys.leader),
-        "counters": store.counters(),
+        "counters": store.counters.read(),
         "recent_errors": [
             {
                 "at_ms": e.at_ms,
@@ -231,7 +231,7 @@ def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
     """Everything about one partition: positions, lease holder and age, fencing token, recent
     gaps, last error, recent acknowledgements, and operators' actions (audit trail)."""
     state = services(current_settings())
-    record = state.store.load(storage, partition)
+    record = state.store.records.load(storage, partition)
     if record is None:
         raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
     now = state.store.server_time_ms()
@@ -354,7 +354,7 @@ def inspect_partitions(
     )
     now = store.server_time_ms()
     records = select(
-        _scanning(store.partitions(storage), as_json),
+        _scanning(store.records.all(storage), as_json),
         wanted,
         now,
         SortKey(sort) if sort else None,

@@ -91,8 +91,8 @@ class FleetStateCollector(Collector):
 
 
 def take_snapshot(store: RedisStateStore) -> Snapshot:
-    overview = summarize(store.partitions())
-    return Snapshot(overview, store.server_time_ms(), store.fleet_pause_left(), time.time())
+    overview = summarize(store.records.all())
+    return Snapshot(overview, store.server_time_ms(), store.fleet.left(), time.time())
 
 
 class StateMetricsRefresher(threading.Thread):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from archiver.core.partition import PartitionCondition
-from archiver.store.state_store import PartitionRecord
+from archiver.store.records import PartitionRecord
 
 RECENT_ERRORS = 10
 

@@ -58,8 +58,8 @@ def dispatch_claims(
                 exc_info=error,
                 extra=entry_fields(task.storage, task.partition, task.lsn),
             )
-            store.release_claim(task.storage, task.partition, task.lsn, task.token)
+            store.transitions.release_claim(task.storage, task.partition, task.lsn, task.token)
             continue
         sent.append((task.storage, task.partition, task.token))
-    store.mark_dispatched_many(sent)
+    store.transitions.mark_dispatched_many(sent)
     return len(sent)

@@ -30,8 +30,9 @@ from archiver.runtime.archiving import copy_entry
 from archiver.runtime.dispatch import Dispatch, dispatch_claim
 from archiver.runtime.host_check import SinkWatch
 from archiver.sinks import Sink
-from archiver.store.state_store import AttemptStart, RedisStateStore
+from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
+from archiver.store.transitions import AttemptStart
 
 log = logging.getLogger("archiver.worker")
 
@@ -130,7 +131,7 @@ class LeaseKeeper:
             if held is None or time.monotonic() < held.renew_at:
                 continue
             try:
-                if not self._store.renew_lease(
+                if not self._store.transitions.renew_lease(
                     held.storage, held.partition, held.claim.lsn, held.claim.token, self._lease
                 ):
                     held.lost.set()
@@ -195,14 +196,16 @@ class EntryArchiver:
         lease = self.settings.lease_seconds
         claim = Claim(lsn, token)
         if started is None:
-            started = self.store.start_attempt(storage, partition, lsn, token, lease, _holder())
+            started = self.store.transitions.start_attempt(
+                storage, partition, lsn, token, lease, _holder()
+            )
         if not started.held:
             return self._fenced("before archiving", fields)
         if (pause := started.pause) > 0:
             # The fleet is backing off after a failure elsewhere: wait our turn, keeping the
             # grant. A little jitter keeps the waiting tasks from all returning at once.
             delay = pause * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
-            self.store.renew_lease(storage, partition, lsn, token, delay + lease)
+            self.store.transitions.renew_lease(storage, partition, lsn, token, delay + lease)
             return Attempt(AttemptOutcome.RETRY, delay=delay, claim=claim)
 
         begun = time.monotonic()
@@ -227,7 +230,7 @@ class EntryArchiver:
         except Exception as exc:
             return self._failed(storage, partition, claim, exc, fields)
 
-        commit = self.store.commit_success(
+        commit = self.store.transitions.commit_success(
             storage, partition, lsn, token, self.settings.dispatch_timeout_seconds
         )
         if not commit.committed:
@@ -280,7 +283,7 @@ class EntryArchiver:
         lease = self.settings.lease_seconds
         hold = self.settings.retry_max_seconds + lease
         of_entry = isinstance(exc, EntryError) and not isinstance(exc, EntryMissing)
-        failure = self.store.record_failure(
+        failure = self.store.transitions.record_failure(
             storage,
             partition,
             claim.lsn,
@@ -293,25 +296,27 @@ class EntryArchiver:
             return self._fenced(f"after a failed attempt ({error})", fields)
         metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
         if failure.stopped:
-            self.store.count("stopped")
+            self.store.counters.add("stopped")
             log.error(
                 "entry failed %d times; partition stopped for an operator",
                 failure.attempts,
                 extra={**fields, "error": error},
             )
             return Attempt(AttemptOutcome.STOPPED, error=error)
-        self.store.count("retries")
+        self.store.counters.add("retries")
         metrics.RETRIES.labels(storage).inc()
         pause = 0.0
         sink_lost = None
         if not isinstance(exc, (EntryError, StorageUnavailable)):
-            pause = self.store.fleet_failure(
+            pause = self.store.fleet.failure(
                 self.settings.retry_min_seconds, self.settings.retry_max_seconds
             )
             sink_lost = self.sink_watch.lost()
         attempts = failure.attempts
         delay = max(self.settings.retry_delay(attempts), pause)
-        self.store.renew_lease(storage, partition, claim.lsn, claim.token, delay + lease)
+        self.store.transitions.renew_lease(
+            storage, partition, claim.lsn, claim.token, delay + lease
+        )
         log.error(
             "archiving failed; retrying in %.3fs (attempt %d)",
             delay,
@@ -332,7 +337,7 @@ class EntryArchiver:
     def _fenced(self, when: str, fields: LogFields) -> Attempt:
         """Our grant was taken over (it expired) or the partition moved on: do nothing more."""
         log.warning("fenced off %s: grant is no longer current", when, extra=fields)
-        self.store.count("fenced")
+        self.store.counters.add("fenced")
         metrics.FENCED.labels(fields["storage"]).inc()
         return Attempt(AttemptOutcome.FENCED)
 
@@ -345,9 +350,11 @@ class EntryArchiver:
         fields: LogFields,
     ) -> Attempt:
         error = f"ArchiveConflict: {exc}"
-        if not self.store.mark_conflict(storage, partition, claim.lsn, claim.token, error):
+        if not self.store.transitions.mark_conflict(
+            storage, partition, claim.lsn, claim.token, error
+        ):
             return self._fenced("after finding a conflicting archive", fields)
-        self.store.count("conflicts")
+        self.store.counters.add("conflicts")
         metrics.ENTRIES_ARCHIVED.labels(storage, "fail").inc()
         log.error("archive conflict; partition stopped", extra={**fields, "error": str(exc)})
         return Attempt(AttemptOutcome.CONFLICT, error=error)
@@ -361,9 +368,9 @@ class EntryArchiver:
         next_claim: Claim | None,
     ) -> None:
         self.streams.publish_ack(storage, partition, lsn, pipe)
-        self.store.fleet_success(self.settings.retry_min_seconds, pipe)
+        self.store.fleet.success(self.settings.retry_min_seconds, pipe)
         if next_claim is not None:
-            self.store.queue_start_attempt(
+            self.store.transitions.queue_start_attempt(
                 pipe,
                 storage,
                 partition,
@@ -383,11 +390,11 @@ class EntryArchiver:
         trouble is ridden out here."""
         for attempt in range(1, ACK_ATTEMPTS + 1):
             try:
-                replies = self.store.pipelined(
+                replies = self.store.scripts.pipelined(
                     lambda pipe: self._queue_after_commit(pipe, storage, partition, lsn, next_claim)
                 )
                 metrics.ACKNOWLEDGEMENTS.inc()
-                return None if next_claim is None else self.store.started(replies[-2:])
+                return None if next_claim is None else self.store.transitions.started(replies[-2:])
             except redis.RedisError:
                 if attempt == ACK_ATTEMPTS:
                     # The next notification for this partition acknowledges it again.

@@ -97,7 +97,7 @@ class Scheduler:
                     continue
                 if not self.leading:
                     log.info("became leader identity=%s", identity)
-                    self.store.count("leader_changes")
+                    self.store.counters.add("leader_changes")
                     self.leading = True
                 self._serve(stop)
                 failures = 0
@@ -184,7 +184,7 @@ class Scheduler:
     def apply(self, batch: list[Folded]) -> None:
         """Apply notifications (one per partition) in one round trip, re-acknowledge what is
         already archived, and send the tasks of the entries claimed."""
-        results = self.store.apply_notifications(
+        results = self.store.transitions.apply_notifications(
             [(f.notification.storage, f.notification.partition, f.notification.low,
               f.notification.high) for f in batch],
             self.settings.dispatch_timeout_seconds,
@@ -211,7 +211,7 @@ class Scheduler:
             elif result.outcome is not NotificationOutcome.STALE:
                 working.append((n.storage, n.partition))
         # Before sending anything: a claim whose task is never sent is looked at again soon.
-        self.store.mark_due_after_apply(
+        self.store.due.mark_after_apply(
             claimed=[(s, p) for s, p, _ in claims],
             working=working,
             at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
@@ -238,8 +238,8 @@ class Scheduler:
         dispatched = 0
         self.more_due = False
         for _ in range(SWEEP_BATCHES):
-            due = self.store.due_partitions(now, BATCH)
-            checks = self.store.check_partitions(
+            due = self.store.due.due(now, BATCH)
+            checks = self.store.transitions.check_partitions(
                 due, self.settings.dispatch_timeout_seconds, self.settings.orphan_grace_seconds
             )
             later: dict[tuple[str, int], int] = {}
@@ -254,14 +254,14 @@ class Scheduler:
                     later[member] = max(check.again_ms, now + 1)
                 else:
                     done.append(member)
-            self.store.reschedule(later, done)
+            self.store.due.reschedule(later, done)
             for storage, partition, claim in claims:
                 log.info(
                     "re-dispatching partition with no live grant",
                     extra=entry_fields(storage, partition, claim.lsn),
                 )
             if claims:
-                self.store.count("redispatched", len(claims))
+                self.store.counters.add("redispatched", len(claims))
                 dispatched += dispatch_claims(self.store, self.dispatch, claims)
             if len(due) < BATCH:
                 return dispatched
@@ -273,8 +273,8 @@ class Scheduler:
         that were lost, and fills the index after an upgrade. A bounded part per sweep, so a
         new leader with a million partitions does not stop reading notifications meanwhile."""
         for _ in range(SWEEP_BATCHES):
-            cursor, members = self.store.scan_partition_ids(self._resync_cursor or 0, BATCH)
-            self.store.mark_due(members, now_ms, only_new=True)
+            cursor, members = self.store.records.scan_partition_ids(self._resync_cursor or 0, BATCH)
+            self.store.due.mark(members, now_ms, only_new=True)
             if cursor == 0:
                 self._resync_cursor = None
                 return

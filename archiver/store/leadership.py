@@ -15,7 +15,8 @@ import uuid
 
 import redis
 
-from archiver.store.scripts import load_script
+from archiver.store.codec import ms
+from archiver.store.scripts import LuaScripts
 
 
 def scheduler_identity() -> str:
@@ -28,16 +29,15 @@ class LeaderLease:
         self.key = key
         self.identity = identity
         self.ttl_seconds = ttl_seconds
-        self._hold = client.register_script(load_script("hold_leadership"))
-        self._release = client.register_script(load_script("release_leadership"))
+        self._scripts = LuaScripts(client, ("hold_leadership", "release_leadership"))
         self._valid_until = 0.0
 
     def hold(self) -> bool:
         """Take the lease if it is free, renew it if it is ours; True while we lead."""
         asked_at = time.monotonic()
         held = bool(
-            self._hold(
-                keys=[self.key], args=[self.identity, max(1, round(self.ttl_seconds * 1000))]
+            self._scripts(
+                "hold_leadership", keys=[self.key], args=[self.identity, ms(self.ttl_seconds)]
             )
         )
         self._valid_until = asked_at + self.ttl_seconds if held else 0.0
@@ -48,7 +48,7 @@ class LeaderLease:
 
     def release(self) -> None:
         self._valid_until = 0.0
-        self._release(keys=[self.key], args=[self.identity])
+        self._scripts("release_leadership", keys=[self.key], args=[self.identity])
 
 
 def current_leader(client: redis.Redis, key: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
@@ -71,3 +71,22 @@ class LuaScripts:
         except NoScriptError:
             self.load()
             return target.evalsha(*call)
+
+    def pipelined(self, fill: Callable[[redis.client.Pipeline], None]) -> list[Any]:
+        """One round trip for what ``fill`` queues; made again, refilled, if the server had
+        lost the scripts."""
+        for attempt in (1, 2):
+            pipe: Any = (
+                ClusterBatch(self.client)
+                if isinstance(self.client, redis.cluster.RedisCluster)
+                else self.client.pipeline(transaction=False)
+            )
+            fill(pipe)
+            try:
+                replies: list[Any] = pipe.execute()
+                return replies
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self.load()
+        raise AssertionError("unreachable")

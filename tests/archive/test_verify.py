@@ -16,6 +16,7 @@ from archiver.sinks import open_sink
 from archiver.sinks.s3 import S3Sink
 from archiver.store.state_store import RedisStateStore
 from tests.archive_factory import archive_range, new_bucket
+from tests.store_calls import apply_notification
 from tests.support import S3Endpoint
 
 
@@ -112,10 +113,12 @@ def test_with_state_a_recorded_gap_is_told_from_lost_objects(
     # Partition 1: the producer lost 3-4 before they were archived (a recorded gap); then 7
     # went missing from the archive, which no gap explains.
     archive_range(bucket, tmp_path / "wal", 1, [1, 2, 5, 6, 8])
-    claim = store.apply_notification("default", 1, 1, 2, 60).claim
+    claim = apply_notification(store, "default", 1, 1, 2, 60).claim
     while claim is not None:
-        claim = store.commit_success("default", 1, claim.lsn, claim.token, 60).next_claim
-    assert store.apply_notification("default", 1, 5, 8, 60).gap == Gap(3, 5)
+        claim = store.transitions.commit_success(
+            "default", 1, claim.lsn, claim.token, 60
+        ).next_claim
+    assert apply_notification(store, "default", 1, 5, 8, 60).gap == Gap(3, 5)
     env = {"ARCHIVER_SINK_URL": bucket.root.as_uri(), "ARCHIVER_REDIS_URL": redis_url}
     result = CliRunner().invoke(main, ["verify", "--ignore-gaps", "--json"], env=env)
     assert result.exit_code == 1, result.output

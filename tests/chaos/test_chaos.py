@@ -334,7 +334,7 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
                 for path, content in entry_files(partition, lsn).items():
                     assert members[f"{name}/{path}"] == content, (partition, lsn, path)
 
-        counters = system.store.counters()
+        counters = system.store.counters.read()
         uploads = system.sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])  # type: ignore[attr-defined]
         report = {
             "entries": PARTITIONS * ENTRIES,

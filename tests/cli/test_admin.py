@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from archiver.cli import main
 from archiver.core.partition import PartitionCondition
 from archiver.store.state_store import RedisStateStore
+from tests.store_calls import apply_notification, claim_next_entry
 
 HOUR = 3600.0
 
@@ -35,15 +36,15 @@ def detail(run: Any, partition: int = 1) -> dict[str, Any]:
 
 
 def test_pause_stops_claims_and_resume_restarts_them(run: Any, store: RedisStateStore) -> None:
-    claim = store.apply_notification("default", 1, 1, 5, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 5, HOUR).claim
     assert claim is not None
     result = run("admin", "pause", "default", "1", "--reason", "disk check")
     assert result.exit_code == 0, result.output
     # The entry in flight finishes, and nothing more is claimed.
-    commit = store.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    commit = store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
     assert commit.committed
     assert commit.next_claim is None
-    assert store.claim_next_entry("default", 1, HOUR) is None
+    assert claim_next_entry(store, "default", 1, HOUR) is None
     assert detail(run)["state"] == PartitionCondition.PAUSED.value
 
     again = run("admin", "pause", "default", "1")
@@ -51,7 +52,7 @@ def test_pause_stops_claims_and_resume_restarts_them(run: Any, store: RedisState
     assert "refused for default/1: already paused" in again.output
 
     assert run("admin", "resume", "default", "1").exit_code == 0
-    assert store.claim_next_entry("default", 1, HOUR) is not None
+    assert claim_next_entry(store, "default", 1, HOUR) is not None
     assert "not paused" in run("admin", "resume", "default", "1").output
 
     audit = detail(run)["audit"]
@@ -63,24 +64,26 @@ def test_pause_stops_claims_and_resume_restarts_them(run: Any, store: RedisState
 
 
 def test_release_fences_the_holder_off(run: Any, store: RedisStateStore) -> None:
-    claim = store.apply_notification("default", 1, 1, 5, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 5, HOUR).claim
     assert claim is not None
-    store.start_attempt("default", 1, claim.lsn, claim.token, HOUR, "host-a:42")
+    store.transitions.start_attempt("default", 1, claim.lsn, claim.token, HOUR, "host-a:42")
     assert detail(run)["lease_holder"] == "host-a:42"
 
     result = run("admin", "release", "default", "1", "--reason", "host-a is dead")
     assert result.exit_code == 0, result.output
     assert "LSN 1 in flight" in result.output
     # The old holder can neither renew, nor commit (so never acknowledge).
-    assert not store.renew_lease("default", 1, claim.lsn, claim.token, HOUR)
-    assert not store.commit_success("default", 1, claim.lsn, claim.token, HOUR).committed
+    assert not store.transitions.renew_lease("default", 1, claim.lsn, claim.token, HOUR)
+    assert not store.transitions.commit_success(
+        "default", 1, claim.lsn, claim.token, HOUR
+    ).committed
     after = detail(run)
     assert after["in_flight_lsn"] is None
     assert after["lease_holder"] is None
     assert after["fencing_token"] > claim.token
     assert after["audit"][-1]["detail"] == {"lsn": "1", "fenced_token": str(claim.token)}
     # The entry is granted again, with a newer token.
-    regrant = store.claim_next_entry("default", 1, HOUR)
+    regrant = claim_next_entry(store, "default", 1, HOUR)
     assert regrant is not None
     assert regrant.lsn == 1
     assert regrant.token > after["fencing_token"]
@@ -91,9 +94,9 @@ def test_release_fences_the_holder_off(run: Any, store: RedisStateStore) -> None
 
 
 def test_release_refuses_when_nothing_is_in_flight(run: Any, store: RedisStateStore) -> None:
-    claim = store.apply_notification("default", 1, 1, 1, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 1, HOUR).claim
     assert claim is not None
-    store.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
     result = run("admin", "release", "default", "1")
     assert result.exit_code == 1
     assert "nothing is in flight" in result.output
@@ -103,7 +106,7 @@ def test_release_refuses_when_nothing_is_in_flight(run: Any, store: RedisStateSt
 def test_skip_to_records_a_manual_gap_and_needs_reason_and_yes(
     run: Any, store: RedisStateStore
 ) -> None:
-    claim = store.apply_notification("default", 1, 1, 10, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 10, HOUR).claim
     assert claim is not None
     missing_reason = run("admin", "skip-to", "default", "1", "4", "--yes")
     assert missing_reason.exit_code == 2
@@ -128,7 +131,9 @@ def test_skip_to_records_a_manual_gap_and_needs_reason_and_yes(
     assert after["audit"][-1]["action"] == "skip-to"
     assert after["audit"][-1]["reason"] == "disk lost"
     # The holder of LSN 1 is fenced off.
-    assert not store.commit_success("default", 1, claim.lsn, claim.token, HOUR).committed
+    assert not store.transitions.commit_success(
+        "default", 1, claim.lsn, claim.token, HOUR
+    ).committed
     # Up to the high-water mark + 1 is allowed: everything announced is given up.
     assert run("admin", "skip-to", "default", "1", "11", "--reason", "x", "--yes").exit_code == 0
     assert detail(run)["state"] == PartitionCondition.IDLE.value
@@ -137,10 +142,12 @@ def test_skip_to_records_a_manual_gap_and_needs_reason_and_yes(
 def test_requeue_clears_a_conflict_and_sends_the_entry(
     run: Any, store: RedisStateStore, redis_url: str
 ) -> None:
-    claim = store.apply_notification("default", 1, 1, 3, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 3, HOUR).claim
     assert claim is not None
-    assert store.mark_conflict("default", 1, claim.lsn, claim.token, "ArchiveConflict: x")
-    assert store.claim_next_entry("default", 1, HOUR) is None
+    assert store.transitions.mark_conflict(
+        "default", 1, claim.lsn, claim.token, "ArchiveConflict: x"
+    )
+    assert claim_next_entry(store, "default", 1, HOUR) is None
     assert detail(run)["state"] == PartitionCondition.CONFLICTED.value
 
     result = run("admin", "requeue", "default", "1", "--reason", "moved the object aside")
@@ -159,13 +166,13 @@ def test_requeue_clears_a_conflict_and_sends_the_entry(
 
 
 def test_requeue_refuses_a_paused_or_idle_partition(run: Any, store: RedisStateStore) -> None:
-    claim = store.apply_notification("default", 1, 1, 1, HOUR).claim
+    claim = apply_notification(store, "default", 1, 1, 1, HOUR).claim
     assert claim is not None
-    store.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
     idle = run("admin", "requeue", "default", "1")
     assert idle.exit_code == 1
     assert "nothing to archive" in idle.output
-    store.apply_notification("default", 1, 1, 2, HOUR)
+    apply_notification(store, "default", 1, 1, 2, HOUR)
     run("admin", "pause", "default", "1")
     paused = run("admin", "requeue", "default", "1")
     assert paused.exit_code == 1

@@ -13,6 +13,7 @@ from archiver.core.object_names import archive_key
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 from tests.archive_factory import new_bucket
+from tests.store_calls import apply_notification
 from tests.support import gap_pairs, source, stream_entries
 
 
@@ -77,9 +78,9 @@ def test_ls_without_a_sink_says_what_to_set(redis_url: str) -> None:
 
 
 def test_inspect_partition_and_partitions(run, store: RedisStateStore) -> None:  # type: ignore[no-untyped-def]
-    store.apply_notification("default", 1, 1, 3, 60)
-    store.apply_notification("default", 1, 7, 9, 60)  # a gap
-    store.apply_notification("other", 2, 5, 5, 60)
+    apply_notification(store, "default", 1, 1, 3, 60)
+    apply_notification(store, "default", 1, 7, 9, 60)  # a gap
+    apply_notification(store, "other", 2, 5, 5, 60)
     result = run("inspect", "partition", "default", "1", "--json")
     assert result.exit_code == 0, result.output
     state = json.loads(result.output)

@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from archiver.observability.fleet_gauges import FleetStateCollector, take_snapshot
 from archiver.store.state_store import RedisStateStore
+from tests.store_calls import apply_notification
 
 HOUR = 3600.0
 
@@ -25,11 +26,11 @@ def exported(
 
 
 def test_the_leader_exports_the_fleet_state(store: RedisStateStore) -> None:
-    store.apply_notification("a", 1, 1, 4, HOUR)
-    store.apply_notification("a", 2, 5, 5, HOUR)
-    store.apply_notification("a", 2, 7, 9, HOUR)  # a gap: 5 and 6 were lost
-    store.apply_notification("b", 1, 1, 1, HOUR)
-    store.pause("b", 1, "me", "test")
+    apply_notification(store, "a", 1, 1, 4, HOUR)
+    apply_notification(store, "a", 2, 5, 5, HOUR)
+    apply_notification(store, "a", 2, 7, 9, HOUR)  # a gap: 5 and 6 were lost
+    apply_notification(store, "b", 1, 1, 1, HOUR)
+    store.admin.pause("b", 1, "me", "test")
     store.client.hset(store.keys.fleet, "until_ms", store.server_time_ms() + 60_000)
     collector = FleetStateCollector(lambda: True)
     collector.update(take_snapshot(store))
@@ -47,7 +48,7 @@ def test_the_leader_exports_the_fleet_state(store: RedisStateStore) -> None:
 
 
 def test_a_standby_exports_only_that_it_is_not_leading(store: RedisStateStore) -> None:
-    store.apply_notification("a", 1, 1, 4, HOUR)
+    apply_notification(store, "a", 1, 1, 4, HOUR)
     leading = [True]
     collector = FleetStateCollector(lambda: leading[0])
     collector.update(take_snapshot(store))

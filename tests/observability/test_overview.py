@@ -15,12 +15,13 @@ from archiver.cli import main
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select, summarize
 from archiver.store.state_store import RedisStateStore
+from tests.store_calls import apply_notification, claim_next_entry
 
 HOUR = 3600.0
 
 
 def oldest(store: RedisStateStore, partition: int) -> int | None:
-    record = store.load("s", partition)
+    record = store.records.load("s", partition)
     assert record is not None
     return record.oldest_unarchived_ms
 
@@ -34,24 +35,26 @@ def marks(store: RedisStateStore, partition: int) -> list[tuple[int, int]]:
 
 def archive_next(store: RedisStateStore, partition: int) -> None:
     """Commit the partition's next entry, claiming it first unless it is in flight."""
-    record = store.load("s", partition)
+    record = store.records.load("s", partition)
     assert record is not None
     lsn, token = record.state.in_flight_lsn, record.state.fencing_token
     if lsn is None:
-        claim = store.claim_next_entry("s", partition, HOUR)
+        claim = claim_next_entry(store, "s", partition, HOUR)
         assert claim is not None
         lsn, token = claim.lsn, claim.token
-    assert store.commit_success("s", partition, lsn, token, HOUR, claim_next=False).committed
+    assert store.transitions.commit_success(
+        "s", partition, lsn, token, HOUR, claim_next=False
+    ).committed
 
 
 def test_the_oldest_waiting_entry_is_the_first_announcement_not_yet_archived(
     store: RedisStateStore,
 ) -> None:
     # Resolution 0: every announcement gets its own mark.
-    store.apply_notification("s", 1, 1, 2, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 1, 2, HOUR, mark_resolution_ms=0)
     first = oldest(store, 1)
     assert first is not None
-    store.apply_notification("s", 1, 1, 4, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 1, 4, HOUR, mark_resolution_ms=0)
     assert [high for high, _ in marks(store, 1)] == [2, 4]
     second_ms = marks(store, 1)[1][1]
     # Archiving 1 leaves 2, announced with the first mark.
@@ -68,10 +71,10 @@ def test_the_oldest_waiting_entry_is_the_first_announcement_not_yet_archived(
 
 
 def test_marks_stay_few_and_err_on_the_old_side(store: RedisStateStore) -> None:
-    store.apply_notification("s", 1, 1, 1, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 1, 1, HOUR, mark_resolution_ms=0)
     first = oldest(store, 1)
     for high in range(2, 100):
-        store.apply_notification("s", 1, 1, high, HOUR, mark_resolution_ms=0)
+        apply_notification(store, "s", 1, 1, high, HOUR, mark_resolution_ms=0)
     assert len(marks(store, 1)) == 32
     # The last mark was widened to cover every later announcement, keeping its older time.
     last_high, last_ms = marks(store, 1)[-1]
@@ -85,35 +88,35 @@ def test_marks_stay_few_and_err_on_the_old_side(store: RedisStateStore) -> None:
 
 
 def test_a_gap_moves_the_oldest_waiting_entry_on(store: RedisStateStore) -> None:
-    store.apply_notification("s", 1, 1, 3, HOUR, mark_resolution_ms=0)
-    store.apply_notification("s", 1, 1, 6, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 1, 3, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 1, 6, HOUR, mark_resolution_ms=0)
     later = marks(store, 1)[-1][1]
-    store.apply_notification("s", 1, 5, 6, HOUR, mark_resolution_ms=0)
+    apply_notification(store, "s", 1, 5, 6, HOUR, mark_resolution_ms=0)
     assert oldest(store, 1) == later
 
 
 def make_fleet(store: RedisStateStore) -> None:
     """s/1 idle, s/2 in flight (backlog 10), s/3 active (backlog 3), s/4 conflicted,
     s/5 paused, t/1 in flight (backlog 1)."""
-    c = store.apply_notification("s", 1, 1, 1, HOUR).claim
+    c = apply_notification(store, "s", 1, 1, 1, HOUR).claim
     assert c is not None
-    store.commit_success("s", 1, c.lsn, c.token, HOUR)
-    store.apply_notification("s", 2, 1, 10, HOUR)
-    c = store.apply_notification("s", 3, 1, 3, HOUR).claim
+    store.transitions.commit_success("s", 1, c.lsn, c.token, HOUR)
+    apply_notification(store, "s", 2, 1, 10, HOUR)
+    c = apply_notification(store, "s", 3, 1, 3, HOUR).claim
     assert c is not None
-    store.release_claim("s", 3, c.lsn, c.token)
-    c = store.apply_notification("s", 4, 1, 2, HOUR).claim
+    store.transitions.release_claim("s", 3, c.lsn, c.token)
+    c = apply_notification(store, "s", 4, 1, 2, HOUR).claim
     assert c is not None
-    store.record_failure("s", 4, c.lsn, c.token, "boom", HOUR)
-    store.mark_conflict("s", 4, c.lsn, c.token, "ArchiveConflict: other bytes")
-    store.apply_notification("s", 5, 7, 8, HOUR)
-    store.pause("s", 5, "me", "test")
-    store.apply_notification("t", 1, 1, 1, HOUR)
+    store.transitions.record_failure("s", 4, c.lsn, c.token, "boom", HOUR)
+    store.transitions.mark_conflict("s", 4, c.lsn, c.token, "ArchiveConflict: other bytes")
+    apply_notification(store, "s", 5, 7, 8, HOUR)
+    store.admin.pause("s", 5, "me", "test")
+    apply_notification(store, "t", 1, 1, 1, HOUR)
 
 
 def test_summarize_counts_states_backlog_and_errors(store: RedisStateStore) -> None:
     make_fleet(store)
-    overview = summarize(store.partitions())
+    overview = summarize(store.records.all())
     s = overview.storages["s"]
     assert s.partitions == {
         PartitionCondition.IDLE: 1,
@@ -140,7 +143,7 @@ def test_filters_and_ranking(store: RedisStateStore) -> None:
         wanted: PartitionFilter, sort: SortKey | None = None, limit: int = 100, at: int = now
     ) -> list[Any]:
         return [
-            (r.storage, r.partition) for r in select(store.partitions(), wanted, at, sort, limit)
+            (r.storage, r.partition) for r in select(store.records.all(), wanted, at, sort, limit)
         ]
 
     assert sorted(pick(PartitionFilter(condition=PartitionCondition.IN_FLIGHT))) == [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archiver.runtime.entry_archiver import LeaseKeeper
 from archiver.store.state_store import RedisStateStore
+from tests.store_calls import apply_notification, claim_next_entry
 from tests.support import wait_for
 
 
@@ -13,10 +14,10 @@ def test_the_lease_keeper_renews_a_long_attempt_and_notices_when_it_is_fenced(
     # Renewed every third of it: long enough that a loaded machine's scheduling delays
     # cannot let it lapse between renewals.
     lease = 3.0
-    claim = store.apply_notification("s", 1, 1, 1, lease).claim
+    claim = apply_notification(store, "s", 1, 1, 1, lease).claim
     assert claim is not None
     keeper = LeaseKeeper(store, lease)
-    first = store.load("s", 1)
+    first = store.records.load("s", 1)
     assert first is not None
     assert first.state.lease_expires_ms is not None
     with keeper.keep("s", 1, claim) as held:
@@ -26,13 +27,13 @@ def test_the_lease_keeper_renews_a_long_attempt_and_notices_when_it_is_fenced(
             timeout=10,
             what="the first lease to be long over",
         )
-        assert store.claim_next_entry("s", 1, lease) is None
+        assert claim_next_entry(store, "s", 1, lease) is None
         assert not held.lost.is_set()
         # An operator breaks the lease: the keeper's next renewal is refused.
-        assert store.release("s", 1, "ops", "test").done
+        assert store.admin.release("s", 1, "ops", "test").done
         wait_for(held.lost.is_set, timeout=10, what="the keeper to see the grant lost")
     # Between attempts the same thread renews nothing.
-    second = store.claim_next_entry("s", 1, 3600)
+    second = claim_next_entry(store, "s", 1, 3600)
     assert second is not None
     with keeper.keep("s", 1, second) as held_again:
         assert not held_again.lost.is_set()

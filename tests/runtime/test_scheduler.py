@@ -19,6 +19,7 @@ from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.scheduler import Scheduler
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
+from tests.store_calls import apply_notification, mark_dispatched
 from tests.support import recording_dispatch, stream_entries, wait_for
 
 
@@ -109,7 +110,7 @@ def test_sweep_dispatches_partitions_whose_grant_expired(
     dispatched: list[ArchiveTask] = []
     scheduler = _scheduler(store, streams, dispatched)
     # A grant that has already run out: its task was lost.
-    store.apply_notification("default", 7, 1, 2, lease_seconds=0.001)
+    apply_notification(store, "default", 7, 1, 2, lease_seconds=0.001)
     wait_for(lambda: scheduler.sweep() == 1, timeout=5, what="the sweep to re-dispatch")
     assert dispatched == [("default", 7, 1, 2)]
     assert scheduler.sweep() == 0  # the new grant is live
@@ -136,7 +137,7 @@ def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
     batch = streams.read_notifications(pending=False, count=10, block_ms=None)
     with pytest.raises(DispatchFailed):
         scheduler.handle(batch)
-    record = store.load("default", 5)
+    record = store.records.load("default", 5)
     assert record is not None
     assert record.state.in_flight_lsn is None  # released, not stranded
     broker_up = True
@@ -152,10 +153,10 @@ def test_sweep_takes_over_a_claim_whose_task_was_never_sent(
     settings = Settings.from_env({"ARCHIVER_SWEEP_INTERVAL_SECONDS": "0.1"})
     scheduler = Scheduler(settings, store, streams, recording_dispatch(dispatched))
     # A scheduler claimed both and died; it had sent only partition 2's task.
-    store.apply_notification("default", 1, 1, 1, lease_seconds=600)
-    sent = store.apply_notification("default", 2, 1, 1, lease_seconds=600).claim
+    apply_notification(store, "default", 1, 1, 1, lease_seconds=600)
+    sent = apply_notification(store, "default", 2, 1, 1, lease_seconds=600).claim
     assert sent is not None
-    store.mark_dispatched("default", 2, sent.token)
+    mark_dispatched(store, "default", 2, sent.token)
     wait_for(lambda: scheduler.sweep() == 1, timeout=10, what="the orphan to be taken over")
     assert dispatched == [("default", 1, 1, 2)]
 
@@ -175,7 +176,7 @@ def test_notifications_for_one_partition_are_folded_into_one(
     scheduler.handle(batch)
     # One claim per partition; partition 1 as if the three had been applied in turn.
     assert dispatched == [("default", 1, 4, 1), ("default", 2, 1, 1)]
-    record = store.load("default", 1)
+    record = store.records.load("default", 1)
     assert record is not None
     assert (record.state.next_lsn, record.state.high_water_mark) == (4, 6)
     assert record.gaps_total == 1
@@ -200,9 +201,11 @@ def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
     assert {member for member, _ in due} == {"default/1", "default/2", "default/3"}
     assert all(now < score <= now + 23_000 for _, score in due)
     # Partition 3 is archived meanwhile; partition 2's task was lost and its grant ran out.
-    three = store.load("default", 3)
+    three = store.records.load("default", 3)
     assert three is not None
-    store.commit_success("default", 3, 1, three.state.fencing_token, 60, claim_next=False)
+    store.transitions.commit_success(
+        "default", 3, 1, three.state.fencing_token, 60, claim_next=False
+    )
     store.client.hset(store.keys.partition("default", 2), "lease_until", 1)
     store.client.zadd(store.keys.due, {"default/1": 0, "default/2": 0, "default/3": 0})
     dispatched.clear()
@@ -212,7 +215,7 @@ def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
     scores = dict(store.client.zrange(store.keys.due, 0, -1, withscores=True))
     # Idle: dropped until new work arrives. Live grant: looked at when its lease ends.
     assert "default/3" not in scores
-    one = store.load("default", 1)
+    one = store.records.load("default", 1)
     assert one is not None
     assert scores["default/1"] == one.state.lease_expires_ms
     # A partition missing from the index is found again by the periodic resync.

@@ -26,6 +26,7 @@ from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
+from tests.store_calls import apply_notification, claim_many
 from tests.support import wait_for
 
 HOUR = 3600.0
@@ -139,39 +140,39 @@ def test_each_partition_lives_in_one_slot_and_partitions_spread(
 
 def test_the_whole_life_of_partitions_on_a_cluster(store: RedisStateStore) -> None:
     # Notifications for partitions on every master, in one pipelined batch.
-    results = store.apply_notifications([("s", p, 1, 3) for p in range(1, 10)], HOUR)
+    results = store.transitions.apply_notifications([("s", p, 1, 3) for p in range(1, 10)], HOUR)
     claims = {p: r.claim for p, r in zip(range(1, 10), results, strict=True)}
     assert all(c is not None and c.lsn == 1 for c in claims.values())
     for partition, claim in claims.items():
         assert claim is not None
-        started = store.start_attempt("s", partition, 1, claim.token, HOUR, "host:1")
+        started = store.transitions.start_attempt("s", partition, 1, claim.token, HOUR, "host:1")
         assert started.held
-        commit = store.commit_success("s", partition, 1, claim.token, HOUR)
+        commit = store.transitions.commit_success("s", partition, 1, claim.token, HOUR)
         assert commit.committed
         assert commit.next_claim is not None
         assert commit.next_claim.lsn == 2
     # A failure, a gap, fencing, the admin scripts and reconcile.
-    first = store.load("s", 1)
+    first = store.records.load("s", 1)
     assert first is not None
     token = first.state.fencing_token
-    assert store.record_failure("s", 1, 2, token, "boom", HOUR) == RecordedFailure(1)
-    gap = store.apply_notification("s", 2, 3, 5, HOUR)
+    assert store.transitions.record_failure("s", 1, 2, token, "boom", HOUR) == RecordedFailure(1)
+    gap = apply_notification(store, "s", 2, 3, 5, HOUR)
     assert gap.gap == Gap(2, 3)
-    assert store.pause("s", 3, "ops", "test").done
-    assert store.release("s", 4, "ops", "test").done
-    assert not store.commit_success("s", 4, 2, 2, HOUR).committed  # fenced off
-    assert store.skip_to("s", 5, 4, "ops", "lost").done
+    assert store.admin.pause("s", 3, "ops", "test").done
+    assert store.admin.release("s", 4, "ops", "test").done
+    assert not store.transitions.commit_success("s", 4, 2, 2, HOUR).committed  # fenced off
+    assert store.admin.skip_to("s", 5, 4, "ops", "lost").done
     verified = VerifiedRun(first=1, last=7, checked_from=1, holes=(Gap(3, 5),))
-    assert store.reconcile("s", 20, verified) == ReconcileResult(True, None)
+    assert store.transitions.reconcile("s", 20, verified) == ReconcileResult(True, None)
     # Listing pages through the index (SSCAN) and reads each partition from its own master.
-    records = {r.partition: r for r in store.partitions()}
+    records = {r.partition: r for r in store.records.all()}
     assert set(records) == {*range(1, 10), 20}
     assert records[3].state.paused
     assert records[5].state.next_lsn == 4
     assert records[20].state.next_lsn == 8
     assert records[2].gaps_total == 1
     # Sweep-style claims across the cluster in one pipeline.
-    claimed = store.claim_many([("s", p) for p in range(1, 10)], HOUR)
+    claimed = claim_many(store, [("s", p) for p in range(1, 10)], HOUR)
     assert {p for _, p, _ in claimed} == {4}  # released: claimable again; others are held
     # Streams work on a cluster too.
     streams = Streams(store.client, store.keys)
@@ -183,10 +184,10 @@ def test_the_whole_life_of_partitions_on_a_cluster(store: RedisStateStore) -> No
 def test_scripts_are_loaded_again_on_every_master_after_a_flush(
     store: RedisStateStore, cluster: RedisCluster
 ) -> None:
-    store.apply_notifications([("s", p, 1, 1) for p in range(1, 7)], HOUR)
+    store.transitions.apply_notifications([("s", p, 1, 1) for p in range(1, 7)], HOUR)
     for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
         node.redis_connection.script_flush()
-    results = store.apply_notifications([("s", p, 1, 2) for p in range(1, 7)], HOUR)
+    results = store.transitions.apply_notifications([("s", p, 1, 2) for p in range(1, 7)], HOUR)
     assert [r.outcome.value for r in results] == ["applied"] * 6
 
 
@@ -195,6 +196,6 @@ def test_a_cluster_url_gives_a_cluster_client(cluster: RedisCluster) -> None:
     client: Any = connect(f"redis://{node.host}:{node.port}/0?cluster=yes")
     assert isinstance(client, RedisCluster)
     store = RedisStateStore(client, RedisKeys(f"u{time.time_ns()}"))
-    results = store.apply_notifications([("s", p, 1, 1) for p in range(1, 7)], HOUR)
+    results = store.transitions.apply_notifications([("s", p, 1, 1) for p in range(1, 7)], HOUR)
     assert all(r.claim is not None for r in results)
-    assert len(list(store.partitions())) == 6
+    assert len(list(store.records.all())) == 6

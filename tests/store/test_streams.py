@@ -8,6 +8,7 @@ from archiver.core.notification import Notification
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
+from tests.store_calls import apply_notification
 
 HOUR = 3600.0
 
@@ -30,15 +31,15 @@ def test_a_reacknowledgement_read_before_a_commit_is_not_published_after_it(
 ) -> None:
     """The scheduler reads the acknowledged LSN in one round trip and publishes it in a later
     one; a worker's commit and acknowledgement can fall in between."""
-    claim = store.apply_notification("s", 1, 1, 1, HOUR).claim
+    claim = apply_notification(store, "s", 1, 1, 1, HOUR).claim
     assert claim is not None
-    assert store.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
+    assert store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
     streams.publish_ack("s", 1, 1)
-    stale = store.apply_notification("s", 1, 1, 1, HOUR)
+    stale = apply_notification(store, "s", 1, 1, 1, HOUR)
     assert stale.reacknowledge == 1  # read now...
-    claim = store.apply_notification("s", 1, 1, 2, HOUR).claim
+    claim = apply_notification(store, "s", 1, 1, 2, HOUR).claim
     assert claim is not None
-    assert store.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
+    assert store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
     streams.publish_ack("s", 1, 2)  # ...a worker acknowledges 2...
     streams.publish_acks([("s", 1, stale.reacknowledge)])  # ...and the scheduler publishes
     assert acks_of(streams, 1) == [1, 2]

@@ -21,6 +21,7 @@ from archiver.dev.producer import write_entry
 from archiver.runtime.archiving import copy_entry
 from tests.archive_factory import archive_range
 from tests.faults import FaultProxy
+from tests.store_calls import apply_notification
 from tests.support import S3Endpoint, System, gap_pairs, source, wait_for
 
 
@@ -93,7 +94,7 @@ def test_reconcile_stops_before_an_object_it_cannot_verify(system: System) -> No
     wal_dir(system.root, 3).mkdir(parents=True)
     system.write(2, 5)
     system.client.flushall()  # Redis state is lost...
-    system.store.apply_notification(system.storage, 3, 2, 9, 60)  # ...and 3 restored old
+    apply_notification(system.store, system.storage, 3, 2, 9, 60)  # ...and 3 restored old
 
     result = archiver(system, "reconcile", "--json")
     assert result.exit_code == 1, result.output
@@ -127,7 +128,7 @@ def test_reconcile_never_acknowledges_entries_that_were_not_archived(system: Sys
     copy_entry(system.sink, system.storage, elsewhere, 1, 3)
     for lsn in range(1, 4):
         system.write(1, lsn)
-    system.store.apply_notification(system.storage, 1, 1, 3, 60)
+    apply_notification(system.store, system.storage, 1, 1, 3, 60)
 
     result = archiver(system, "reconcile", "--json")
     assert result.exit_code == 1, result.output
@@ -175,7 +176,7 @@ def test_reconcile_accepts_no_object_the_producer_may_not_have_written_yet(
     # Partition 2: 1-3 archived, announced through 3; 4 is not written yet.
     for lsn in range(1, 4):
         copy_entry(system.sink, system.storage, system.root, 2, lsn)
-    system.store.apply_notification(system.storage, 2, 1, 3, 60)
+    apply_notification(system.store, system.storage, 2, 1, 3, 60)
 
     result = archiver(system, "reconcile", "--json")
     assert result.exit_code == 1, result.output
@@ -225,7 +226,7 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     assert system.acks(3) == []
     # The rest of the fleet carried on, and never backed off for it.
     system.wait_acked(2, 1)
-    assert system.store.fleet_pause_left() == 0
+    assert system.store.fleet.left() == 0
     assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
     assert "stopped for an operator" in system.logs()
 
@@ -283,11 +284,11 @@ def worker_start(system: System, env: dict[str, str]) -> subprocess.CompletedPro
 
 def test_a_worker_host_with_an_unusable_sink_exits_with_one_clear_line(system: System) -> None:
     done = worker_start(system, {"ARCHIVER_SINK_URL": "s3x://bucket"})
-    assert done.returncode == 1
+    assert done.returncode == 2  # a setting: a usage error
     assert "Traceback" not in done.stderr
     assert "ready" not in done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "unsupported sink URL 's3x://bucket'" in line
+    assert "ARCHIVER_SINK_URL: 's3x://bucket' is not supported" in line
     # A filesystem bucket whose parent is not there (a volume not mounted).
     missing = system.tmp / "not-mounted" / "bucket"
     done = worker_start(system, {"ARCHIVER_SINK_URL": missing.as_uri()})
@@ -429,6 +430,7 @@ def test_restore_resumes_a_journal_written_before_it_named_its_partition(
     again = archiver(system, "restore", "default", "4", "--dest", str(dest), "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["skipped"] == 3
+    archive_range(system.sink, system.tmp / "elsewhere", 5, range(1, 2))
     other = archiver(system, "restore", "default", "5", "--dest", str(dest))
     assert other.exit_code == 1
     assert "holds a restore of objects such as default/4/" in other.output

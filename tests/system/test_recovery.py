@@ -51,10 +51,10 @@ def test_a_worker_paused_past_its_lease_is_fenced_off(
         paused.signal_tree(signal.SIGCONT)
     wait_for(lambda: "fenced off" in paused.output(), what="the paused worker to be fenced off")
     # Its late upload found the same bytes; it could neither advance nor acknowledge.
-    wait_for(lambda: system.store.counters().get("fenced", 0) >= 1, what="the fenced count")
+    wait_for(lambda: system.store.counters.read().get("fenced", 0) >= 1, what="the fenced count")
     assert system.acks(1) == [1]
     assert system.state(1)["acknowledged_lsn"] == 1
-    assert system.store.counters()["redispatched"] >= 1
+    assert system.store.counters.read()["redispatched"] >= 1
     system.assert_archive_matches_source(1, 1)
     system.assert_invariants()
 
@@ -102,7 +102,7 @@ def test_a_pool_process_killed_mid_upload_has_its_task_redelivered(
     proxy.release_puts()
     system.wait_acked(1, 1, timeout=60)
     assert "WorkerLostError" in worker.output() or "SIGKILL" in worker.output()
-    assert system.store.counters().get("redispatched", 0) == 0
+    assert system.store.counters.read().get("redispatched", 0) == 0
     system.assert_archive_matches_source(1, 1)
     system.assert_invariants()
 
@@ -116,7 +116,7 @@ def test_a_lost_task_message_is_found_by_the_sweep(system: System) -> None:
     system.client.delete("archiver.default")  # the broker lost it
     system.start_worker()
     system.wait_acked(1, 1)
-    assert system.store.counters()["redispatched"] >= 1
+    assert system.store.counters.read()["redispatched"] >= 1
     system.assert_invariants()
 
 
@@ -246,7 +246,7 @@ def test_a_standby_scheduler_takes_over_within_the_lease(system: System) -> None
     system.write(1, 3)
     system.notify(1, 1, 3)
     system.wait_acked(1, 3)
-    assert system.store.counters()["leader_changes"] == 3
+    assert system.store.counters.read()["leader_changes"] == 3
     system.assert_invariants()
 
 

@@ -272,7 +272,7 @@ def test_an_archive_with_other_bytes_is_kept_and_stops_only_its_partition(system
     system.wait_acked(2, 3)
     wait_for(lambda: system.client.xlen("archiver:notifications") == 0, what="the scheduler")
     assert system.state(1)["in_flight_lsn"] is None
-    assert system.store.counters()["conflicts"] == 1
+    assert system.store.counters.read()["conflicts"] == 1
     system.assert_invariants()
 
 

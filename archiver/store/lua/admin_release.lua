@@ -11,6 +11,6 @@ if not f[2] then
   return {0, 'nothing is in flight'}
 end
 redis.call('HINCRBY', key, 'token', 1)
-redis.call('HDEL', key, 'inflight', 'lease_until')
+end_grant(key)
 audit(KEYS[2], now_ms(), 'release', ARGV[1], ARGV[2], {lsn = f[2], fenced_token = f[3]})
 return {1, f[2]}

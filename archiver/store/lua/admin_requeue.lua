@@ -16,8 +16,8 @@ if lsn_less(high, nxt) then
   return {0, 'nothing to archive: every announced entry is archived'}
 end
 local now = now_ms()
-redis.call('HDEL', key, 'inflight', 'lease_until', 'conflicted', 'stopped', 'entry_failures',
-  'last_error')
+move_on(key)
+redis.call('HDEL', key, 'conflicted', 'stopped')
 redis.call('HSET', key, 'attempts', 0)
 local c = claim(key, now, tonumber(ARGV[1]))
 audit(KEYS[2], now, 'requeue', ARGV[2], ARGV[3], {

@@ -23,8 +23,8 @@ redis.call('LTRIM', gaps_key, -tonumber(ARGV[2]), -1)
 redis.call('HINCRBY', key, 'gaps_total', 1)
 redis.call('HINCRBY', key, 'token', 1)
 redis.call('HSET', key, 'next', target, 'attempts', 0, 'progress_ms', ms(now))
-redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'conflicted', 'stopped',
-  'entry_failures')
+move_on(key)
+redis.call('HDEL', key, 'conflicted', 'stopped')
 refresh_oldest(key, marks_key, now)
 audit(KEYS[4], now, 'skip-to', ARGV[3], ARGV[4], {from = nxt, to = target, fenced_token = f[3]})
 return {1, nxt}

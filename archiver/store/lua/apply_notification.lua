@@ -32,7 +32,7 @@ do
     redis.call('HINCRBY', key, 'gaps_total', 1)
     redis.call('HSET', key, 'next', low, 'attempts', 0)
     -- The entry in flight is gone from the producer: its holder is fenced off.
-    redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'entry_failures')
+    move_on(key)
   end
   if lsn_less(known_high, high) then
     redis.call('HSET', key, 'high', high)

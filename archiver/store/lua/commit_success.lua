@@ -8,7 +8,7 @@ if not holds(key, lsn, ARGV[2]) then
 end
 local now = now_ms()
 redis.call('HSET', key, 'acked', lsn, 'next', lsn_incr(lsn), 'attempts', 0, 'progress_ms', ms(now))
-redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'entry_failures')
+move_on(key)
 refresh_oldest(key, KEYS[2], now)
 if ARGV[4] == '1' then
   local c = claim(key, now, tonumber(ARGV[3]))

@@ -1,6 +1,26 @@
--- Shared helpers, prepended to every partition script.
+-- Shared helpers, prepended to every script.
 -- LSNs are unsigned 64-bit integers: they are kept as decimal strings, because Lua numbers are
--- doubles and lose precision above 2^53.
+-- doubles and lose precision above 2^53. Times are Redis's clock, in ms.
+--
+-- A partition's hash (<prefix>:partition:{<storage>/<partition>}), the fields the scripts share:
+--   next            the LSN to archive next (only ever moves forward)
+--   high            the producer's high-water mark (only ever moves forward)
+--   acked           the newest LSN acknowledged to the producer
+--   inflight        the LSN granted to a worker; absent when no grant is live
+--   token           fencing token, bumped at every grant and by every fence; a caller whose
+--                   token is not current may change nothing
+--   lease_until     when the grant ends unless renewed
+--   claimed_ms      when the grant was made
+--   dispatched      the token whose task was sent (a grant with another is an orphan when old)
+--   grant_lsn, grants  the LSN of the latest grants and how many it had (after the first, an
+--                   earlier attempt may have written its archive)
+--   holder          "<token> <host:pid>" of the attempt running the grant
+--   attempts        failed attempts at next; last_error, error_ms: the latest failure
+--   entry_failures  failures of the entry itself; stopped = '1' once there were enough
+--   paused, conflicted, stopped  '1' while set: no grants are made
+--   gaps_total      gaps recorded (the newest are listed in the gaps key)
+--   created_ms, progress_ms, oldest_ms  when the partition was first seen, last moved, and
+--                   when its oldest waiting entry was announced
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -35,6 +55,17 @@ end
 -- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
 -- With orphan_ms, so is a grant whose task was never marked as sent (its sender died between
 -- claiming and sending) once it is that old.
+-- The grant ends: nothing is in flight. The token stays, so its holder stays fenced off.
+local function end_grant(key)
+  redis.call('HDEL', key, 'inflight', 'lease_until')
+end
+
+-- The partition moves past its entry (archived, skipped, reconciled): the grant ends, and the
+-- entry's failures go with it.
+local function move_on(key)
+  redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'entry_failures')
+end
+
 local function claim(key, now, lease_ms, orphan_ms)
   local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused',
     'conflicted', 'stopped')

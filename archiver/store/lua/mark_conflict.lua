@@ -5,5 +5,5 @@ if not holds(KEYS[1], ARGV[1], ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'conflicted', '1', 'last_error', ARGV[3], 'error_ms', ms(now_ms()))
-redis.call('HDEL', KEYS[1], 'inflight', 'lease_until')
+end_grant(KEYS[1])
 return 1

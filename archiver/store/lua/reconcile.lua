@@ -57,6 +57,6 @@ redis.call('LTRIM', gaps_key, -max_gaps, -1)
 redis.call('HSET', key, 'next', target, 'acked', last, 'attempts', 0, 'progress_ms', ms(now))
 -- Whoever held the old position is fenced off.
 redis.call('HINCRBY', key, 'token', 1)
-redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'entry_failures')
+move_on(key)
 refresh_oldest(key, marks_key, now)
 return {1, nxt or '', ''}

@@ -14,7 +14,7 @@ local stop_after = tonumber(ARGV[5])
 if stop_after and redis.call('HINCRBY', key, 'entry_failures', 1) >= stop_after then
   -- Retrying an entry that cannot be archived only hides it: an operator has to look.
   redis.call('HSET', key, 'stopped', '1')
-  redis.call('HDEL', key, 'inflight', 'lease_until')
+  end_grant(key)
   return {attempts, 1}
 end
 redis.call('HSET', key, 'lease_until', ms(now + tonumber(ARGV[4])))

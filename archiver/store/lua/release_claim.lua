@@ -4,5 +4,5 @@
 if not holds(KEYS[1], ARGV[1], ARGV[2]) then
   return 0
 end
-redis.call('HDEL', KEYS[1], 'inflight', 'lease_until')
+end_grant(KEYS[1])
 return 1

@@ -1,0 +1,55 @@
+"""One-at-a-time forms of the state store's batched calls, which only tests make: production
+code always sends many partitions in one round trip."""
+
+from __future__ import annotations
+
+from archiver.core.partition import Claim
+from archiver.store.codec import ms, text
+from archiver.store.state_store import RedisStateStore
+from archiver.store.transitions import MARK_RESOLUTION_MS, NotificationResult
+
+
+def apply_notification(
+    store: RedisStateStore,
+    storage: str,
+    partition: int,
+    low: int,
+    high: int,
+    lease_seconds: float,
+    mark_resolution_ms: int = MARK_RESOLUTION_MS,
+) -> NotificationResult:
+    return store.transitions.apply_notifications(
+        [(storage, partition, low, high)], lease_seconds, mark_resolution_ms
+    )[0]
+
+
+def claim_next_entry(
+    store: RedisStateStore, storage: str, partition: int, lease_seconds: float
+) -> Claim | None:
+    reply = store.scripts(
+        "claim_next_entry",
+        keys=[store.keys.partition(storage, partition)],
+        args=[ms(lease_seconds)],
+    )
+    return Claim(int(reply[0]), int(reply[1])) if reply and text(reply[0]) else None
+
+
+def claim_many(
+    store: RedisStateStore,
+    partitions: list[tuple[str, int]],
+    lease_seconds: float,
+    orphan_seconds: float | None = None,
+) -> list[tuple[str, int, Claim]]:
+    return [
+        (check.storage, check.partition, check.claim)
+        for check in store.transitions.check_partitions(partitions, lease_seconds, orphan_seconds)
+        if check.claim is not None
+    ]
+
+
+def mark_dispatched(store: RedisStateStore, storage: str, partition: int, token: int) -> None:
+    store.transitions.mark_dispatched_many([(storage, partition, token)])
+
+
+def due_count(store: RedisStateStore) -> int:
+    return int(store.client.zcard(store.keys.due))
