@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -470,6 +471,15 @@ class System:
     def assert_invariants(self) -> None:
         """Checked at the end of every system test."""
         self.watcher.check()
+
+    def failed_attempts(self) -> list[tuple[int, float, datetime]]:
+        """(attempt, the retry delay it logged, when) of each failed attempt, in log order."""
+        failures = []
+        for line in self.worker_lines("archiving failed;"):
+            match = re.search(r"retrying in ([\d.]+)s \(attempt (\d+)\)", line)
+            assert match, line
+            failures.append((int(match[2]), float(match[1]), log_time(line)))
+        return failures
 
     def worker_lines(self, word: str) -> list[str]:
         return [

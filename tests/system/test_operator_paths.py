@@ -227,7 +227,7 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     # The rest of the fleet carried on, and never backed off for it.
     system.wait_acked(2, 1)
     assert system.store.fleet.left() == 0
-    assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
+    assert "until_ms" not in system.client.hgetall(system.keys.fleet)  # no pause, ever
     assert "stopped for an operator" in system.logs()
 
     # Operators see it: inspect, the summary, the filter.
@@ -267,6 +267,34 @@ def test_an_acknowledged_entry_gone_from_disk_is_accepted_once_its_archive_verif
     system.notify(1, 1, 1)
     wait_for(lambda: system.acks(1) == [1, 1], what="the entry acknowledged again")
     assert "entry is gone; its archive verified" in system.logs()
+    system.assert_invariants()
+
+
+def test_an_acknowledged_entry_gone_from_disk_is_not_accepted_from_an_object_that_rotted(
+    system: System,
+) -> None:
+    system.env_overrides["ARCHIVER_ENTRY_FAILURES_BEFORE_STOP"] = "2"
+    system.start()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    shutil.rmtree(entry_path(system.root, 1, 1))
+    system.client.delete(*system.keys.partition_keys(system.storage, 1))
+    # The archive's bytes change on the bucket's disk; its recorded checksum stays.
+    stored = system.tmp / "bucket" / archive_key(system.storage, 1, 1)
+    rotted = bytearray(stored.read_bytes())
+    rotted[600] ^= 0xFF
+    stored.write_bytes(rotted)
+    system.notify(1, 1, 1)
+    state = wait_for(
+        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
+        timeout=60,
+        what="partition 1 to stop",
+    )
+    assert "UnverifiableArchive" in state["last_error"]
+    assert "does not verify" in state["last_error"]
+    assert system.acks(1) == [1]  # never acknowledged again
+    assert stored.read_bytes() == rotted  # and never replaced
     system.assert_invariants()
 
 
@@ -457,7 +485,7 @@ def test_a_poison_entry_stops_its_partition_and_pauses_no_one(system: System) ->
     assert system.archived(1) == []
     assert system.acks(1) == []
     system.wait_acked(2, 3)
-    assert b"until_ms" not in system.client.hgetall(system.keys.fleet)
+    assert "until_ms" not in system.client.hgetall(system.keys.fleet)  # no pause, ever
     system.assert_invariants()
 
 

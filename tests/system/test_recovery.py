@@ -239,14 +239,18 @@ def test_a_standby_scheduler_takes_over_within_the_lease(system: System) -> None
     wait_for(lambda: "became leader" in standby.output(), timeout=4 * ttl, what="the takeover")
     system.wait_acked(1, 2)
 
-    # A leader stopped with SIGTERM hands over at once.
-    third = system.start_scheduler()
-    assert standby.stop() == 0
-    wait_for(lambda: "became leader" in third.output(), timeout=ttl, what="the handover")
+    # A leader stopped with SIGTERM hands over at once: long before its lease would run out.
+    long_lease = {"ARCHIVER_LEADER_TTL_SECONDS": "60"}
+    third = system.start_scheduler(env=long_lease)
+    standby.kill_tree()
+    wait_for(lambda: "became leader" in third.output(), timeout=4 * ttl, what="the takeover")
+    fourth = system.start_scheduler(env=long_lease)
+    assert third.stop() == 0
+    wait_for(lambda: "became leader" in fourth.output(), timeout=10, what="the handover")
     system.write(1, 3)
     system.notify(1, 1, 3)
     system.wait_acked(1, 3)
-    assert system.store.counters.read()["leader_changes"] == 3
+    assert system.store.counters.read()["leader_changes"] == 4
     system.assert_invariants()
 
 
