@@ -437,6 +437,15 @@ class System:
             failed_enough, timeout, f"{attempts} failed attempts on partition {partition}"
         )
 
+    def wait_state(self, partition: int, state: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the partition is in ``state`` (as ``archiver inspect`` names it)."""
+
+        def there() -> dict[str, Any] | None:
+            found = self.maybe_state(partition)
+            return found if found is not None and found["state"] == state else None
+
+        return wait_for(there, timeout, f"partition {partition} to be {state}")
+
     def acks(self, partition: int) -> list[int]:
         _, acks = self.streams.read_acks("0", count=1_000_000)
         return [a.lsn for a in acks if a.storage == self.storage and a.partition == partition]

@@ -208,20 +208,12 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     system.notify(3, 1, 1)
     system.write(2, 1)
     system.notify(2, 1, 1)
-    state = wait_for(
-        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
-        timeout=60,
-        what="partition 1 to stop",
-    )
+    state = system.wait_state(1, "stopped")
     assert state["acknowledged_lsn"] is None
     assert state["attempts"] == 3
     assert "is missing on this host and LSN 1 was never acknowledged" in state["last_error"]
     assert "default/1/0000000000001.tar cannot be compared with it" in state["last_error"]
-    three = wait_for(
-        lambda: (s := system.maybe_state(3)) and s["state"] == "stopped" and s,
-        timeout=60,
-        what="partition 3 to stop",
-    )
+    three = system.wait_state(3, "stopped")
     assert three["acknowledged_lsn"] is None
     assert system.acks(3) == []
     # The rest of the fleet carried on, and never backed off for it.
@@ -286,11 +278,7 @@ def test_an_acknowledged_entry_gone_from_disk_is_not_accepted_from_an_object_tha
     rotted[600] ^= 0xFF
     stored.write_bytes(rotted)
     system.notify(1, 1, 1)
-    state = wait_for(
-        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
-        timeout=60,
-        what="partition 1 to stop",
-    )
+    state = system.wait_state(1, "stopped")
     assert "UnverifiableArchive" in state["last_error"]
     assert "does not verify" in state["last_error"]
     assert system.acks(1) == [1]  # never acknowledged again
@@ -475,11 +463,7 @@ def test_a_poison_entry_stops_its_partition_and_pauses_no_one(system: System) ->
     for lsn in range(1, 4):
         system.write(2, lsn)
     system.notify(2, 1, 3)
-    state = wait_for(
-        lambda: (s := system.maybe_state(1)) and s["state"] == "stopped" and s,
-        timeout=60,
-        what="partition 1 to stop",
-    )
+    state = system.wait_state(1, "stopped")
     assert "UnsafeEntry" in state["last_error"]
     assert state["attempts"] == 3
     assert system.archived(1) == []

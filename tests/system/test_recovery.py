@@ -8,6 +8,7 @@ import signal
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from archiver.cli import main
@@ -120,39 +121,35 @@ def test_a_lost_task_message_is_found_by_the_sweep(system: System) -> None:
     system.assert_invariants()
 
 
-def test_a_black_holed_object_store_is_a_failed_attempt_not_a_hang(
-    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+# How an object store can fail to answer: the fault, its healing, the read timeout, and what
+# the failed attempt says.
+UNANSWERED = {
+    "reads stall": (FaultProxy.stall, FaultProxy.resume, "1", "timeout"),
+    "connections are never accepted": (
+        FaultProxy.stop_accepting,
+        FaultProxy.start_accepting,
+        "5",
+        "connect timeout",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(UNANSWERED))
+def test_an_object_store_that_does_not_answer_is_a_failed_attempt_not_a_hang(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy, fault: str
 ) -> None:
+    start, heal, read_timeout, error = UNANSWERED[fault]
     system = s3_system
-    params = {"connect_timeout": "1", "read_timeout": "1", "max_attempts": "1"}
+    params = {"connect_timeout": "1", "read_timeout": read_timeout, "max_attempts": "1"}
     system.start_worker(env=_via(proxy, system, s3_endpoint, **params))
-    proxy.stall()
+    start(proxy)
     system.start_scheduler()
     system.write(1, 1)
     system.notify(1, 1, 1)
     state = system.wait_attempts(1, 2)
-    assert "timeout" in state["last_error"].lower()
+    assert error in state["last_error"].lower(), state["last_error"]
     assert system.acks(1) == []
-    proxy.resume()
-    system.wait_acked(1, 1)
-    system.assert_archive_matches_source(1, 1)
-    system.assert_invariants()
-
-
-def test_an_object_store_that_never_accepts_a_connection_is_a_failed_attempt_not_a_hang(
-    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
-) -> None:
-    system = s3_system
-    params = {"connect_timeout": "1", "read_timeout": "5", "max_attempts": "1"}
-    system.start_worker(env=_via(proxy, system, s3_endpoint, **params))
-    proxy.stop_accepting()
-    system.start_scheduler()
-    system.write(1, 1)
-    system.notify(1, 1, 1)
-    state = system.wait_attempts(1, 2)
-    assert "connect timeout" in state["last_error"].lower(), state["last_error"]
-    assert system.acks(1) == []
-    proxy.start_accepting()
+    heal(proxy)
     system.wait_acked(1, 1)
     system.assert_archive_matches_source(1, 1)
     system.assert_invariants()
