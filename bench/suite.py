@@ -35,7 +35,7 @@ from rich.table import Table
 from archiver.config import Settings
 from archiver.core.lsn import format_lsn
 from archiver.core.notification import Notification
-from archiver.core.object_names import archive_key
+from archiver.core.object_names import PartitionId, archive_key
 from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
@@ -409,10 +409,10 @@ def _track(fleet: Fleet, count: int, first_partition: int) -> None:
         pipe = fleet.client.pipeline(transaction=False)
         members = []
         for partition in range(start, min(start + 10_000, first_partition + count)):
-            member = fleet.keys.partition_id(STORAGE, partition)
+            member = fleet.keys.partition_id(PartitionId(STORAGE, partition))
             members.append(member)
             pipe.hset(
-                fleet.keys.partition(STORAGE, partition),
+                fleet.keys.partition(PartitionId(STORAGE, partition)),
                 mapping={
                     "next": 1, "high": 1, "inflight": 1, "token": 1, "dispatched": 1,
                     "grant_lsn": 1, "grants": 1, "attempts": 0, "lease_until": lease_until,

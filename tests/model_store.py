@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from archiver.core import fleet_backoff as core_fleet
 from archiver.core import partition as core
 from archiver.core.fleet_backoff import FleetBackoff
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import (
     Claim,
     GrantCheck,
@@ -74,12 +75,12 @@ class ModelStateStore:
         for storage, partition in partitions:
             state = self.partitions.get((storage, partition))
             if state is None:
-                checks.append(DueCheck(storage, partition, None, None))
+                checks.append(DueCheck(PartitionId(storage, partition), None, None))
                 continue
             now = self.clock()
             claim = core.claim_next_entry(state, now, ms(lease_seconds), orphan_ms)
             again = None if claim else core.when_to_look_again(state, now, orphan_ms)
-            checks.append(DueCheck(storage, partition, claim, again))
+            checks.append(DueCheck(PartitionId(storage, partition), claim, again))
         return checks
 
     def claim_next_entry(self, storage: str, partition: int, lease_seconds: float) -> Claim | None:

@@ -3,6 +3,7 @@ code always sends many partitions in one round trip."""
 
 from __future__ import annotations
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
 from archiver.store.codec import ms, text
 from archiver.store.state_store import RedisStateStore
@@ -28,7 +29,7 @@ def claim_next_entry(
 ) -> Claim | None:
     reply = store.scripts(
         "claim_next_entry",
-        keys=[store.keys.partition(storage, partition)],
+        keys=[store.keys.partition(PartitionId(storage, partition))],
         args=[ms(lease_seconds)],
     )
     return Claim(int(reply[0]), int(reply[1])) if reply and text(reply[0]) else None
@@ -40,15 +41,16 @@ def claim_many(
     lease_seconds: float,
     orphan_seconds: float | None = None,
 ) -> list[tuple[str, int, Claim]]:
+    pids = [PartitionId(*p) for p in partitions]
     return [
-        (check.storage, check.partition, check.claim)
-        for check in store.transitions.check_partitions(partitions, lease_seconds, orphan_seconds)
+        (check.pid.storage, check.pid.partition, check.claim)
+        for check in store.transitions.check_partitions(pids, lease_seconds, orphan_seconds)
         if check.claim is not None
     ]
 
 
 def mark_dispatched(store: RedisStateStore, storage: str, partition: int, token: int) -> None:
-    store.transitions.mark_dispatched_many([(storage, partition, token)])
+    store.transitions.mark_dispatched_many([(PartitionId(storage, partition), token)])
 
 
 def due_count(store: RedisStateStore) -> int:

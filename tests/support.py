@@ -28,7 +28,13 @@ import redis
 from archiver.archive.entry_match import existing_archive
 from archiver.core.lsn import format_lsn
 from archiver.core.notification import Notification
-from archiver.core.object_names import Compression, archive_key, archive_lsn, partition_prefix
+from archiver.core.object_names import (
+    Compression,
+    PartitionId,
+    archive_key,
+    archive_lsn,
+    partition_prefix,
+)
 from archiver.dev.local_redis import free_port
 from archiver.dev.producer import write_entry
 from archiver.errors import SinkError
@@ -418,7 +424,7 @@ class System:
     # what happened -------------------------------------------------------------------------
 
     def maybe_state(self, partition: int) -> dict[str, Any] | None:
-        record = self.store.records.load(self.storage, partition)
+        record = self.store.records.load(PartitionId(self.storage, partition))
         return None if record is None else record.to_json()
 
     def state(self, partition: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 from archiver.archive.catalog import Archive, partition_archives
 from archiver.archive.checks import checked_in_order
 from archiver.archive.entry_match import holds_entry
-from archiver.core.object_names import check_storage, parse_partition
+from archiver.core.object_names import PartitionId, check_storage, parse_partition
 from archiver.core.partition import Gap, VerifiedRun
 from archiver.core.wal_layout import entries_on_disk, entry_path, wal_dir
 from archiver.errors import EntryError, InvalidName, SinkError
@@ -250,7 +250,7 @@ def reconcile_partition(
     lsns = sorted({a.lsn for a in archives})
     if not lsns:
         return ReconciledPartition(storage, partition, 0, None)
-    record = store.records.load(storage, partition)
+    record = store.records.load(PartitionId(storage, partition))
     previous = None if record is None else record.state.next_lsn
     result = ReconciledPartition(
         storage,
@@ -302,7 +302,7 @@ def reconcile_partition(
     holes = leading + list(run.holes)
     if dry_run:
         return replace(result, holes=holes, changed=True, next_lsn=run.last + 1)
-    applied = store.transitions.reconcile(storage, partition, run)
+    applied = store.transitions.reconcile(PartitionId(storage, partition), run)
     if applied.refused is not None:
         return replace(result, refused=REFUSALS[applied.refused])
     if not applied.changed:  # the partition got there on its own meanwhile

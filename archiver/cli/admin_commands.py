@@ -21,6 +21,7 @@ from archiver.cli.common import (
     main,
     services,
 )
+from archiver.core.object_names import PartitionId
 from archiver.store.admin import AdminResult
 
 
@@ -66,7 +67,7 @@ def admin() -> None:
 def pause(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Stop claiming entries of a partition. An entry already in flight still finishes."""
     store = services(current_settings()).store
-    result = store.admin.pause(storage, partition, _acting(actor), reason, paused=True)
+    result = store.admin.pause(PartitionId(storage, partition), _acting(actor), reason, paused=True)
     _finish(result, storage, partition, f"paused {storage}/{partition}")
 
 
@@ -77,7 +78,9 @@ def pause(storage: str, partition: int, actor: str | None, reason: str) -> None:
 def resume(storage: str, partition: int, actor: str | None, reason: str) -> None:
     """Undo pause. The scheduler's next sweep dispatches the partition's next entry."""
     store = services(current_settings()).store
-    result = store.admin.pause(storage, partition, _acting(actor), reason, paused=False)
+    result = store.admin.pause(
+        PartitionId(storage, partition), _acting(actor), reason, paused=False
+    )
     _finish(result, storage, partition, f"resumed {storage}/{partition}")
 
 
@@ -92,7 +95,7 @@ def release(storage: str, partition: int, actor: str | None, reason: str) -> Non
     acknowledge anything if it comes back. The next sweep grants the entry again.
     """
     store = services(current_settings()).store
-    result = store.admin.release(storage, partition, _acting(actor), reason)
+    result = store.admin.release(PartitionId(storage, partition), _acting(actor), reason)
     _finish(
         result, storage, partition, f"released {storage}/{partition} (LSN {result.lsn} in flight)"
     )
@@ -115,7 +118,7 @@ def requeue(storage: str, partition: int, actor: str | None, reason: str) -> Non
     settings = current_settings()
     store = services(settings).store
     result = store.admin.requeue(
-        storage, partition, _acting(actor), reason, settings.dispatch_timeout_seconds
+        PartitionId(storage, partition), _acting(actor), reason, settings.dispatch_timeout_seconds
     )
     if result.done and result.claim is not None:
         dispatcher = CeleryDispatcher(make_celery(settings))
@@ -144,7 +147,7 @@ def skip_to(
     """
     store = services(current_settings()).store
     if not yes:
-        record = store.records.load(storage, partition)
+        record = store.records.load(PartitionId(storage, partition))
         if record is None:
             raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
         first = record.state.next_lsn
@@ -152,7 +155,7 @@ def skip_to(
             f"skip-to gives up entries {first}..{lsn - 1} of {storage}/{partition} for good; "
             "pass --yes to confirm"
         )
-    result = store.admin.skip_to(storage, partition, lsn, _acting(actor), reason)
+    result = store.admin.skip_to(PartitionId(storage, partition), lsn, _acting(actor), reason)
     _finish(
         result,
         storage,

@@ -20,6 +20,7 @@ from archiver.cli.common import (
     main,
     services,
 )
+from archiver.core.object_names import PartitionId
 from archiver.errors import ArchiverError
 from archiver.sinks import open_sink
 
@@ -231,7 +232,7 @@ def verify(
                 continue
             report = verify_partition(sink, name, number, parallel, lambda: progress.advance(task))
             if store is not None:
-                report.check_gaps_against(store.records.load(name, number))
+                report.check_gaps_against(store.records.load(PartitionId(name, number)))
             reports.append(report)
     problems = sum(r.problems(ignore_gaps) for r in reports) + len(stray_directories)
     if as_json:

@@ -23,6 +23,7 @@ from archiver.cli.common import (
     services,
 )
 from archiver.config import Settings
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select
 from archiver.sinks import open_sink
@@ -231,7 +232,7 @@ def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
     """Everything about one partition: positions, lease holder and age, fencing token, recent
     gaps, last error, recent acknowledgements, and operators' actions (audit trail)."""
     state = services(current_settings())
-    record = state.store.records.load(storage, partition)
+    record = state.store.records.load(PartitionId(storage, partition))
     if record is None:
         raise click.ClickException(f"no state for partition {partition} of storage {storage!r}")
     now = state.store.server_time_ms()

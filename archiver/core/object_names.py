@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from archiver.core.lsn import format_lsn, parse_lsn
 from archiver.errors import InvalidLSN, InvalidName
@@ -53,6 +54,16 @@ def parse_partition(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise InvalidName(f"partition id must be a positive decimal integer, got {text!r}")
     return check_partition(int(text))
+
+
+class PartitionId(NamedTuple):
+    """One partition of one storage: what most of the state store is keyed by."""
+
+    storage: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.storage}/{self.partition}"
 
 
 def partition_prefix(storage: str, partition: int) -> str:

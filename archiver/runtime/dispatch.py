@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
 from archiver.observability.logs import entry_fields
 from archiver.store.state_store import RedisStateStore
@@ -58,8 +59,10 @@ def dispatch_claims(
                 exc_info=error,
                 extra=entry_fields(task.storage, task.partition, task.lsn),
             )
-            store.transitions.release_claim(task.storage, task.partition, task.lsn, task.token)
+            store.transitions.release_claim(
+                PartitionId(task.storage, task.partition), task.lsn, task.token
+            )
             continue
-        sent.append((task.storage, task.partition, task.token))
+        sent.append((PartitionId(task.storage, task.partition), task.token))
     store.transitions.mark_dispatched_many(sent)
     return len(sent)

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from archiver.config import Settings
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
 from archiver.errors import ArchiveConflict, EntryError, EntryMissing, LeaseLost, StorageUnavailable
 from archiver.observability import metrics
@@ -132,7 +133,10 @@ class LeaseKeeper:
                 continue
             try:
                 if not self._store.transitions.renew_lease(
-                    held.storage, held.partition, held.claim.lsn, held.claim.token, self._lease
+                    PartitionId(held.storage, held.partition),
+                    held.claim.lsn,
+                    held.claim.token,
+                    self._lease,
                 ):
                     held.lost.set()
             except Exception:  # a Redis blip: try again at the next tick
@@ -197,7 +201,7 @@ class EntryArchiver:
         claim = Claim(lsn, token)
         if started is None:
             started = self.store.transitions.start_attempt(
-                storage, partition, lsn, token, lease, _holder()
+                PartitionId(storage, partition), lsn, token, lease, _holder()
             )
         if not started.held:
             return self._fenced("before archiving", fields)
@@ -205,7 +209,9 @@ class EntryArchiver:
             # The fleet is backing off after a failure elsewhere: wait our turn, keeping the
             # grant. A little jitter keeps the waiting tasks from all returning at once.
             delay = pause * random.uniform(1.0, 1.2)  # noqa: S311 - not for security
-            self.store.transitions.renew_lease(storage, partition, lsn, token, delay + lease)
+            self.store.transitions.renew_lease(
+                PartitionId(storage, partition), lsn, token, delay + lease
+            )
             return Attempt(AttemptOutcome.RETRY, delay=delay, claim=claim)
 
         begun = time.monotonic()
@@ -231,7 +237,7 @@ class EntryArchiver:
             return self._failed(storage, partition, claim, exc, fields)
 
         commit = self.store.transitions.commit_success(
-            storage, partition, lsn, token, self.settings.dispatch_timeout_seconds
+            PartitionId(storage, partition), lsn, token, self.settings.dispatch_timeout_seconds
         )
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
@@ -284,8 +290,7 @@ class EntryArchiver:
         hold = self.settings.retry_max_seconds + lease
         of_entry = isinstance(exc, EntryError) and not isinstance(exc, EntryMissing)
         failure = self.store.transitions.record_failure(
-            storage,
-            partition,
+            PartitionId(storage, partition),
             claim.lsn,
             claim.token,
             error,
@@ -315,7 +320,7 @@ class EntryArchiver:
         attempts = failure.attempts
         delay = max(self.settings.retry_delay(attempts), pause)
         self.store.transitions.renew_lease(
-            storage, partition, claim.lsn, claim.token, delay + lease
+            PartitionId(storage, partition), claim.lsn, claim.token, delay + lease
         )
         log.error(
             "archiving failed; retrying in %.3fs (attempt %d)",
@@ -351,7 +356,7 @@ class EntryArchiver:
     ) -> Attempt:
         error = f"ArchiveConflict: {exc}"
         if not self.store.transitions.mark_conflict(
-            storage, partition, claim.lsn, claim.token, error
+            PartitionId(storage, partition), claim.lsn, claim.token, error
         ):
             return self._fenced("after finding a conflicting archive", fields)
         self.store.counters.add("conflicts")
@@ -372,8 +377,7 @@ class EntryArchiver:
         if next_claim is not None:
             self.store.transitions.queue_start_attempt(
                 pipe,
-                storage,
-                partition,
+                PartitionId(storage, partition),
                 next_claim.lsn,
                 next_claim.token,
                 self.settings.lease_seconds,

@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError
 
 from archiver.config import Settings
 from archiver.core.notification import Notification, RawFields, parse_notification, readable_fields
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import NotificationOutcome
 from archiver.errors import DispatchFailed, InvalidNotification
 from archiver.observability import metrics
@@ -209,10 +210,10 @@ class Scheduler:
             if result.claim is not None:
                 claims.append((n.storage, n.partition, result.claim))
             elif result.outcome is not NotificationOutcome.STALE:
-                working.append((n.storage, n.partition))
+                working.append(PartitionId(n.storage, n.partition))
         # Before sending anything: a claim whose task is never sent is looked at again soon.
         self.store.due.mark_after_apply(
-            claimed=[(s, p) for s, p, _ in claims],
+            claimed=[PartitionId(s, p) for s, p, _ in claims],
             working=working,
             at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
         )
@@ -224,7 +225,7 @@ class Scheduler:
             raise DispatchFailed(f"could not dispatch {len(claims)} claimed entries")
 
     def sweep(self) -> int:
-        """Look at the partitions due (see ``RedisStateStore.mark_due``): claim and send those
+        """Look at the partitions due (see ``archiver.store.due_index``): claim and send those
         with work and no live grant (lost task messages, dead workers' expired grants, claims
         whose sender died), note when to look again at the others. Returns how many tasks
         were sent; ``more_due`` tells whether more were due than one sweep looks at."""
@@ -242,18 +243,17 @@ class Scheduler:
             checks = self.store.transitions.check_partitions(
                 due, self.settings.dispatch_timeout_seconds, self.settings.orphan_grace_seconds
             )
-            later: dict[tuple[str, int], int] = {}
-            done: list[tuple[str, int]] = []
+            later: dict[PartitionId, int] = {}
+            done: list[PartitionId] = []
             claims = []
             for check in checks:
-                member = (check.storage, check.partition)
                 if check.claim is not None:
-                    claims.append((check.storage, check.partition, check.claim))
-                    later[member] = now + orphan_ms
+                    claims.append((check.pid.storage, check.pid.partition, check.claim))
+                    later[check.pid] = now + orphan_ms
                 elif check.again_ms is not None:
-                    later[member] = max(check.again_ms, now + 1)
+                    later[check.pid] = max(check.again_ms, now + 1)
                 else:
-                    done.append(member)
+                    done.append(check.pid)
             self.store.due.reschedule(later, done)
             for storage, partition, claim in claims:
                 log.info(

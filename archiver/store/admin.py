@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
 from archiver.store.codec import ms as _ms
 from archiver.store.codec import text as _text
@@ -34,60 +35,56 @@ class AdminOperations:
         self.due = due
         self.now_ms = now_ms
 
-    def _admin_keys(self, storage: str, partition: int) -> list[str]:
-        return [self.keys.partition(storage, partition), self.keys.audit(storage, partition)]
+    def _admin_keys(self, pid: PartitionId) -> list[str]:
+        return [self.keys.partition(pid), self.keys.audit(pid)]
 
-    def pause(
-        self, storage: str, partition: int, actor: str, reason: str, paused: bool = True
-    ) -> AdminResult:
+    def pause(self, pid: PartitionId, actor: str, reason: str, paused: bool = True) -> AdminResult:
         done, why = self.scripts(
             "admin_pause",
-            keys=self._admin_keys(storage, partition),
+            keys=self._admin_keys(pid),
             args=["1" if paused else "0", actor, reason],
         )
         if int(done) and not paused:
-            self._due_now(storage, partition)
+            self._due_now(pid)
         return AdminResult(bool(int(done)), _text(why))
 
-    def _due_now(self, storage: str, partition: int) -> None:
+    def _due_now(self, pid: PartitionId) -> None:
         """After an operator's change: the sweep looks at the partition at once."""
-        self.due.mark([(storage, partition)], self.now_ms(), only_new=False)
+        self.due.mark([pid], self.now_ms(), only_new=False)
 
-    def release(self, storage: str, partition: int, actor: str, reason: str) -> AdminResult:
+    def release(self, pid: PartitionId, actor: str, reason: str) -> AdminResult:
         done, detail = self.scripts(
-            "admin_release", keys=self._admin_keys(storage, partition), args=[actor, reason]
+            "admin_release", keys=self._admin_keys(pid), args=[actor, reason]
         )
         if not int(done):
             return AdminResult(False, _text(detail))
-        self._due_now(storage, partition)
+        self._due_now(pid)
         return AdminResult(True, lsn=int(detail))
 
     def requeue(
-        self, storage: str, partition: int, actor: str, reason: str, lease_seconds: float
+        self, pid: PartitionId, actor: str, reason: str, lease_seconds: float
     ) -> AdminResult:
         reply = self.scripts(
             "admin_requeue",
-            keys=self._admin_keys(storage, partition),
+            keys=self._admin_keys(pid),
             args=[_ms(lease_seconds), actor, reason],
         )
         if not int(reply[0]):
             return AdminResult(False, _text(reply[1]))
         claim = Claim(int(reply[1]), int(reply[2]))
-        self._due_now(storage, partition)
+        self._due_now(pid)
         return AdminResult(True, claim=claim, lsn=claim.lsn)
 
-    def skip_to(
-        self, storage: str, partition: int, lsn: int, actor: str, reason: str
-    ) -> AdminResult:
+    def skip_to(self, pid: PartitionId, lsn: int, actor: str, reason: str) -> AdminResult:
         done, detail = self.scripts(
             "admin_skip_to",
             keys=[
-                *self.keys.partition_keys(storage, partition),
-                self.keys.audit(storage, partition),
+                *self.keys.partition_keys(pid),
+                self.keys.audit(pid),
             ],
             args=[lsn, MAX_GAPS_KEPT, actor, reason],
         )
         if not int(done):
             return AdminResult(False, _text(detail))
-        self._due_now(storage, partition)
+        self._due_now(pid)
         return AdminResult(True, lsn=int(detail))

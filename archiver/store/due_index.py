@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from archiver.core.object_names import PartitionId
 from archiver.store.codec import text as _text
 from archiver.store.keys import RedisKeys, split_partition_id
 
@@ -20,15 +21,15 @@ class DueIndex:
         self.client = client
         self.keys = keys
 
-    def mark(self, partitions: Iterable[tuple[str, int]], at_ms: int, only_new: bool) -> None:
+    def mark(self, partitions: Iterable[PartitionId], at_ms: int, only_new: bool) -> None:
         """Look at ``partitions`` by ``at_ms``: sooner if already due later, or (with
         ``only_new``) only those not in the index at all."""
-        members = {self.keys.partition_id(s, p): at_ms for s, p in partitions}
+        members = {self.keys.partition_id(pid): at_ms for pid in partitions}
         if members:
             self.client.zadd(self.keys.due, members, nx=only_new, lt=not only_new)
 
     def mark_after_apply(
-        self, claimed: list[tuple[str, int]], working: list[tuple[str, int]], at_ms: int
+        self, claimed: list[PartitionId], working: list[PartitionId], at_ms: int
     ) -> None:
         """After applying notifications, in one round trip: partitions just claimed are looked
         at again by ``at_ms`` (their task may never be sent); others with work are added if
@@ -37,26 +38,24 @@ class DueIndex:
             return
         pipe = self.client.pipeline(transaction=False)
         if claimed:
-            members = {self.keys.partition_id(s, p): at_ms for s, p in claimed}
+            members = {self.keys.partition_id(pid): at_ms for pid in claimed}
             pipe.zadd(self.keys.due, members, lt=True)
         if working:
-            members = {self.keys.partition_id(s, p): at_ms for s, p in working}
+            members = {self.keys.partition_id(pid): at_ms for pid in working}
             pipe.zadd(self.keys.due, members, nx=True)
         pipe.execute()
 
-    def due(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+    def due(self, now_ms: int, limit: int) -> list[PartitionId]:
         members = self.client.zrangebyscore(self.keys.due, "-inf", now_ms, start=0, num=limit)
         return [split_partition_id(_text(m)) for m in members]
 
-    def reschedule(self, later: dict[tuple[str, int], int], done: list[tuple[str, int]]) -> None:
+    def reschedule(self, later: dict[PartitionId, int], done: list[PartitionId]) -> None:
         """After a look: when to look again, or (``done``: nothing to do) not until new work."""
         if not later and not done:
             return
         pipe = self.client.pipeline(transaction=False)
         if later:
-            pipe.zadd(
-                self.keys.due, {self.keys.partition_id(s, p): at for (s, p), at in later.items()}
-            )
+            pipe.zadd(self.keys.due, {self.keys.partition_id(pid): at for pid, at in later.items()})
         if done:
-            pipe.zrem(self.keys.due, *(self.keys.partition_id(s, p) for s, p in done))
+            pipe.zrem(self.keys.due, *(self.keys.partition_id(pid) for pid in done))
         pipe.execute()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archiver.core.object_names import check_partition, check_storage
+from archiver.core.object_names import PartitionId, check_partition, check_storage
 
 _GAPS = ":gaps"
 _MARKS = ":marks"
@@ -18,27 +18,27 @@ _MARKS = ":marks"
 class RedisKeys:
     prefix: str = "archiver"
 
-    def partition_id(self, storage: str, partition: int) -> str:
-        return f"{check_storage(storage)}/{check_partition(partition)}"
+    def partition_id(self, pid: PartitionId) -> str:
+        return f"{check_storage(pid.storage)}/{check_partition(pid.partition)}"
 
-    def partition(self, storage: str, partition: int) -> str:
-        return f"{self.prefix}:partition:{{{self.partition_id(storage, partition)}}}"
+    def partition(self, pid: PartitionId) -> str:
+        return f"{self.prefix}:partition:{{{self.partition_id(pid)}}}"
 
-    def gaps(self, storage: str, partition: int) -> str:
-        return self.partition(storage, partition) + _GAPS
+    def gaps(self, pid: PartitionId) -> str:
+        return self.partition(pid) + _GAPS
 
-    def marks(self, storage: str, partition: int) -> str:
+    def marks(self, pid: PartitionId) -> str:
         """When recent high-water marks were announced: the age of the oldest waiting entry."""
-        return self.partition(storage, partition) + _MARKS
+        return self.partition(pid) + _MARKS
 
-    def partition_keys(self, storage: str, partition: int) -> list[str]:
+    def partition_keys(self, pid: PartitionId) -> list[str]:
         """The partition's hash, gaps and marks, which most scripts take, named at once."""
-        key = self.partition(storage, partition)
+        key = self.partition(pid)
         return [key, key + _GAPS, key + _MARKS]
 
-    def audit(self, storage: str, partition: int) -> str:
+    def audit(self, pid: PartitionId) -> str:
         """Operators' actions on the partition, newest last."""
-        return self.partition(storage, partition) + ":audit"
+        return self.partition(pid) + ":audit"
 
     @property
     def partitions_index(self) -> str:
@@ -82,6 +82,6 @@ class RedisKeys:
         return f"{{{self.acks}}}:published"
 
 
-def split_partition_id(member: str) -> tuple[str, int]:
+def split_partition_id(member: str) -> PartitionId:
     storage, _, partition = member.rpartition("/")
-    return check_storage(storage), check_partition(int(partition))
+    return PartitionId(check_storage(storage), check_partition(int(partition)))

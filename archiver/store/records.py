@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Gap, PartitionState
 from archiver.store.codec import text as _text
 from archiver.store.keys import RedisKeys, split_partition_id
@@ -99,19 +100,19 @@ class PartitionRecords:
         self.client = client
         self.keys = keys
 
-    def load(self, storage: str, partition: int) -> PartitionRecord | None:
+    def load(self, pid: PartitionId) -> PartitionRecord | None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.partition(storage, partition))
-        pipe.lrange(self.keys.gaps(storage, partition), 0, -1)
-        pipe.lrange(self.keys.audit(storage, partition), 0, -1)
+        pipe.hgetall(self.keys.partition(pid))
+        pipe.lrange(self.keys.gaps(pid), 0, -1)
+        pipe.lrange(self.keys.audit(pid), 0, -1)
         fields, gaps, audit = pipe.execute()
         if not fields:
             return None
-        return _record(storage, partition, fields, gaps, audit)
+        return _record(pid, fields, gaps, audit)
 
-    def partition_ids(self, batch: int = 500) -> Iterator[list[tuple[str, int]]]:
+    def partition_ids(self, batch: int = 500) -> Iterator[list[PartitionId]]:
         """The index in batches, paged with SSCAN: never one unbounded read."""
-        members: list[tuple[str, int]] = []
+        members: list[PartitionId] = []
         for raw in self.client.sscan_iter(self.keys.partitions_index, count=batch):
             members.append(split_partition_id(_text(raw)))
             if len(members) >= batch:
@@ -120,7 +121,7 @@ class PartitionRecords:
         if members:
             yield members
 
-    def scan_partition_ids(self, cursor: int, count: int) -> tuple[int, list[tuple[str, int]]]:
+    def scan_partition_ids(self, cursor: int, count: int) -> tuple[int, list[PartitionId]]:
         """One SSCAN step over the index: the next cursor (0 at the end) and members."""
         next_cursor, members = self.client.sscan(self.keys.partitions_index, cursor, count=count)
         return int(next_cursor), [split_partition_id(_text(m)) for m in members]
@@ -128,22 +129,19 @@ class PartitionRecords:
     def all(self, storage: str | None = None, batch: int = 500) -> Iterator[PartitionRecord]:
         """Every known partition (or one storage's), read in pipelined batches."""
         for members in self.partition_ids(batch):
-            wanted = [m for m in members if storage in (None, m[0])]
+            wanted = [m for m in members if storage in (None, m.storage)]
             if not wanted:
                 continue
             pipe = self.client.pipeline(transaction=False)
             for member in wanted:
-                pipe.hgetall(self.keys.partition(*member))
-            for (member_storage, member_partition), fields in zip(
-                wanted, pipe.execute(), strict=True
-            ):
+                pipe.hgetall(self.keys.partition(member))
+            for member, fields in zip(wanted, pipe.execute(), strict=True):
                 if fields:
-                    yield _record(member_storage, member_partition, fields, [], [])
+                    yield _record(member, fields, [], [])
 
 
 def _record(
-    storage: str,
-    partition: int,
+    pid: PartitionId,
     raw_fields: dict[Any, Any],
     raw_gaps: list[Any],
     raw_audit: list[Any],
@@ -180,8 +178,8 @@ def _record(
         started_token=int(holder_token) if holder_token else None,
     )
     return PartitionRecord(
-        storage=storage,
-        partition=partition,
+        storage=pid.storage,
+        partition=pid.partition,
         state=state,
         gaps_total=int(fields.get("gaps_total", 0)),
         created_ms=opt("created_ms"),

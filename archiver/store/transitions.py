@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import (
     Claim,
     Gap,
@@ -51,8 +52,7 @@ class DueCheck:
     """What the sweep found at one partition: a claim it made, or when to look again (a live
     grant holds it), or neither (nothing to do until new work arrives)."""
 
-    storage: str
-    partition: int
+    pid: PartitionId
     claim: Claim | None
     again_ms: int | None
 
@@ -85,13 +85,13 @@ class PartitionTransitions:
             # The index lives outside the partitions' slots; sweeps repair it if this is lost.
             pipe.sadd(
                 self.keys.partitions_index,
-                *{self.keys.partition_id(s, p) for s, p, _, _ in notifications},
+                *{self.keys.partition_id(PartitionId(s, p)) for s, p, _, _ in notifications},
             )
             starts = first_lows or [low for _, _, low, _ in notifications]
             for (storage, partition, low, high), start in zip(notifications, starts, strict=True):
                 self.scripts(
                     "apply_notification",
-                    keys=self.keys.partition_keys(storage, partition),
+                    keys=self.keys.partition_keys(PartitionId(storage, partition)),
                     args=[low, high, _ms(lease_seconds), MAX_GAPS_KEPT, mark_resolution_ms, start],
                     client=pipe,
                 )
@@ -104,7 +104,7 @@ class PartitionTransitions:
 
     def check_partitions(
         self,
-        partitions: list[tuple[str, int]],
+        partitions: list[PartitionId],
         lease_seconds: float,
         orphan_seconds: float | None = None,
     ) -> list[DueCheck]:
@@ -112,42 +112,36 @@ class PartitionTransitions:
         args = [_ms(lease_seconds)] + ([_ms(orphan_seconds)] if orphan_seconds else [])
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for storage, partition in partitions:
+            for pid in partitions:
                 self.scripts(
                     "claim_next_entry",
-                    keys=[self.keys.partition(storage, partition)],
+                    keys=[self.keys.partition(pid)],
                     args=args,
                     client=pipe,
                 )
 
         checks = []
-        for (storage, partition), reply in zip(
-            partitions, self.scripts.pipelined(fill), strict=True
-        ):
+        for pid, reply in zip(partitions, self.scripts.pipelined(fill), strict=True):
             if not reply:
-                checks.append(DueCheck(storage, partition, None, None))
+                checks.append(DueCheck(pid, None, None))
             elif _text(reply[0]):
-                claim = Claim(int(reply[0]), int(reply[1]))
-                checks.append(DueCheck(storage, partition, claim, None))
+                checks.append(DueCheck(pid, Claim(int(reply[0]), int(reply[1])), None))
             else:
-                checks.append(DueCheck(storage, partition, None, int(reply[1])))
+                checks.append(DueCheck(pid, None, int(reply[1])))
         return checks
 
-    def renew_lease(
-        self, storage: str, partition: int, lsn: int, token: int, lease_seconds: float
-    ) -> bool:
+    def renew_lease(self, pid: PartitionId, lsn: int, token: int, lease_seconds: float) -> bool:
         return bool(
             self.scripts(
                 "renew_lease",
-                keys=[self.keys.partition(storage, partition)],
+                keys=[self.keys.partition(pid)],
                 args=[lsn, token, _ms(lease_seconds)],
             )
         )
 
     def start_attempt(
         self,
-        storage: str,
-        partition: int,
+        pid: PartitionId,
         lsn: int,
         token: int,
         lease_seconds: float,
@@ -157,17 +151,14 @@ class PartitionTransitions:
         pause, in one round trip."""
         return self.started(
             self.scripts.pipelined(
-                lambda pipe: self.queue_start_attempt(
-                    pipe, storage, partition, lsn, token, lease_seconds, holder
-                )
+                lambda pipe: self.queue_start_attempt(pipe, pid, lsn, token, lease_seconds, holder)
             )
         )
 
     def queue_start_attempt(
         self,
         pipe: redis.client.Pipeline,
-        storage: str,
-        partition: int,
+        pid: PartitionId,
         lsn: int,
         token: int,
         lease_seconds: float,
@@ -176,7 +167,7 @@ class PartitionTransitions:
         """``start_attempt`` as two calls on the caller's pipeline; ``started`` reads them."""
         self.scripts(
             "renew_lease",
-            keys=[self.keys.partition(storage, partition)],
+            keys=[self.keys.partition(pid)],
             args=[lsn, token, _ms(lease_seconds), holder],
             client=pipe,
         )
@@ -191,8 +182,7 @@ class PartitionTransitions:
 
     def commit_success(
         self,
-        storage: str,
-        partition: int,
+        pid: PartitionId,
         lsn: int,
         token: int,
         lease_seconds: float,
@@ -200,7 +190,7 @@ class PartitionTransitions:
     ) -> CommitResult:
         reply = self.scripts(
             "commit_success",
-            keys=[self.keys.partition(storage, partition), self.keys.marks(storage, partition)],
+            keys=[self.keys.partition(pid), self.keys.marks(pid)],
             args=[lsn, token, _ms(lease_seconds), 1 if claim_next else 0],
         )
         if not int(reply[0]):
@@ -210,8 +200,7 @@ class PartitionTransitions:
 
     def record_failure(
         self,
-        storage: str,
-        partition: int,
+        pid: PartitionId,
         lsn: int,
         token: int,
         error: str,
@@ -224,57 +213,55 @@ class PartitionTransitions:
         if stop_after is not None:
             args.append(stop_after)
         attempts, stopped = self.scripts(
-            "record_failure", keys=[self.keys.partition(storage, partition)], args=args
+            "record_failure", keys=[self.keys.partition(pid)], args=args
         )
         if int(attempts) < 0:
             return None
         return RecordedFailure(int(attempts), stopped=bool(int(stopped)))
 
-    def mark_dispatched_many(self, sent: list[tuple[str, int, int]]) -> None:
-        """``mark_dispatched`` for many (storage, partition, token), in one round trip."""
+    def mark_dispatched_many(self, sent: list[tuple[PartitionId, int]]) -> None:
+        """Note, for many (partition, token), that the task of that grant was sent, so it is not
+        taken for an orphan; one round trip."""
         if not sent:
             return
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            for storage, partition, token in sent:
+            for pid, token in sent:
                 self.scripts(
                     "mark_dispatched",
-                    keys=[self.keys.partition(storage, partition)],
+                    keys=[self.keys.partition(pid)],
                     args=[token],
                     client=pipe,
                 )
 
         self.scripts.pipelined(fill)
 
-    def release_claim(self, storage: str, partition: int, lsn: int, token: int) -> bool:
+    def release_claim(self, pid: PartitionId, lsn: int, token: int) -> bool:
         return bool(
-            self.scripts(
-                "release_claim", keys=[self.keys.partition(storage, partition)], args=[lsn, token]
-            )
+            self.scripts("release_claim", keys=[self.keys.partition(pid)], args=[lsn, token])
         )
 
-    def mark_conflict(self, storage: str, partition: int, lsn: int, token: int, error: str) -> bool:
+    def mark_conflict(self, pid: PartitionId, lsn: int, token: int, error: str) -> bool:
         return bool(
             self.scripts(
                 "mark_conflict",
-                keys=[self.keys.partition(storage, partition)],
+                keys=[self.keys.partition(pid)],
                 args=[lsn, token, error[:2000]],
             )
         )
 
     def reconcile(
         self,
-        storage: str,
-        partition: int,
+        pid: PartitionId,
         verified: VerifiedRun,
     ) -> ReconcileResult:
         """Move the partition past a run of verified archive objects (see reconcile.lua)."""
 
         def fill(pipe: redis.client.Pipeline) -> None:
-            pipe.sadd(self.keys.partitions_index, self.keys.partition_id(storage, partition))
+            pipe.sadd(self.keys.partitions_index, self.keys.partition_id(pid))
             self.scripts(
                 "reconcile",
-                keys=self.keys.partition_keys(storage, partition),
+                keys=self.keys.partition_keys(pid),
                 args=[
                     verified.last,
                     MAX_GAPS_KEPT,

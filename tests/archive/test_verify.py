@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from archiver.cli import main
 from archiver.core.compression import encode
-from archiver.core.object_names import Compression, archive_key
+from archiver.core.object_names import Compression, PartitionId, archive_key
 from archiver.core.partition import Gap
 from archiver.sinks import open_sink
 from archiver.sinks.s3 import S3Sink
@@ -116,7 +116,7 @@ def test_with_state_a_recorded_gap_is_told_from_lost_objects(
     claim = apply_notification(store, "default", 1, 1, 2, 60).claim
     while claim is not None:
         claim = store.transitions.commit_success(
-            "default", 1, claim.lsn, claim.token, 60
+            PartitionId("default", 1), claim.lsn, claim.token, 60
         ).next_claim
     assert apply_notification(store, "default", 1, 5, 8, 60).gap == Gap(3, 5)
     env = {"ARCHIVER_SINK_URL": bucket.root.as_uri(), "ARCHIVER_REDIS_URL": redis_url}

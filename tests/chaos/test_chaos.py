@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from archiver.core.lsn import format_lsn
-from archiver.core.object_names import archive_key, partition_prefix
+from archiver.core.object_names import PartitionId, archive_key, partition_prefix
 from archiver.dev.local_redis import LocalRedis
 from archiver.dev.producer import ReferenceLogManager, write_entry
 from archiver.errors import SinkError
@@ -103,7 +103,9 @@ class Watcher(threading.Thread):
             try:
                 pipe = client.pipeline(transaction=False)
                 for p in range(1, PARTITIONS + 1):
-                    pipe.hget(self.system.keys.partition(self.system.storage, p), "acked")
+                    pipe.hget(
+                        self.system.keys.partition(PartitionId(self.system.storage, p)), "acked"
+                    )
                 acked = pipe.execute()
             except redis.RedisError:
                 continue  # Redis is being restarted

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from archiver.cli import main
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import PartitionCondition
 from archiver.store.state_store import RedisStateStore
 from tests.store_calls import apply_notification, claim_next_entry
@@ -41,7 +42,9 @@ def test_pause_stops_claims_and_resume_restarts_them(run: Any, store: RedisState
     result = run("admin", "pause", "default", "1", "--reason", "disk check")
     assert result.exit_code == 0, result.output
     # The entry in flight finishes, and nothing more is claimed.
-    commit = store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    commit = store.transitions.commit_success(
+        PartitionId("default", 1), claim.lsn, claim.token, HOUR
+    )
     assert commit.committed
     assert commit.next_claim is None
     assert claim_next_entry(store, "default", 1, HOUR) is None
@@ -66,16 +69,20 @@ def test_pause_stops_claims_and_resume_restarts_them(run: Any, store: RedisState
 def test_release_fences_the_holder_off(run: Any, store: RedisStateStore) -> None:
     claim = apply_notification(store, "default", 1, 1, 5, HOUR).claim
     assert claim is not None
-    store.transitions.start_attempt("default", 1, claim.lsn, claim.token, HOUR, "host-a:42")
+    store.transitions.start_attempt(
+        PartitionId("default", 1), claim.lsn, claim.token, HOUR, "host-a:42"
+    )
     assert detail(run)["lease_holder"] == "host-a:42"
 
     result = run("admin", "release", "default", "1", "--reason", "host-a is dead")
     assert result.exit_code == 0, result.output
     assert "LSN 1 in flight" in result.output
     # The old holder can neither renew, nor commit (so never acknowledge).
-    assert not store.transitions.renew_lease("default", 1, claim.lsn, claim.token, HOUR)
+    assert not store.transitions.renew_lease(
+        PartitionId("default", 1), claim.lsn, claim.token, HOUR
+    )
     assert not store.transitions.commit_success(
-        "default", 1, claim.lsn, claim.token, HOUR
+        PartitionId("default", 1), claim.lsn, claim.token, HOUR
     ).committed
     after = detail(run)
     assert after["in_flight_lsn"] is None
@@ -96,7 +103,7 @@ def test_release_fences_the_holder_off(run: Any, store: RedisStateStore) -> None
 def test_release_refuses_when_nothing_is_in_flight(run: Any, store: RedisStateStore) -> None:
     claim = apply_notification(store, "default", 1, 1, 1, HOUR).claim
     assert claim is not None
-    store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    store.transitions.commit_success(PartitionId("default", 1), claim.lsn, claim.token, HOUR)
     result = run("admin", "release", "default", "1")
     assert result.exit_code == 1
     assert "nothing is in flight" in result.output
@@ -132,7 +139,7 @@ def test_skip_to_records_a_manual_gap_and_needs_reason_and_yes(
     assert after["audit"][-1]["reason"] == "disk lost"
     # The holder of LSN 1 is fenced off.
     assert not store.transitions.commit_success(
-        "default", 1, claim.lsn, claim.token, HOUR
+        PartitionId("default", 1), claim.lsn, claim.token, HOUR
     ).committed
     # Up to the high-water mark + 1 is allowed: everything announced is given up.
     assert run("admin", "skip-to", "default", "1", "11", "--reason", "x", "--yes").exit_code == 0
@@ -145,7 +152,7 @@ def test_requeue_clears_a_conflict_and_sends_the_entry(
     claim = apply_notification(store, "default", 1, 1, 3, HOUR).claim
     assert claim is not None
     assert store.transitions.mark_conflict(
-        "default", 1, claim.lsn, claim.token, "ArchiveConflict: x"
+        PartitionId("default", 1), claim.lsn, claim.token, "ArchiveConflict: x"
     )
     assert claim_next_entry(store, "default", 1, HOUR) is None
     assert detail(run)["state"] == PartitionCondition.CONFLICTED.value
@@ -168,7 +175,7 @@ def test_requeue_clears_a_conflict_and_sends_the_entry(
 def test_requeue_refuses_a_paused_or_idle_partition(run: Any, store: RedisStateStore) -> None:
     claim = apply_notification(store, "default", 1, 1, 1, HOUR).claim
     assert claim is not None
-    store.transitions.commit_success("default", 1, claim.lsn, claim.token, HOUR)
+    store.transitions.commit_success(PartitionId("default", 1), claim.lsn, claim.token, HOUR)
     idle = run("admin", "requeue", "default", "1")
     assert idle.exit_code == 1
     assert "nothing to archive" in idle.output

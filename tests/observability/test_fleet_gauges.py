@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from archiver.core.object_names import PartitionId
 from archiver.observability.fleet_gauges import FleetStateCollector, take_snapshot
 from archiver.store.state_store import RedisStateStore
 from tests.store_calls import apply_notification
@@ -30,7 +31,7 @@ def test_the_leader_exports_the_fleet_state(store: RedisStateStore) -> None:
     apply_notification(store, "a", 2, 5, 5, HOUR)
     apply_notification(store, "a", 2, 7, 9, HOUR)  # a gap: 5 and 6 were lost
     apply_notification(store, "b", 1, 1, 1, HOUR)
-    store.admin.pause("b", 1, "me", "test")
+    store.admin.pause(PartitionId("b", 1), "me", "test")
     store.client.hset(store.keys.fleet, "until_ms", store.server_time_ms() + 60_000)
     collector = FleetStateCollector(lambda: True)
     collector.update(take_snapshot(store))

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from archiver.cli import main
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select, summarize
 from archiver.store.state_store import RedisStateStore
@@ -21,21 +22,21 @@ HOUR = 3600.0
 
 
 def oldest(store: RedisStateStore, partition: int) -> int | None:
-    record = store.records.load("s", partition)
+    record = store.records.load(PartitionId("s", partition))
     assert record is not None
     return record.oldest_unarchived_ms
 
 
 def marks(store: RedisStateStore, partition: int) -> list[tuple[int, int]]:
     """The partition's announcement marks as (high, ms) pairs."""
-    raw: list[Any] = store.client.lrange(store.keys.marks("s", partition), 0, -1)
+    raw: list[Any] = store.client.lrange(store.keys.marks(PartitionId("s", partition)), 0, -1)
     pairs = [str(m).split(" ") for m in raw]
     return [(int(high), int(ms)) for high, ms in pairs]
 
 
 def archive_next(store: RedisStateStore, partition: int) -> None:
     """Commit the partition's next entry, claiming it first unless it is in flight."""
-    record = store.records.load("s", partition)
+    record = store.records.load(PartitionId("s", partition))
     assert record is not None
     lsn, token = record.state.in_flight_lsn, record.state.fencing_token
     if lsn is None:
@@ -43,7 +44,7 @@ def archive_next(store: RedisStateStore, partition: int) -> None:
         assert claim is not None
         lsn, token = claim.lsn, claim.token
     assert store.transitions.commit_success(
-        "s", partition, lsn, token, HOUR, claim_next=False
+        PartitionId("s", partition), lsn, token, HOUR, claim_next=False
     ).committed
 
 
@@ -67,7 +68,7 @@ def test_the_oldest_waiting_entry_is_the_first_announcement_not_yet_archived(
     archive_next(store, 1)
     # Nothing waits: no age, no marks left behind.
     assert oldest(store, 1) is None
-    assert store.client.exists(store.keys.marks("s", 1)) == 0
+    assert store.client.exists(store.keys.marks(PartitionId("s", 1))) == 0
 
 
 def test_marks_stay_few_and_err_on_the_old_side(store: RedisStateStore) -> None:
@@ -100,17 +101,19 @@ def make_fleet(store: RedisStateStore) -> None:
     s/5 paused, t/1 in flight (backlog 1)."""
     c = apply_notification(store, "s", 1, 1, 1, HOUR).claim
     assert c is not None
-    store.transitions.commit_success("s", 1, c.lsn, c.token, HOUR)
+    store.transitions.commit_success(PartitionId("s", 1), c.lsn, c.token, HOUR)
     apply_notification(store, "s", 2, 1, 10, HOUR)
     c = apply_notification(store, "s", 3, 1, 3, HOUR).claim
     assert c is not None
-    store.transitions.release_claim("s", 3, c.lsn, c.token)
+    store.transitions.release_claim(PartitionId("s", 3), c.lsn, c.token)
     c = apply_notification(store, "s", 4, 1, 2, HOUR).claim
     assert c is not None
-    store.transitions.record_failure("s", 4, c.lsn, c.token, "boom", HOUR)
-    store.transitions.mark_conflict("s", 4, c.lsn, c.token, "ArchiveConflict: other bytes")
+    store.transitions.record_failure(PartitionId("s", 4), c.lsn, c.token, "boom", HOUR)
+    store.transitions.mark_conflict(
+        PartitionId("s", 4), c.lsn, c.token, "ArchiveConflict: other bytes"
+    )
     apply_notification(store, "s", 5, 7, 8, HOUR)
-    store.admin.pause("s", 5, "me", "test")
+    store.admin.pause(PartitionId("s", 5), "me", "test")
     apply_notification(store, "t", 1, 1, 1, HOUR)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from archiver.core.object_names import PartitionId
 from archiver.runtime.entry_archiver import LeaseKeeper
 from archiver.store.state_store import RedisStateStore
 from tests.store_calls import apply_notification, claim_next_entry
@@ -17,7 +18,7 @@ def test_the_lease_keeper_renews_a_long_attempt_and_notices_when_it_is_fenced(
     claim = apply_notification(store, "s", 1, 1, 1, lease).claim
     assert claim is not None
     keeper = LeaseKeeper(store, lease)
-    first = store.records.load("s", 1)
+    first = store.records.load(PartitionId("s", 1))
     assert first is not None
     assert first.state.lease_expires_ms is not None
     with keeper.keep("s", 1, claim) as held:
@@ -30,7 +31,7 @@ def test_the_lease_keeper_renews_a_long_attempt_and_notices_when_it_is_fenced(
         assert claim_next_entry(store, "s", 1, lease) is None
         assert not held.lost.is_set()
         # An operator breaks the lease: the keeper's next renewal is refused.
-        assert store.admin.release("s", 1, "ops", "test").done
+        assert store.admin.release(PartitionId("s", 1), "ops", "test").done
         wait_for(held.lost.is_set, timeout=10, what="the keeper to see the grant lost")
     # Between attempts the same thread renews nothing.
     second = claim_next_entry(store, "s", 1, 3600)

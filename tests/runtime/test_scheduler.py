@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from archiver.config import Settings
 from archiver.core.notification import Notification
+from archiver.core.object_names import PartitionId
 from archiver.errors import DispatchFailed
 from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.scheduler import Scheduler
@@ -137,7 +138,7 @@ def test_a_task_that_cannot_be_sent_releases_its_claim_and_stays_pending(
     batch = streams.read_notifications(pending=False, count=10, block_ms=None)
     with pytest.raises(DispatchFailed):
         scheduler.handle(batch)
-    record = store.records.load("default", 5)
+    record = store.records.load(PartitionId("default", 5))
     assert record is not None
     assert record.state.in_flight_lsn is None  # released, not stranded
     broker_up = True
@@ -176,7 +177,7 @@ def test_notifications_for_one_partition_are_folded_into_one(
     scheduler.handle(batch)
     # One claim per partition; partition 1 as if the three had been applied in turn.
     assert dispatched == [("default", 1, 4, 1), ("default", 2, 1, 1)]
-    record = store.records.load("default", 1)
+    record = store.records.load(PartitionId("default", 1))
     assert record is not None
     assert (record.state.next_lsn, record.state.high_water_mark) == (4, 6)
     assert record.gaps_total == 1
@@ -201,12 +202,12 @@ def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
     assert {member for member, _ in due} == {"default/1", "default/2", "default/3"}
     assert all(now < score <= now + 23_000 for _, score in due)
     # Partition 3 is archived meanwhile; partition 2's task was lost and its grant ran out.
-    three = store.records.load("default", 3)
+    three = store.records.load(PartitionId("default", 3))
     assert three is not None
     store.transitions.commit_success(
-        "default", 3, 1, three.state.fencing_token, 60, claim_next=False
+        PartitionId("default", 3), 1, three.state.fencing_token, 60, claim_next=False
     )
-    store.client.hset(store.keys.partition("default", 2), "lease_until", 1)
+    store.client.hset(store.keys.partition(PartitionId("default", 2)), "lease_until", 1)
     store.client.zadd(store.keys.due, {"default/1": 0, "default/2": 0, "default/3": 0})
     dispatched.clear()
 
@@ -215,12 +216,12 @@ def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
     scores = dict(store.client.zrange(store.keys.due, 0, -1, withscores=True))
     # Idle: dropped until new work arrives. Live grant: looked at when its lease ends.
     assert "default/3" not in scores
-    one = store.records.load("default", 1)
+    one = store.records.load(PartitionId("default", 1))
     assert one is not None
     assert scores["default/1"] == one.state.lease_expires_ms
     # A partition missing from the index is found again by the periodic resync.
     store.client.zrem(store.keys.due, "default/2")
-    store.client.hset(store.keys.partition("default", 2), "lease_until", 1)
+    store.client.hset(store.keys.partition(PartitionId("default", 2)), "lease_until", 1)
     dispatched.clear()
     sweeps = 0
     while not dispatched:

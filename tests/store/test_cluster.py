@@ -20,6 +20,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Gap, ReconcileResult, RecordedFailure, VerifiedRun
 from archiver.dev.local_redis import redis_server_binary
 from archiver.store.client import connect
@@ -122,16 +123,16 @@ def test_each_partition_lives_in_one_slot_and_partitions_spread(
     slots = set()
     for partition in range(1, 31):
         names = [
-            keys.partition("s", partition),
-            keys.gaps("s", partition),
-            keys.marks("s", partition),
-            keys.audit("s", partition),
+            keys.partition(PartitionId("s", partition)),
+            keys.gaps(PartitionId("s", partition)),
+            keys.marks(PartitionId("s", partition)),
+            keys.audit(PartitionId("s", partition)),
         ]
         partition_slots = {cluster.keyslot(name) for name in names}  # type: ignore[no-untyped-call]
         assert len(partition_slots) == 1, names
         slots |= partition_slots
     owners = {
-        cluster.get_node_from_key(keys.partition("s", p)).name  # type: ignore[no-untyped-call]
+        cluster.get_node_from_key(keys.partition(PartitionId("s", p))).name  # type: ignore[no-untyped-call]
         for p in range(1, 31)
     }
     assert len(owners) == 3, "30 partitions should land on all three masters"
@@ -145,25 +146,33 @@ def test_the_whole_life_of_partitions_on_a_cluster(store: RedisStateStore) -> No
     assert all(c is not None and c.lsn == 1 for c in claims.values())
     for partition, claim in claims.items():
         assert claim is not None
-        started = store.transitions.start_attempt("s", partition, 1, claim.token, HOUR, "host:1")
+        started = store.transitions.start_attempt(
+            PartitionId("s", partition), 1, claim.token, HOUR, "host:1"
+        )
         assert started.held
-        commit = store.transitions.commit_success("s", partition, 1, claim.token, HOUR)
+        commit = store.transitions.commit_success(PartitionId("s", partition), 1, claim.token, HOUR)
         assert commit.committed
         assert commit.next_claim is not None
         assert commit.next_claim.lsn == 2
     # A failure, a gap, fencing, the admin scripts and reconcile.
-    first = store.records.load("s", 1)
+    first = store.records.load(PartitionId("s", 1))
     assert first is not None
     token = first.state.fencing_token
-    assert store.transitions.record_failure("s", 1, 2, token, "boom", HOUR) == RecordedFailure(1)
+    assert store.transitions.record_failure(
+        PartitionId("s", 1), 2, token, "boom", HOUR
+    ) == RecordedFailure(1)
     gap = apply_notification(store, "s", 2, 3, 5, HOUR)
     assert gap.gap == Gap(2, 3)
-    assert store.admin.pause("s", 3, "ops", "test").done
-    assert store.admin.release("s", 4, "ops", "test").done
-    assert not store.transitions.commit_success("s", 4, 2, 2, HOUR).committed  # fenced off
-    assert store.admin.skip_to("s", 5, 4, "ops", "lost").done
+    assert store.admin.pause(PartitionId("s", 3), "ops", "test").done
+    assert store.admin.release(PartitionId("s", 4), "ops", "test").done
+    assert not store.transitions.commit_success(
+        PartitionId("s", 4), 2, 2, HOUR
+    ).committed  # fenced off
+    assert store.admin.skip_to(PartitionId("s", 5), 4, "ops", "lost").done
     verified = VerifiedRun(first=1, last=7, checked_from=1, holes=(Gap(3, 5),))
-    assert store.transitions.reconcile("s", 20, verified) == ReconcileResult(True, None)
+    assert store.transitions.reconcile(PartitionId("s", 20), verified) == ReconcileResult(
+        True, None
+    )
     # Listing pages through the index (SSCAN) and reads each partition from its own master.
     records = {r.partition: r for r in store.records.all()}
     assert set(records) == {*range(1, 10), 20}

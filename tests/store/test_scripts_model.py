@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from archiver.archive.reconcile import holes_in
 from archiver.core.notification import Notification
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim, Gap, PartitionState, VerifiedRun
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
@@ -105,7 +106,7 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
             real = claim_next_entry(self.real, STORAGE, *args, **kwargs)
         else:
             part = self.real.admin if method in ADMIN else self.real.transitions
-            real = getattr(part, method)(STORAGE, *args, **kwargs)
+            real = getattr(part, method)(PartitionId(STORAGE, args[0]), *args[1:], **kwargs)
         model = getattr(self.model, method)(STORAGE, *args, **kwargs)
         assert real == model, f"{method}{args}: scripts {real!r}, model {model!r}"
         return real
@@ -131,7 +132,9 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
     def sweep(self, partition: int, orphans: bool) -> None:
         stopped = self._stopped(partition)
         orphan = ORPHAN if orphans else None
-        real = self.real.transitions.check_partitions([(STORAGE, partition)], LEASE, orphan)
+        real = self.real.transitions.check_partitions(
+            [PartitionId(STORAGE, partition)], LEASE, orphan
+        )
         model = self.model.check_partitions([(STORAGE, partition)], LEASE, orphan)
         assert real == model
         self._note_claim(partition, real[0].claim, stopped)
@@ -244,7 +247,7 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
     @rule(partition=partitions)
     def lose_state(self, partition: int) -> None:
         """Redis loses the partition (no AOF): the archive stays, and reconcile rebuilds."""
-        self.client.delete(*self.real.keys.partition_keys(STORAGE, partition))
+        self.client.delete(*self.real.keys.partition_keys(PartitionId(STORAGE, partition)))
         self.model.partitions.pop((STORAGE, partition), None)
         self.start.pop(partition, None)
         self.acked[partition] = []
@@ -305,7 +308,7 @@ class ScriptsAgainstModel(RuleBasedStateMachine):
     @invariant()
     def scripts_and_model_agree(self) -> None:
         for partition in PARTITIONS:
-            record = self.real.records.load(STORAGE, partition)
+            record = self.real.records.load(PartitionId(STORAGE, partition))
             real = None if record is None else record.state
             assert real == self.state(partition), f"partition {partition}"
         assert self.real.fleet.left() == self.model.fleet_pause_left()

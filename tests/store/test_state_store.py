@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from archiver.core.lsn import MAX_LSN
+from archiver.core.object_names import PartitionId
 from archiver.core.partition import (
     Claim,
     Gap,
@@ -28,12 +29,17 @@ def test_lsns_near_2_to_the_64_are_exact(store: RedisStateStore) -> None:
     assert claim is not None
     assert claim.lsn == low
     for expected in (low + 1, MAX_LSN):
-        commit = store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR)
+        commit = store.transitions.commit_success(PartitionId("s", 1), claim.lsn, claim.token, HOUR)
         assert commit.next_claim is not None
         claim = commit.next_claim
         assert claim.lsn == expected
-    assert store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).next_claim is None
-    record = store.records.load("s", 1)
+    assert (
+        store.transitions.commit_success(
+            PartitionId("s", 1), claim.lsn, claim.token, HOUR
+        ).next_claim
+        is None
+    )
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert record.state.acknowledged_lsn == MAX_LSN
     assert record.state.next_lsn == MAX_LSN + 1
@@ -50,8 +56,12 @@ def test_an_expired_grant_is_taken_over_and_its_holder_fenced(
     clock.advance(1)  # the lease runs out on the scripts' clock; the grant is handed over
     second = claim_next_entry(store, "s", 1, HOUR)
     assert second == Claim(1, first.token + 1)
-    assert not store.transitions.commit_success("s", 1, first.lsn, first.token, HOUR).committed
-    assert store.transitions.commit_success("s", 1, second.lsn, second.token, HOUR).committed
+    assert not store.transitions.commit_success(
+        PartitionId("s", 1), first.lsn, first.token, HOUR
+    ).committed
+    assert store.transitions.commit_success(
+        PartitionId("s", 1), second.lsn, second.token, HOUR
+    ).committed
 
 
 def test_fleet_pause_doubles_on_failure_and_relaxes_on_success(
@@ -86,7 +96,7 @@ def test_gaps_are_capped_but_counted(store: RedisStateStore) -> None:
     apply_notification(store, "s", 1, 1, 1, HOUR)
     for i in range(105):
         apply_notification(store, "s", 1, 10 * (i + 1), 10 * (i + 1), HOUR)
-    record = store.records.load("s", 1)
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert record.gaps_total == 105
     assert len(record.state.gaps) == 100
@@ -106,15 +116,19 @@ def test_reconcile_records_a_hole_that_straddles_the_old_position(store: RedisSt
     claim = apply_notification(store, "s", 1, 1, 4, HOUR).claim
     for _ in range(4):
         assert claim is not None
-        claim = store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).next_claim
-    record = store.records.load("s", 1)
+        claim = store.transitions.commit_success(
+            PartitionId("s", 1), claim.lsn, claim.token, HOUR
+        ).next_claim
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert (record.state.next_lsn, record.state.acknowledged_lsn) == (5, 4)
     # The archive holds 1-3 and 8: the hole 4-7 straddles next=5.
     # Reconcile verified every object from the old position on: only 8.
-    result = store.transitions.reconcile("s", 1, VerifiedRun(first=8, last=8, checked_from=5))
+    result = store.transitions.reconcile(
+        PartitionId("s", 1), VerifiedRun(first=8, last=8, checked_from=5)
+    )
     assert (result.changed, result.previous_next_lsn) == (True, 5)
-    record = store.records.load("s", 1)
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert record.state.gaps == [Gap(5, 8)]
     assert (record.state.next_lsn, record.state.acknowledged_lsn) == (9, 8)
@@ -125,11 +139,11 @@ def test_a_late_mark_of_an_old_grant_does_not_hide_an_orphan(store: RedisStateSt
     assert old is not None
     new = wait_for(lambda: claim_next_entry(store, "s", 1, HOUR), timeout=5, what="a takeover")
     mark_dispatched(store, "s", 1, old.token)  # arrives after the newer grant
-    record = store.records.load("s", 1)
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert record.state.dispatched_token is None
     mark_dispatched(store, "s", 1, new.token)
-    record = store.records.load("s", 1)
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert record.state.dispatched_token == new.token
 
@@ -141,10 +155,10 @@ def test_scripts_lost_by_the_server_are_loaded_again(store: RedisStateStore) -> 
     assert first is not None
     store.client.script_flush()
     assert store.transitions.commit_success(
-        "s", 1, first.lsn, first.token, HOUR
+        PartitionId("s", 1), first.lsn, first.token, HOUR
     ).committed  # a direct call
     store.client.script_flush()
-    started = store.transitions.start_attempt("s", 1, 2, first.token + 1, HOUR, "me:1")
+    started = store.transitions.start_attempt(PartitionId("s", 1), 2, first.token + 1, HOUR, "me:1")
     assert (started.held, started.pause) == (True, 0.0)
 
 
@@ -156,32 +170,42 @@ def test_an_attempt_is_fresh_only_if_nothing_can_have_written_before(
     first = apply_notification(store, "s", 1, 1, 3, HOUR).claim
     assert first is not None
     # The partition's first entry: state may have been lost before, so never fresh.
-    assert not store.transitions.start_attempt("s", 1, 1, first.token, HOUR, "me:1").fresh
-    second = store.transitions.commit_success("s", 1, 1, first.token, HOUR).next_claim
+    assert not store.transitions.start_attempt(
+        PartitionId("s", 1), 1, first.token, HOUR, "me:1"
+    ).fresh
+    second = store.transitions.commit_success(PartitionId("s", 1), 1, first.token, HOUR).next_claim
     assert second is not None
-    assert store.transitions.start_attempt("s", 1, 2, second.token, HOUR, "me:1").fresh
+    assert store.transitions.start_attempt(PartitionId("s", 1), 2, second.token, HOUR, "me:1").fresh
     # The same grant started again (a redelivered task): its first run may have written.
-    assert not store.transitions.start_attempt("s", 1, 2, second.token, HOUR, "me:2").fresh
+    assert not store.transitions.start_attempt(
+        PartitionId("s", 1), 2, second.token, HOUR, "me:2"
+    ).fresh
     # A failure, then a new grant of the same LSN: not fresh either.
-    assert store.transitions.release_claim("s", 1, 2, second.token)
+    assert store.transitions.release_claim(PartitionId("s", 1), 2, second.token)
     regrant = claim_next_entry(store, "s", 1, HOUR)
     assert regrant is not None
     assert regrant.lsn == 2
-    assert not store.transitions.start_attempt("s", 1, 2, regrant.token, HOUR, "me:3").fresh
-    third = store.transitions.commit_success("s", 1, 2, regrant.token, HOUR).next_claim
+    assert not store.transitions.start_attempt(
+        PartitionId("s", 1), 2, regrant.token, HOUR, "me:3"
+    ).fresh
+    third = store.transitions.commit_success(PartitionId("s", 1), 2, regrant.token, HOUR).next_claim
     assert third is not None
-    store.transitions.record_failure("s", 1, 3, third.token, "boom", HOUR)
-    assert not store.transitions.start_attempt("s", 1, 3, third.token, HOUR, "me:4").fresh
+    store.transitions.record_failure(PartitionId("s", 1), 3, third.token, "boom", HOUR)
+    assert not store.transitions.start_attempt(
+        PartitionId("s", 1), 3, third.token, HOUR, "me:4"
+    ).fresh
     # A renewal without a holder is not a start, and says nothing about freshness.
-    assert store.transitions.renew_lease("s", 1, 3, third.token, HOUR)
+    assert store.transitions.renew_lease(PartitionId("s", 1), 3, third.token, HOUR)
 
 
 def test_reconcile_leaves_a_partition_paused_meanwhile_alone(store: RedisStateStore) -> None:
     # Paused after reconcile read the state, before it moved it: the pause holds.
     apply_notification(store, "s", 1, 1, 3, HOUR)
-    assert store.admin.pause("s", 1, "ops", "looking at the bucket").done
-    result = store.transitions.reconcile("s", 1, VerifiedRun(first=1, last=3, checked_from=1))
+    assert store.admin.pause(PartitionId("s", 1), "ops", "looking at the bucket").done
+    result = store.transitions.reconcile(
+        PartitionId("s", 1), VerifiedRun(first=1, last=3, checked_from=1)
+    )
     assert (result.changed, result.refused) == (False, "paused")
-    record = store.records.load("s", 1)
+    record = store.records.load(PartitionId("s", 1))
     assert record is not None
     assert (record.state.next_lsn, record.state.acknowledged_lsn) == (1, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from archiver.core.notification import Notification
+from archiver.core.object_names import PartitionId
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
@@ -33,13 +34,17 @@ def test_a_reacknowledgement_read_before_a_commit_is_not_published_after_it(
     one; a worker's commit and acknowledgement can fall in between."""
     claim = apply_notification(store, "s", 1, 1, 1, HOUR).claim
     assert claim is not None
-    assert store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
+    assert store.transitions.commit_success(
+        PartitionId("s", 1), claim.lsn, claim.token, HOUR
+    ).committed
     streams.publish_ack("s", 1, 1)
     stale = apply_notification(store, "s", 1, 1, 1, HOUR)
     assert stale.reacknowledge == 1  # read now...
     claim = apply_notification(store, "s", 1, 1, 2, HOUR).claim
     assert claim is not None
-    assert store.transitions.commit_success("s", 1, claim.lsn, claim.token, HOUR).committed
+    assert store.transitions.commit_success(
+        PartitionId("s", 1), claim.lsn, claim.token, HOUR
+    ).committed
     streams.publish_ack("s", 1, 2)  # ...a worker acknowledges 2...
     streams.publish_acks([("s", 1, stale.reacknowledge)])  # ...and the scheduler publishes
     assert acks_of(streams, 1) == [1, 2]

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from archiver.cli import main
 from archiver.core.lsn import format_lsn
-from archiver.core.object_names import archive_key
+from archiver.core.object_names import PartitionId, archive_key
 from archiver.core.wal_layout import entry_path, wal_dir
 from archiver.dev.producer import write_entry
 from archiver.runtime.archiving import copy_entry
@@ -255,7 +255,7 @@ def test_an_acknowledged_entry_gone_from_disk_is_accepted_once_its_archive_verif
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
     shutil.rmtree(entry_path(system.root, 1, 1))
-    system.client.delete(*system.keys.partition_keys(system.storage, 1))
+    system.client.delete(*system.keys.partition_keys(PartitionId(system.storage, 1)))
     system.notify(1, 1, 1)
     wait_for(lambda: system.acks(1) == [1, 1], what="the entry acknowledged again")
     assert "entry is gone; its archive verified" in system.logs()
@@ -271,7 +271,7 @@ def test_an_acknowledged_entry_gone_from_disk_is_not_accepted_from_an_object_tha
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
     shutil.rmtree(entry_path(system.root, 1, 1))
-    system.client.delete(*system.keys.partition_keys(system.storage, 1))
+    system.client.delete(*system.keys.partition_keys(PartitionId(system.storage, 1)))
     # The archive's bytes change on the bucket's disk; its recorded checksum stays.
     stored = system.tmp / "bucket" / archive_key(system.storage, 1, 1)
     rotted = bytearray(stored.read_bytes())

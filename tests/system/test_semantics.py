@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from archiver.core.lsn import format_lsn
-from archiver.core.object_names import archive_key
+from archiver.core.object_names import PartitionId, archive_key
 from archiver.core.tarball import entry_tar_chunks
 from tests.faults import FaultProxy
 from tests.support import S3Endpoint, System, gap_pairs, log_time, source, wait_for
@@ -278,7 +278,7 @@ def test_notifications_published_before_any_scheduler_ran_are_processed(system: 
     system.notify(1, 1, 3)
     system.write(2, 1)
     system.notify(2, 1, 1)
-    assert not system.client.exists(system.keys.partition(system.storage, 1))
+    assert not system.client.exists(system.keys.partition(PartitionId(system.storage, 1)))
     system.start()
     system.wait_acked(1, 3)
     system.wait_acked(2, 1)
