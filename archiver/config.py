@@ -107,7 +107,7 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
             parts.port  # noqa: B018 - read for the check it makes
         except ValueError:
             raise ConfigError(f"{name} has a port that is not a number: {shown!r}") from None
-        if parts.scheme != "unix" and not parts.hostname:
+        if parts.scheme not in ("unix", "redis+socket") and not parts.hostname:
             raise ConfigError(f"{name} names no host: {shown!r}")
         database = parts.path.strip("/")
         if parts.scheme in ("redis", "rediss") and database and not database.isdigit():
@@ -136,6 +136,11 @@ def _absolute_path(name: str, raw: str) -> Path:
     if not Path(raw).is_absolute():
         raise ConfigError(f"{name} must be an absolute path, got {raw!r}")
     return Path(raw)
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = _choice("debug", "info", "warning", "warn", "error", "critical")(name, raw)
+    return "WARNING" if level == "warn" else level.upper()
 
 
 def _text(name: str, raw: str) -> str:
@@ -209,7 +214,7 @@ class Settings:
     broker_url: str = setting(
         "ARCHIVER_BROKER_URL",
         None,
-        _url(*_REDIS_SCHEMES, "amqp", "amqps", "pyamqp"),
+        _url(*_REDIS_SCHEMES, "redis+socket", "sentinel", "amqp", "amqps", "pyamqp"),
         "Celery broker: Redis (`redis://`, `rediss://`) or RabbitMQ "
         "(`amqp://user:password@host:5672/vhost`); the core test scenarios run on both",
         shown_default="ARCHIVER_REDIS_URL",
@@ -317,9 +322,7 @@ class Settings:
     log_level: str = setting(
         "ARCHIVER_LOG_LEVEL",
         "INFO",
-        lambda name, raw: _choice("debug", "info", "warning", "error", "critical")(
-            name, raw
-        ).upper(),
+        _log_level,
         "the archiver's own lines; on worker hosts Celery's lines stay at `INFO`",
     )
     log_format: str = setting(
@@ -336,6 +339,13 @@ class Settings:
         shown_default="user@host",
     )
 
+    def __post_init__(self) -> None:
+        # Defaults that depend on other settings, or on who runs the process.
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", self.redis_url)
+        if self.actor is None:
+            object.__setattr__(self, "actor", _default_actor())
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Every declared setting from the environment; an empty variable counts as unset."""
@@ -345,8 +355,6 @@ class Settings:
             raw = env.get(f.metadata["env"])
             if raw:
                 values[f.name] = f.metadata["read"](f.metadata["env"], raw)
-        values.setdefault("broker_url", values.get("redis_url", DEFAULT_REDIS_URL))
-        values.setdefault("actor", _default_actor())
         settings = cls(**values)
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("ARCHIVER_RETRY_MAX_SECONDS is below ARCHIVER_RETRY_MIN_SECONDS")

@@ -16,6 +16,11 @@ def test_defaults() -> None:
     assert s.redis_prefix == "archiver"
     assert (s.retry_min_seconds, s.retry_max_seconds) == (5.0, 300.0)
     assert s.sink_url is None
+    # Built directly, as tests and benchmarks do: the same derived defaults.
+    direct = Settings(redis_url="redis://elsewhere:6380/1")
+    assert direct.broker_url == "redis://elsewhere:6380/1"
+    assert direct.actor
+    assert Settings.from_env({"ARCHIVER_LOG_LEVEL": "warn"}).log_level == "WARNING"
 
 
 def test_storages_and_fractions() -> None:

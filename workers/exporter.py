@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from workers.application import settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("workers.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REAP_INTERVAL_SECONDS = 5.0

@@ -245,17 +245,21 @@ def test_an_unreadable_entry_with_an_unverifiable_object_stops_its_partition(
     system.assert_invariants()
 
 
-def test_an_acknowledged_entry_gone_from_disk_is_accepted_once_its_archive_verifies(
-    system: System,
-) -> None:
-    # Archived and acknowledged, deleted by the producer; then the partition's state was
-    # rolled back (an old snapshot) and the entry is announced again.
+def _archived_deleted_and_forgotten(system: System) -> None:
+    """Entry 1 of partition 1 archived and acknowledged, deleted by the producer; then the
+    partition's state lost or rolled back (an old snapshot)."""
     system.start()
     system.write(1, 1)
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
     shutil.rmtree(entry_path(system.root, 1, 1))
     system.client.delete(*system.keys.partition_keys(PartitionId(system.storage, 1)))
+
+
+def test_an_acknowledged_entry_gone_from_disk_is_accepted_once_its_archive_verifies(
+    system: System,
+) -> None:
+    _archived_deleted_and_forgotten(system)  # and the entry is announced again
     system.notify(1, 1, 1)
     wait_for(lambda: system.acks(1) == [1, 1], what="the entry acknowledged again")
     assert "entry is gone; its archive verified" in system.logs()
@@ -266,12 +270,7 @@ def test_an_acknowledged_entry_gone_from_disk_is_not_accepted_from_an_object_tha
     system: System,
 ) -> None:
     system.env_overrides["ARCHIVER_ENTRY_FAILURES_BEFORE_STOP"] = "2"
-    system.start()
-    system.write(1, 1)
-    system.notify(1, 1, 1)
-    system.wait_acked(1, 1)
-    shutil.rmtree(entry_path(system.root, 1, 1))
-    system.client.delete(*system.keys.partition_keys(PartitionId(system.storage, 1)))
+    _archived_deleted_and_forgotten(system)
     # The archive's bytes change on the bucket's disk; its recorded checksum stays.
     stored = system.tmp / "bucket" / archive_key(system.storage, 1, 1)
     rotted = bytearray(stored.read_bytes())

@@ -51,10 +51,6 @@ local function lsn_incr(a)
   return '1' .. string.rep('0', #a)
 end
 
--- Grant the partition's next LSN when it has work and no live grant.
--- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
--- With orphan_ms, so is a grant whose task was never marked as sent (its sender died between
--- claiming and sending) once it is that old.
 -- The grant ends: nothing is in flight. The token stays, so its holder stays fenced off.
 local function end_grant(key)
   redis.call('HDEL', key, 'inflight', 'lease_until')
@@ -66,6 +62,10 @@ local function move_on(key)
   redis.call('HDEL', key, 'inflight', 'lease_until', 'last_error', 'entry_failures')
 end
 
+-- Grant the partition's next LSN when it has work and no live grant.
+-- Returns {lsn, token} or false. An expired grant is taken over: the token bump fences it.
+-- With orphan_ms, so is a grant whose task was never marked as sent (its sender died between
+-- claiming and sending) once it is that old.
 local function claim(key, now, lease_ms, orphan_ms)
   local f = redis.call('HMGET', key, 'next', 'high', 'inflight', 'lease_until', 'paused',
     'conflicted', 'stopped')
