@@ -182,11 +182,9 @@ def setting(
 class Declared:
     """One setting as declared: for ``archiver config`` and the README's table."""
 
-    name: str
     env: str
     default: str | None
     help: str
-    secret: bool
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -363,13 +361,7 @@ class Settings:
     @classmethod
     def declared(cls) -> list[Declared]:
         return [
-            Declared(
-                f.name,
-                f.metadata["env"],
-                f.metadata["shown_default"],
-                f.metadata["help"],
-                f.metadata["secret"],
-            )
+            Declared(f.metadata["env"], f.metadata["shown_default"], f.metadata["help"])
             for f in fields(cls)
         ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
-from archiver.store.codec import ms, text
 from archiver.store.state_store import RedisStateStore
 from archiver.store.transitions import MARK_RESOLUTION_MS, NotificationResult
 
@@ -27,12 +26,8 @@ def apply_notification(
 def claim_next_entry(
     store: RedisStateStore, storage: str, partition: int, lease_seconds: float
 ) -> Claim | None:
-    reply = store.scripts(
-        "claim_next_entry",
-        keys=[store.keys.partition(PartitionId(storage, partition))],
-        args=[ms(lease_seconds)],
-    )
-    return Claim(int(reply[0]), int(reply[1])) if reply and text(reply[0]) else None
+    (check,) = store.transitions.check_partitions([PartitionId(storage, partition)], lease_seconds)
+    return check.claim
 
 
 def claim_many(
@@ -51,7 +46,3 @@ def claim_many(
 
 def mark_dispatched(store: RedisStateStore, storage: str, partition: int, token: int) -> None:
     store.transitions.mark_dispatched_many([(PartitionId(storage, partition), token)])
-
-
-def due_count(store: RedisStateStore) -> int:
-    return int(store.client.zcard(store.keys.due))
