@@ -122,6 +122,10 @@ class ChecksumMismatch(RestoreError):
     """An object's bytes do not match the checksum recorded for them."""
 
 
+class UnverifiedObject(RestoreError):
+    """An object has no checksum to check its bytes against, and was not accepted as it is."""
+
+
 class ForeignDestination(RestoreError):
     """The destination holds something other than an earlier run of this same restore."""
 

@@ -2,8 +2,11 @@
 
 Each partition moves to just past its newest archived LSN, which is acknowledged as done; holes
 below it become recorded gaps. Acknowledging lets the producer delete its entries, so every
-object the partition moves past is downloaded and verified first (recorded SHA-256, a sound tar
-of exactly its entry): reconcile stops before the first one that is not, and says why.
+object the partition moves past is downloaded and verified first (its recorded checksum, a
+sound tar of exactly its entry): reconcile stops before the first one that is not, and says
+why. An object with no checksum at all (written elsewhere) stops it too, unless the operator
+accepts such objects, each one named. This is also how an archive the Go original wrote is
+adopted: nothing in it is uploaded again.
 
 An object beyond what was ever acknowledged may be someone else's (another fleet on the same
 prefix, a producer that started its numbers over), and a hole there may be an entry still
@@ -90,6 +93,8 @@ class ReconciledPartition:
     verified: int = 0
     # The first object that did not verify: the partition was not moved past it.
     refused_object: RefusedObject | None = None
+    # (key, why) of objects with no checksum that were accepted as they are.
+    unverified: tuple[tuple[str, str], ...] = ()
     # Why the partition was left alone as a whole, if it was.
     refused: str | None = None
 
@@ -105,6 +110,7 @@ class ReconciledPartition:
             "previous_next_lsn": self.previous_next_lsn,
             "next_lsn": self.next_lsn,
             "verified": self.verified,
+            "unverified": [{"key": k, "reason": r} for k, r in self.unverified],
             "refused": self.refused,
             "refused_object": None
             if refused_object is None
@@ -242,10 +248,12 @@ def reconcile_partition(
     on_checked: Callable[[], None] = lambda: None,
     acknowledged: int | None = None,
     storage_root: Path | None = None,
+    accept_unverified: bool = False,
 ) -> ReconciledPartition:
     """``acknowledged`` is the newest LSN of the partition ever acknowledged to the producer
     (it may be further than the state says, after a rollback); ``storage_root`` where this
-    host reads the partition's entries, if it can."""
+    host reads the partition's entries, if it can; ``accept_unverified`` moves past objects
+    with no checksum (a sound tar of their entry all the same), listing them."""
     archives = partition_archives(sink, storage, partition)
     lsns = sorted({a.lsn for a in archives})
     if not lsns:
@@ -269,14 +277,18 @@ def reconcile_partition(
     # Without state every object is checked, as if from LSN 1: none lies below the first.
     checked_from = 1 if previous is None else previous
     verified: list[int] = []
+    unverified: list[tuple[int, str, str]] = []
     refused_object: RefusedObject | None = None
-    for archive, problem in checked_in_order(
+    for archive, found in checked_in_order(
         sink, [a for a in archives if a.lsn >= checked_from], parallel
     ):
         on_checked()
+        problem = found.refusal(accept_unverified)
         if problem is not None:
             refused_object = RefusedObject(archive.lsn, archive.key, problem)
             break
+        if found.unverified is not None:
+            unverified.append((archive.lsn, archive.key, found.unverified))
         if not verified or verified[-1] != archive.lsn:
             verified.append(archive.lsn)
     if verified:
@@ -292,7 +304,13 @@ def reconcile_partition(
     if refused_object is not None:
         # Both names of one LSN must verify; the run ends below it.
         verified = [lsn for lsn in verified if lsn < refused_object.lsn]
-    result = replace(result, verified=len(verified), refused_object=refused_object)
+        unverified = [u for u in unverified if u[0] < refused_object.lsn]
+    result = replace(
+        result,
+        verified=len(verified),
+        refused_object=refused_object,
+        unverified=tuple((key, why) for _lsn, key, why in unverified),
+    )
     if not verified:
         return result
     # The hole between the old position and the first verified object (a prune, a rollback).

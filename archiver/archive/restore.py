@@ -1,7 +1,8 @@
 """Restoring a partition from the archive into ``DIR/<lsn>/`` directories.
 
 One listing plans the whole restore. Objects are downloaded ahead in parallel, each checked
-against the SHA-256 recorded at upload, and extracted in LSN order, each into a temporary
+against the checksum recorded at upload (an object with none only when the operator accepts
+it, with a warning), and extracted in LSN order, each into a temporary
 directory that is renamed into place once complete. A journal, ``DIR/.restored``, names the
 storage, partition and archive it restores, and records each finished entry: an interrupted
 restore resumes where it stopped, and a restore of anything else into the same directory is
@@ -23,6 +24,7 @@ from typing import Any
 
 from archiver.archive.catalog import Archive, partition_archives
 from archiver.core.compression import decoded
+from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
 from archiver.core.tarball import extract_entry
 from archiver.errors import (
@@ -31,6 +33,7 @@ from archiver.errors import (
     ForeignDestination,
     NothingToRestore,
     RestoreError,
+    UnverifiedObject,
 )
 from archiver.sinks import Sink
 
@@ -79,10 +82,13 @@ class RestoreSummary:
     first_lsn: int | None = None
     last_lsn: int | None = None
     seconds: float = 0.0
+    # Entries restored from objects with no checksum, accepted as they were.
+    unverified: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "entries": self.entries,
+            "unverified": self.unverified,
             "skipped": self.skipped,
             "bytes": self.bytes,
             "first_lsn": self.first_lsn,
@@ -116,20 +122,37 @@ def plan_restore(
     return plan, None
 
 
-def _fetch_and_extract(sink: Sink, archive: Archive, destination: Path) -> Path:
+# Told of each object restored without a checksum to check it by: (key, why).
+OnUnverified = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    directory: Path
+    # Why the object could not be verified, if it could not.
+    unverified: str | None
+
+
+def _fetch_and_extract(
+    sink: Sink, archive: Archive, destination: Path, accept_unverified: bool
+) -> _Prepared:
     """Download, check and extract one entry into a temporary directory beside its final
     place; runs in the download threads, so extraction overlaps the downloads."""
     name = format_lsn(archive.lsn)
     temp = destination / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         download = sink.download(archive.key, spool)
-        if download.recorded_sha256 is None:
-            raise ChecksumMismatch(f"{archive.key} has no recorded SHA-256; refusing to trust it")
-        if download.sha256 != download.recorded_sha256:
-            raise ChecksumMismatch(
-                f"{archive.key} is corrupt: SHA-256 {download.sha256}, recorded "
-                f"{download.recorded_sha256}"
-            )
+        integrity = download.integrity()
+        if integrity.verdict is Verdict.CORRUPT:
+            raise ChecksumMismatch(f"{archive.key} is corrupt: {integrity.detail}")
+        unverified = None
+        if integrity.verdict is Verdict.UNVERIFIABLE:
+            if not accept_unverified:
+                raise UnverifiedObject(
+                    f"{archive.key} cannot be verified: {integrity.detail}. Refusing to trust "
+                    "it; restore with --accept-unverified to take such objects as they are"
+                )
+            unverified = integrity.detail
         spool.seek(0)
         temp.mkdir()
         try:
@@ -137,23 +160,22 @@ def _fetch_and_extract(sink: Sink, archive: Archive, destination: Path) -> Path:
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-    return temp
+    return _Prepared(temp, unverified)
 
 
 def _ahead(
-    sink: Sink, plan: list[Archive], destination: Path, parallel: int
-) -> Iterator[tuple[Archive, Future[Path]]]:
+    sink: Sink, plan: list[Archive], destination: Path, parallel: int, accept_unverified: bool
+) -> Iterator[tuple[Archive, Future[_Prepared]]]:
     """Entries fetched and extracted at most ``2 * parallel`` ahead, yielded in plan order.
 
     Whatever was prepared beyond a failure is removed, so the restored entries stay a prefix.
     """
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore") as pool:
-        window: list[tuple[Archive, Future[Path]]] = []
+        window: list[tuple[Archive, Future[_Prepared]]] = []
         try:
             for archive in plan:
-                window.append(
-                    (archive, pool.submit(_fetch_and_extract, sink, archive, destination))
-                )
+                job = pool.submit(_fetch_and_extract, sink, archive, destination, accept_unverified)
+                window.append((archive, job))
                 if len(window) >= 2 * parallel:
                     yield window.pop(0)
             while window:
@@ -163,7 +185,7 @@ def _ahead(
                 future.cancel()
             for _archive, future in window:
                 if not future.cancelled() and future.exception() is None:
-                    shutil.rmtree(future.result(), ignore_errors=True)
+                    shutil.rmtree(future.result().directory, ignore_errors=True)
 
 
 def restore_partition(
@@ -176,8 +198,12 @@ def restore_partition(
     parallel: int = 8,
     on_planned: Callable[[int], None] = lambda _total: None,
     on_entry: Callable[[Archive], None] = lambda _archive: None,
+    accept_unverified: bool = False,
+    on_unverified: OnUnverified = lambda _key, _why: None,
 ) -> RestoreSummary:
-    """Restore, then raise Discontinuity if the archive broke off before the end."""
+    """Restore, then raise Discontinuity if the archive broke off before the end. An object
+    with no checksum stops it with UnverifiedObject, unless ``accept_unverified``: then
+    ``on_unverified`` hears of each such object restored."""
     started = time.monotonic()
     summary = RestoreSummary()
     plan, discontinuity = plan_restore(
@@ -208,8 +234,9 @@ def restore_partition(
             shutil.rmtree(stale, ignore_errors=True)
     try:
         with open(destination / JOURNAL, "a", encoding="utf-8") as journal:
-            for archive, prepared in _ahead(sink, todo, destination, parallel):
-                directory = prepared.result()
+            for archive, job in _ahead(sink, todo, destination, parallel, accept_unverified):
+                prepared = job.result()
+                directory = prepared.directory
                 try:
                     _install(directory, archive, destination)
                 except BaseException:
@@ -217,6 +244,9 @@ def restore_partition(
                     raise
                 journal.write(f"{format_lsn(archive.lsn)} {archive.key}\n")
                 journal.flush()
+                if prepared.unverified is not None:
+                    summary.unverified += 1
+                    on_unverified(archive.key, prepared.unverified)
                 summary.entries += 1
                 summary.bytes += archive.size
                 on_entry(archive)

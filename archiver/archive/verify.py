@@ -1,4 +1,5 @@
-"""Checking the archive before it is needed: ranges, gaps, corrupt objects, strays, leftovers."""
+"""Checking the archive before it is needed: ranges, gaps, corrupt and unverifiable objects,
+strays, leftovers."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archiver.archive.catalog import Archive
-from archiver.archive.checks import readable_problem
+from archiver.archive.checks import ObjectCheck, readable_check
 from archiver.archive.reconcile import holes_in, storages_in
 from archiver.core.object_names import parse_archive_name, parse_partition, partition_prefix
 from archiver.core.partition import Gap
 from archiver.errors import InvalidName
 from archiver.sinks import Sink
-from archiver.sinks.base import CHECKSUM_SUFFIX
 from archiver.store.records import PartitionRecord
 
 
@@ -27,6 +27,8 @@ class PartitionReport:
     gaps: list[Gap] = field(default_factory=list)
     # (key, what is wrong) for objects that fail their checksum or are not a sound entry tar
     bad: list[tuple[str, str]] = field(default_factory=list)
+    # (key, why) for sound tars with no checksum to check their bytes against
+    unverified: list[tuple[str, str]] = field(default_factory=list)
     # LSNs stored under both names (.tar and .tar.zst)
     duplicates: list[int] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)
@@ -38,11 +40,14 @@ class PartitionReport:
     # Gaps the state does not account for: objects lost from the archive.
     unrecorded: list[Gap] = field(default_factory=list)
 
-    def problems(self, ignore_gaps: bool = False) -> int:
+    def problems(self, ignore_gaps: bool = False, accept_unverified: bool = False) -> int:
         """With ``ignore_gaps``, gaps the partition's state records are not problems; gaps it
-        does not record (lost objects) still are, when the state was checked."""
+        does not record (lost objects) still are, when the state was checked. With
+        ``accept_unverified``, objects with no checksum are not problems either."""
         gaps = len(self.unrecorded) if ignore_gaps else len(self.gaps)
-        return gaps + len(self.bad) + len(self.duplicates) + len(self.strays) + len(self.leftovers)
+        unverified = 0 if accept_unverified else len(self.unverified)
+        found = len(self.bad) + len(self.duplicates) + len(self.strays) + len(self.leftovers)
+        return gaps + unverified + found
 
     def check_gaps_against(self, record: PartitionRecord | None) -> None:
         """Sort the archive's gaps into those the state records (a producer's gap, a skip-to,
@@ -73,6 +78,7 @@ class PartitionReport:
             ],
             "state_checked": self.state_checked,
             "bad": [{"key": k, "problem": p} for k, p in self.bad],
+            "unverified": [{"key": k, "reason": r} for k, r in self.unverified],
             "duplicates": self.duplicates,
             "strays": self.strays,
             "leftovers": self.leftovers,
@@ -108,14 +114,12 @@ def verify_partition(
     on_archive: Callable[[], None] = lambda: None,
 ) -> PartitionReport:
     report = PartitionReport(storage, partition)
-    objects = list(sink.list(partition_prefix(storage, partition)))
-    names = {o.key for o in objects}
     archives: list[Archive] = []
-    for obj in objects:
+    for obj in sink.list(partition_prefix(storage, partition)):
         parsed = parse_archive_name(obj.key)
         if parsed is not None:
             archives.append(Archive(parsed.lsn, obj.key, obj.size, parsed.compression))
-        elif not (obj.key.endswith(CHECKSUM_SUFFIX) and obj.key[: -len(CHECKSUM_SUFFIX)] in names):
+        else:
             report.strays.append(obj.key)
     archives.sort(key=lambda a: (a.lsn, a.key))
     lsns = [a.lsn for a in archives]
@@ -127,15 +131,17 @@ def verify_partition(
     report.bytes = sum(a.size for a in archives)
     report.leftovers = list(sink.leftovers(partition_prefix(storage, partition)))
 
-    def check(archive: Archive) -> tuple[Archive, str | None]:
-        problem = readable_problem(sink, archive)
+    def check(archive: Archive) -> tuple[Archive, ObjectCheck]:
+        found = readable_check(sink, archive)
         on_archive()
-        return archive, problem
+        return archive, found
 
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="verify") as pool:
-        for archive, problem in pool.map(check, archives):
-            if problem:
-                report.bad.append((archive.key, problem))
+        for archive, found in pool.map(check, archives):
+            if found.problem is not None:
+                report.bad.append((archive.key, found.problem))
+            if found.unverified is not None:
+                report.unverified.append((archive.key, found.unverified))
     return report
 
 

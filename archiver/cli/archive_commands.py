@@ -1,4 +1,4 @@
-"""Commands that work on the archive: reconcile, restore, verify and prune."""
+"""Commands that work on the archive: reconcile, restore, verify, prune and migrate-sidecars."""
 
 from __future__ import annotations
 
@@ -33,6 +33,19 @@ PARALLEL = click.option(
 )
 
 
+ACCEPT_UNVERIFIED = click.option(
+    "--accept-unverified",
+    is_flag=True,
+    help="Take objects that have no checksum to check their bytes against (written elsewhere: "
+    "an S3 multipart or SSE-KMS upload of the Go original) as they are, with a warning for "
+    "each. Their tar structure is still checked. Corrupt objects are never accepted.",
+)
+
+
+def _warn_unverified(key: str, why: str) -> None:
+    click.echo(f"WARNING {key} was taken unverified: {why}", err=True)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -49,17 +62,25 @@ def _progress() -> Progress:
 @click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @PARALLEL
+@ACCEPT_UNVERIFIED
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partitions.")
 @clear_errors
 def reconcile(
-    storage: str | None, partition: int | None, dry_run: bool, parallel: int, as_json: bool
+    storage: str | None,
+    partition: int | None,
+    dry_run: bool,
+    parallel: int,
+    accept_unverified: bool,
+    as_json: bool,
 ) -> None:
-    """Rebuild partition state from the archive, after Redis state was lost.
+    """Rebuild partition state from the archive, after Redis state was lost, or to adopt an
+    archive the Go original wrote (nothing in it is uploaded again).
 
     Each partition moves to just past its newest archived LSN (acknowledged as done); holes
     below it are recorded as gaps. Every object it moves past is downloaded and verified first
-    (recorded SHA-256, a sound tar of its entry): it stops before the first that is not, and
-    leaves conflicted, stopped and paused partitions alone. Beyond the newest LSN ever
+    (its recorded SHA-256, or else MD5; a sound tar of its entry): it stops before the first
+    that is not, or that has no checksum (unless --accept-unverified), and leaves conflicted,
+    stopped and paused partitions alone. Beyond the newest LSN ever
     acknowledged, it also compares objects with the entries still on the producer's disk and
     stops before an entry that is there but not archived: run it where ARCHIVER_STORAGES names
     the storages, as on a worker host, or it stops at that point. State that is already
@@ -92,9 +113,13 @@ def reconcile(
                         on_checked=lambda: progress.advance(objects_task),
                         acknowledged=streams.newest_published(name, number),
                         storage_root=settings.storages.get(name),
+                        accept_unverified=accept_unverified,
                     )
                 )
                 progress.advance(partitions_task)
+    for r in results:
+        for key, why in r.unverified:
+            _warn_unverified(key, why)
     refused = [r for r in results if r.problem is not None]
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results]))
@@ -135,6 +160,7 @@ def reconcile(
 @click.option("--from", "from_lsn", type=LSN, help="First LSN (default: the oldest archived).")
 @click.option("--to", "to_lsn", type=LSN, help="Last LSN (default: the newest archived).")
 @PARALLEL
+@ACCEPT_UNVERIFIED
 @click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on stdout.")
 @clear_errors
 def restore(
@@ -144,12 +170,15 @@ def restore(
     from_lsn: int | None,
     to_lsn: int | None,
     parallel: int,
+    accept_unverified: bool,
     as_json: bool,
 ) -> None:
-    """Restore a partition's entries, in LSN order, each checked against its SHA-256.
+    """Restore a partition's entries, in LSN order, each checked against its recorded SHA-256
+    (or MD5, for objects the Go original wrote).
 
-    Stops at the first discontinuity; entries before it stay restored. Run it again to
-    resume: entries already restored into DEST are not fetched again.
+    Stops at the first discontinuity, corrupt object, or object with no checksum (unless
+    --accept-unverified); entries before it stay restored. Run it again to resume: entries
+    already restored into DEST are not fetched again.
     """
     from archiver.archive.restore import restore_partition
 
@@ -169,6 +198,8 @@ def restore(
                 parallel,
                 on_planned=lambda total: progress.update(task, total=total),
                 on_entry=lambda _archive: progress.advance(task),
+                accept_unverified=accept_unverified,
+                on_unverified=_warn_unverified,
             )
         except ArchiverError:
             progress.stop()  # the error's line comes after the bar, not inside it
@@ -176,10 +207,11 @@ def restore(
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:
+        unverified = f", {summary.unverified} unverified" if summary.unverified else ""
         click.echo(
             f"restored {summary.entries} entries ({summary.bytes:,} bytes) into {dest}, "
-            f"LSN {summary.first_lsn} to {summary.last_lsn}, {summary.skipped} already there, "
-            f"in {summary.seconds:.1f} s"
+            f"LSN {summary.first_lsn} to {summary.last_lsn}, {summary.skipped} already there"
+            f"{unverified}, in {summary.seconds:.1f} s"
         )
 
 
@@ -199,6 +231,12 @@ def restore(
     help="Read partition state from Redis to tell recorded gaps from lost objects. "
     "Default: when ARCHIVER_REDIS_URL is set.",
 )
+@click.option(
+    "--accept-unverified",
+    is_flag=True,
+    help="Do not count objects with no checksum to check them by as problems (they are "
+    "still listed, and their tar structure checked).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partition reports.")
 @clear_errors
 def verify(
@@ -207,11 +245,14 @@ def verify(
     parallel: int,
     ignore_gaps: bool,
     state: bool | None,
+    accept_unverified: bool,
     as_json: bool,
 ) -> None:
     """Check the archive: ranges, gaps, checksums, tar structure, strays, partial uploads.
 
-    Every object is downloaded and checked. Exits with status 1 when anything is wrong.
+    Every object is downloaded and checked against its recorded SHA-256, or else the MD5 that
+    objects of the Go original carry (a fileblob .attrs file, a single-part S3 ETag). Objects
+    with neither are listed as UNVERIFIED. Exits with status 1 when anything is wrong.
     """
     import os
 
@@ -234,7 +275,9 @@ def verify(
             if store is not None:
                 report.check_gaps_against(store.records.load(PartitionId(name, number)))
             reports.append(report)
-    problems = sum(r.problems(ignore_gaps) for r in reports) + len(stray_directories)
+    problems = sum(r.problems(ignore_gaps, accept_unverified) for r in reports) + len(
+        stray_directories
+    )
     if as_json:
         click.echo(
             json.dumps(
@@ -246,7 +289,9 @@ def verify(
             )
         )
     else:
-        table = Table("storage", "partition", "archives", "ranges", "gaps", "bad", "strays")
+        table = Table(
+            "storage", "partition", "archives", "ranges", "gaps", "bad", "unverified", "strays"
+        )
         for r in reports:
             table.add_row(
                 r.storage,
@@ -255,12 +300,15 @@ def verify(
                 ", ".join(f"{a}-{b}" for a, b in r.ranges) or "-",
                 ", ".join(f"{g.expected}-{g.actual - 1}" for g in r.gaps) or "-",
                 str(len(r.bad)),
+                str(len(r.unverified)),
                 str(len(r.strays) + len(r.leftovers)),
             )
         console.print(table)
         for r in reports:
             for key, problem in r.bad:
                 click.echo(f"BAD {key}: {problem}")
+            for key, why in r.unverified:
+                click.echo(f"UNVERIFIED {key}: {why}")
             for gap in r.unrecorded:
                 click.echo(
                     f"LOST {r.storage}/{r.partition} LSN {gap.expected} to {gap.actual - 1}: "
@@ -322,3 +370,53 @@ def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -
             f"would delete {len(doomed)} archives, LSN {doomed[0].lsn} to {doomed[-1].lsn}; "
             "run again with --yes to delete them"
         )
+
+
+@main.command("migrate-sidecars")
+@click.option("--storage", type=STORAGE, help="Only this storage (default: every one).")
+@click.option("--apply", is_flag=True, help="Migrate. Without it, only show what would happen.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@clear_errors
+def migrate_sidecars(storage: str | None, apply: bool, as_json: bool) -> None:
+    """Turn the <name>.sha256 checksum files of earlier releases into <name>.attrs files, the
+    format of go-cloud's fileblob (a dry run unless --apply).
+
+    Filesystem buckets only. Each object is read whole first: a checksum file that does not
+    match its object is left as it is and reported (exit status 1). A checksum file whose
+    object is gone is removed. Afterwards the Go original can list the bucket. Safe to run
+    while the fleet archives, and again after an interruption.
+    """
+    from archiver.archive.migrate import migrate_sidecars as migrate
+    from archiver.sinks.filesystem import FilesystemSink, LegacyMigration
+
+    sink = open_sink(current_settings().require_sink_url())
+    if not isinstance(sink, FilesystemSink):
+        raise click.UsageError(
+            "migrate-sidecars works on filesystem buckets: S3 objects keep their checksum in "
+            "their metadata, and have no checksum files"
+        )
+    with _progress() as progress:
+        task = progress.add_task("checksum files", total=None)
+        results = migrate(sink, storage, apply, lambda: progress.advance(task))
+    counts = {str(o): sum(r.outcome is o for r in results) for o in LegacyMigration}
+    left = [r for r in results if r.outcome is LegacyMigration.LEFT]
+    if as_json:
+        click.echo(
+            json.dumps({"dry_run": not apply, **counts, "files": [r.to_json() for r in results]})
+        )
+    else:
+        removing = "REMOVED" if apply else "WOULD REMOVE"
+        for r in results:
+            if r.outcome is not LegacyMigration.MIGRATED:
+                verb = removing if r.outcome is LegacyMigration.REMOVED else "LEFT"
+                click.echo(f"{verb} {r.key}.sha256: {r.detail}")
+        migrated, removed = counts["migrated"], counts["removed"]
+        if apply:
+            click.echo(f"{migrated} migrated, {removed} removed, {len(left)} left as they were")
+        else:
+            click.echo(
+                f"would migrate {migrated} and remove {removed}; {len(left)} would be left as "
+                "they are; run again with --apply to do it"
+            )
+    if left:
+        raise SystemExit(1)

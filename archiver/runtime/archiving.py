@@ -5,8 +5,8 @@ after its upload, or another worker raced us), its content is compared with a fr
 entry: the tar is deterministic, so equal content means the entry is archived, and different
 content is a conflict that stops the partition. When the entry is gone from this host there is
 nothing to compare with: the object is accepted only if the LSN was acknowledged before (so
-the producer may have deleted it) and the object verifies on its own (its recorded SHA-256
-and a sound tar of exactly this entry).
+the producer may have deleted it) and the object verifies on its own (its recorded checksum
+and a sound tar of exactly this entry; one with no checksum is not accepted).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from archiver.archive.catalog import Archive
 from archiver.archive.checks import archive_problem
 from archiver.archive.entry_match import entry_tar_sha256, existing_archive, stored_content
 from archiver.core.compression import encode
+from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.tarball import entry_tar_chunks
@@ -53,9 +54,10 @@ def _unguarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path, name: str) -> None:
     """Accept the object at ``key`` as the entry's archive if it holds the entry's tar and
-    its bytes match the checksum recorded for them, making it durable and its checksum
-    recorded; raise ArchiveConflict if it holds anything else. The object is read whole: a
-    recorded checksum equal to the entry's says nothing of bytes damaged since."""
+    its bytes match the checksum recorded for them, making it durable and its SHA-256
+    recorded (where it was written elsewhere, without one); raise ArchiveConflict if it holds
+    anything else. The object is read whole: a recorded checksum equal to the entry's says
+    nothing of bytes damaged since."""
     ours = entry_tar_sha256(path, name)
     # Compare content, not bytes: zstd's output may differ between library versions.
     try:
@@ -67,13 +69,13 @@ def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path,
             f"{key} already exists with other content (entry's tar sha256 {ours}); "
             "it is not replaced"
         )
-    recorded = download.recorded_sha256
-    if recorded is not None and recorded != download.sha256:
+    integrity = download.integrity()
+    if integrity.verdict is Verdict.CORRUPT:
         raise ArchiveConflict(
-            f"{key} holds the entry, but its bytes (sha256 {download.sha256}) do not match "
-            f"the checksum recorded for them ({recorded}); it is not replaced"
+            f"{key} holds the entry, but its bytes do not match the checksum recorded for "
+            f"them ({integrity.detail}); it is not replaced"
         )
-    sink.confirm_archived(key, download.sha256)
+    sink.confirm_archived(key, download)
 
 
 def _accept_without_entry(

@@ -1,16 +1,18 @@
 """What the archiver needs from an object store: write-once objects with a recorded SHA-256,
-ordered listings, streaming downloads and batch deletes."""
+ordered listings, streaming downloads that check what was recorded, and batch deletes."""
 
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from archiver.core.integrity import Integrity, Recorded, judge
+
 # Objects per delete request: the S3 limit.
 DELETE_BATCH = 1000
-CHECKSUM_SUFFIX = ".sha256"
 
 # A fresh stream of an object's bytes each time it is called.
 Source = Callable[[], Iterator[bytes]]
@@ -50,8 +52,13 @@ class Download:
     size: int
     # SHA-256 of the bytes received.
     sha256: str
-    # SHA-256 recorded when the object was written, if any.
-    recorded_sha256: str | None
+    # MD5 of the bytes received, computed only where no SHA-256 is recorded.
+    md5: str | None
+    # What the store recorded when the object was written.
+    recorded: Recorded
+
+    def integrity(self) -> Integrity:
+        return judge(self.recorded, self.sha256, self.md5)
 
 
 class Sink(Protocol):
@@ -75,20 +82,22 @@ class Sink(Protocol):
         ...
 
     def download(self, key: str, out: Writable) -> Download:
-        """Stream an object into ``out``, hashing it on the way."""
+        """Stream an object into ``out``, hashing it on the way (the SHA-256 always, the MD5
+        where the record holds no SHA-256)."""
         ...
 
-    def recorded_sha256(self, key: str) -> str | None:
-        """The SHA-256 recorded at upload, or None where there is none."""
+    def recorded(self, key: str) -> Recorded:
+        """What was recorded of the object's bytes when it was written."""
         ...
 
-    def confirm_archived(self, key: str, sha256: str | None) -> None:
-        """Called when an existing object is accepted as an entry's archive: make it durable
-        and record ``sha256`` if a crash kept it from being recorded (never replaces one)."""
+    def confirm_archived(self, key: str, download: Download | None) -> None:
+        """Called when an existing object is accepted as an entry's archive: make it durable,
+        and record the SHA-256 of ``download`` where the store can and none is recorded
+        (an object written elsewhere). Never replaces a recorded checksum."""
         ...
 
     def delete(self, keys: Sequence[str]) -> None:
-        """Delete up to DELETE_BATCH objects (and their recorded checksums) in one request."""
+        """Delete up to DELETE_BATCH objects (and their attributes) in one request."""
         ...
 
     def leftovers(self, prefix: str) -> Sequence[str]:
@@ -117,6 +126,27 @@ class _HashOnly:
 
 def computed_sha256(sink: Sink, key: str) -> str:
     return sink.download(key, _HashOnly()).sha256
+
+
+class Digests:
+    """The SHA-256 of a stream, and its MD5 when asked for."""
+
+    def __init__(self, md5: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+
+    def update(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    @property
+    def md5(self) -> str | None:
+        return None if self._md5 is None else self._md5.hexdigest()
 
 
 def hashing(chunks: Iterator[bytes], digest: Digest) -> Iterator[bytes]:

@@ -1,26 +1,49 @@
-"""A bucket on a local or mounted filesystem.
+"""A bucket on a local or mounted filesystem, in the layout of go-cloud's ``fileblob`` driver,
+so that the Go original reads what is written here and the other way round.
 
-Writes go to a hidden temporary file which is fsynced and then hard-linked to its final name:
-the link fails if the name exists, so an archive is never overwritten, and a crash leaves at
-most a hidden temporary file, which listings skip. The SHA-256 of each object is kept beside
-it in ``<name>.sha256``.
+An object is written to a hidden temporary file, fsynced, and hard-linked to its name: the
+link fails if the name exists, so an archive is never overwritten, and a crash leaves at most
+a hidden temporary file, which listings skip. Its attributes (``<name>.attrs``: the SHA-256
+and the MD5) are written before that link and claimed create-once too, and only a writer whose
+bytes they describe links the object: no object appears with attributes that do not match it.
+One fsync of the directory then makes both names durable before anything is acknowledged. A
+crash before it could, on a filesystem that reorders directory updates, keep the object but
+not its attributes; the entry was not acknowledged, so its retry compares the object with the
+entry and records them (``confirm_archived``).
+
+``<name>.sha256`` files written by earlier releases are still read; ``archiver
+migrate-sidecars`` turns them into attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
-import hashlib
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from archiver.errors import ConfigError, SinkError, SinkUnusable, WriteOnceUnsupported
+from archiver.core.integrity import Recorded
+from archiver.errors import (
+    ArchiveConflict,
+    ConfigError,
+    SinkError,
+    SinkUnusable,
+    WriteOnceUnsupported,
+)
+from archiver.sinks.attributes import (
+    ATTRIBUTES_SUFFIX,
+    new_attributes,
+    recorded_in,
+    with_checksums,
+)
 from archiver.sinks.base import (
-    CHECKSUM_SUFFIX,
     DELETE_BATCH,
     Digest,
+    Digests,
     Download,
     Source,
     StoredObject,
@@ -30,7 +53,48 @@ from archiver.sinks.base import (
 )
 
 TEMP_PREFIX = ".tmp-"
+# The checksum files of earlier releases: ``<name>.sha256``, holding the hex SHA-256.
+LEGACY_CHECKSUM_SUFFIX = ".sha256"
+# fileblob's temporary files when they are made beside the object: <name>.<hex time>.tmp
+_FILEBLOB_TEMPORARY = re.compile(r".+\.[0-9a-f]+\.tmp")
 READ_SIZE = 1024 * 1024
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) or _FILEBLOB_TEMPORARY.fullmatch(name) is not None
+
+
+def is_sidecar(name: str) -> bool:
+    """An object's attributes, or an older release's checksum file: never an object."""
+    return name.endswith(ATTRIBUTES_SUFFIX) or name.endswith(LEGACY_CHECKSUM_SUFFIX)
+
+
+def _attributes_path(final: Path) -> Path:
+    return final.with_name(final.name + ATTRIBUTES_SUFFIX)
+
+
+def _legacy_checksum_path(final: Path) -> Path:
+    return final.with_name(final.name + LEGACY_CHECKSUM_SUFFIX)
+
+
+class LegacyMigration(enum.StrEnum):
+    """What became of an earlier release's checksum file."""
+
+    # Its checksum is in the object's attributes now (or would be, in a dry run).
+    MIGRATED = "migrated"
+    # Its object was gone: it was removed.
+    REMOVED = "removed"
+    # It does not match the object, or the attributes disagree: left for an operator.
+    LEFT = "left"
+
+
+class _Claim(enum.Enum):
+    # This write made the attributes file.
+    MADE = enum.auto()
+    # One was there already, describing the same bytes (an interrupted or racing write).
+    SHARED = enum.auto()
+    # The object is there already.
+    OBJECT_EXISTS = enum.auto()
 
 
 class FilesystemSink:
@@ -46,7 +110,7 @@ class FilesystemSink:
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if any(p in ("", ".", "..") or p.startswith(TEMP_PREFIX) for p in parts):
+        if any(p in ("", ".", "..") or is_temporary(p) for p in parts) or is_sidecar(parts[-1]):
             raise ValueError(f"unsafe object key {key!r}")
         return self.root.joinpath(*parts)
 
@@ -72,58 +136,114 @@ class FilesystemSink:
 
     def write(self, key: str, source: Source) -> WriteResult:
         final = self._path(key)
-        digest = hashlib.sha256()
+        digests = Digests(md5=True)
         self._require_root()
         try:
             _make_directories(final.parent, self.root)
-            temp, size = self._write_temp(final, source(), digest)
+            temp, size = self._write_temp(final, source(), digests)
+            sha256, md5 = digests.sha256, digests.md5 or ""
             try:
-                os.link(temp, final)
-            except FileExistsError:
-                return WriteResult(
-                    WriteOutcome.ALREADY_EXISTS, final.stat().st_size, digest.hexdigest()
-                )
+                if os.path.lexists(final):
+                    return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
+                claim = self._claim_attributes(final, new_attributes(key, sha256, md5), sha256)
+                if claim is _Claim.OBJECT_EXISTS:
+                    return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
+                try:
+                    os.link(temp, final)
+                except FileExistsError:
+                    if claim is _Claim.MADE:
+                        self._describe_what_is_there(final, key)
+                    return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
             finally:
                 temp.unlink()
-            # The object's name is durable before anything can acknowledge it.
+            # Both names are durable before anything can acknowledge the object.
             _fsync_directory(final.parent)
-            self._record(final, digest.hexdigest())
+            if claim is _Claim.SHARED:
+                self._add_checksums(final, key, sha256, md5)
         except OSError as exc:
             raise SinkError(f"writing {final}: {exc}") from exc
-        return WriteResult(WriteOutcome.CREATED, size, digest.hexdigest())
+        return WriteResult(WriteOutcome.CREATED, size, sha256)
 
-    def _record(self, final: Path, sha256: str) -> None:
-        """Write the checksum file atomically beside the object."""
-        sidecar = final.with_name(final.name + CHECKSUM_SUFFIX)
-        temp = sidecar.with_name(f"{TEMP_PREFIX}{sidecar.name}.{uuid.uuid4().hex}")
-        with open(temp, "x") as f:
-            f.write(sha256 + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, sidecar)
+    def _claim_attributes(self, final: Path, attributes: bytes, sha256: str) -> _Claim:
+        """Link the object's attributes into place, unless some are there. Those of another
+        write of different bytes, with no object yet, are a conflict: two contents for one
+        name (a write of someone else's, or an interrupted one; an operator looks)."""
+        path = _attributes_path(final)
+        temp = _write_small_file(path, attributes)
+        try:
+            os.link(temp, path)
+            return _Claim.MADE
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+        if os.path.lexists(final):
+            return _Claim.OBJECT_EXISTS
+        there = recorded_in(_read_or_empty(path))
+        md5 = recorded_in(attributes).md5
+        if there.damaged is None and (
+            there.sha256 == sha256 or (there.sha256 is None and there.md5 == md5)
+        ):
+            return _Claim.SHARED
+        raise ArchiveConflict(
+            f"{path} is there without its object and describes other bytes (SHA-256 "
+            f"{there.sha256 or 'none'}, MD5 {there.md5 or 'none'}; this entry's SHA-256 is "
+            f"{sha256}): a write of other content at this name was interrupted or is under way. "
+            "Nothing is replaced; once no writer is at work on it, move the file aside and requeue"
+        )
+
+    def _describe_what_is_there(self, final: Path, key: str) -> None:
+        """This write made the attributes, but the object's name went to a writer that makes
+        none (an earlier release, another tool): make them describe the object that is there."""
+        digests = Digests(md5=True)
+        with open(final, "rb") as f:
+            while chunk := f.read(READ_SIZE):
+                digests.update(chunk)
+        path = _attributes_path(final)
+        if recorded_in(_read_or_empty(path)).sha256 != digests.sha256:
+            _replace_small_file(path, new_attributes(key, digests.sha256, digests.md5 or ""))
+            _fsync_directory(final.parent)
+
+    def _add_checksums(self, final: Path, key: str, sha256: str, md5: str) -> None:
+        """Record the SHA-256 (and the MD5, if missing) in the object's attributes, keeping
+        whatever else they hold; made if there are none."""
+        path = _attributes_path(final)
+        existing = _read_or_empty(path)
+        if existing and recorded_in(existing).sha256 is not None:
+            return
+        updated = with_checksums(existing, key, sha256, md5) if existing else None
+        _replace_small_file(path, updated or new_attributes(key, sha256, md5))
         _fsync_directory(final.parent)
 
-    def recorded_sha256(self, key: str) -> str | None:
+    def recorded(self, key: str) -> Recorded:
+        final = self._path(key)
         try:
-            text = self._path(key + CHECKSUM_SUFFIX).read_text().strip()
-        except FileNotFoundError:
-            return None
+            attributes = _read_or_empty(_attributes_path(final))
+            legacy = _read_or_empty(_legacy_checksum_path(final)).decode(errors="replace").strip()
         except OSError as exc:
-            raise SinkError(f"reading checksum of {key}: {exc}") from exc
-        return text or None
+            raise SinkError(f"reading the attributes of {key}: {exc}") from exc
+        if attributes:
+            recorded = recorded_in(attributes)
+            if recorded.sha256 is None and recorded.damaged is None and legacy:
+                return Recorded(legacy, recorded.md5)
+            return recorded
+        if legacy:
+            return Recorded(sha256=legacy)
+        return Recorded(missing=f"no checksum was recorded for it (no {final.name}.attrs)")
 
-    def confirm_archived(self, key: str, sha256: str | None) -> None:
+    def confirm_archived(self, key: str, download: Download | None) -> None:
         try:
             final = self._path(key)
-            if sha256 is not None and self.recorded_sha256(key) is None:
-                self._record(final, sha256)
+            if download is not None and download.recorded.sha256 is None:
+                md5 = download.md5 or download.recorded.md5 or ""
+                self._add_checksums(final, key, download.sha256, md5)
             # Another writer's link may not be durable yet: make it so before we acknowledge.
             _fsync_directory(final.parent)
             _fsync_directory(final.parent.parent)
         except OSError as exc:
             raise SinkError(f"confirming {key}: {exc}") from exc
 
-    def _scan(self, prefix: str, hidden: bool) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    def _scan(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         directory, _, name_prefix = prefix.rpartition("/")
         base = self._path(directory) if directory else self.root
         try:
@@ -131,17 +251,83 @@ class FilesystemSink:
         except FileNotFoundError:
             return
         for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX) != hidden:
-                continue
             if entry.name.startswith(name_prefix) and entry.is_file(follow_symlinks=False):
                 yield (f"{directory}/{entry.name}" if directory else entry.name), entry
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
-        for key, entry in self._scan(prefix, hidden=False):
-            yield StoredObject(key, entry.stat(follow_symlinks=False).st_size)
+        for key, entry in self._scan(prefix):
+            name = entry.name
+            if not (is_temporary(name) or is_sidecar(name)):
+                yield StoredObject(key, entry.stat(follow_symlinks=False).st_size)
 
     def leftovers(self, prefix: str) -> Sequence[str]:
-        return [key for key, _entry in self._scan(prefix, hidden=True)]
+        """Temporary files, and attributes whose object is not there (a write or a delete
+        that was interrupted)."""
+        found = []
+        names = set()
+        attributes = []
+        for key, entry in self._scan(prefix):
+            names.add(entry.name)
+            if is_temporary(entry.name):
+                found.append(key)
+            elif entry.name.endswith(ATTRIBUTES_SUFFIX):
+                attributes.append((key, entry.name))
+        for key, name in attributes:
+            if name.removesuffix(ATTRIBUTES_SUFFIX) not in names:
+                found.append(f"{key} (attributes without their object)")
+        return sorted(found)
+
+    def legacy_checksums(self, prefix: str) -> Iterator[str]:
+        """Keys of the objects (there or not) with a checksum file of an earlier release."""
+        for key, entry in self._scan(prefix):
+            if entry.name.endswith(LEGACY_CHECKSUM_SUFFIX) and not is_temporary(entry.name):
+                yield key.removesuffix(LEGACY_CHECKSUM_SUFFIX)
+
+    def migrate_legacy_checksum(self, key: str, apply: bool) -> tuple[LegacyMigration, str]:
+        """Turn the ``.sha256`` file of ``key`` into its attributes (with ``apply``; else only
+        say what would happen). The object is read whole first: a checksum that does not
+        match it, or attributes that disagree, are left as they are, for an operator."""
+        final = self._path(key)
+        legacy_path = _legacy_checksum_path(final)
+        try:
+            legacy = _read_or_empty(legacy_path).decode(errors="replace").strip()
+            if not final.is_file():
+                if apply:
+                    legacy_path.unlink(missing_ok=True)
+                    _fsync_directory(final.parent)
+                return LegacyMigration.REMOVED, "its object is gone"
+            digests = Digests(md5=True)
+            with open(final, "rb") as f:
+                while chunk := f.read(READ_SIZE):
+                    digests.update(chunk)
+            sha256, md5 = digests.sha256, digests.md5 or ""
+            if legacy != sha256:
+                return LegacyMigration.LEFT, f"SHA-256 {sha256} does not match recorded {legacy}"
+            attributes_path = _attributes_path(final)
+            attributes = _read_or_empty(attributes_path)
+            there = recorded_in(attributes) if attributes else None
+            if there is not None:
+                if there.damaged is not None:
+                    return LegacyMigration.LEFT, there.damaged
+                if there.sha256 not in (None, sha256) or there.md5 not in (None, md5):
+                    return LegacyMigration.LEFT, "its .attrs file records other checksums"
+            if not apply:
+                return LegacyMigration.MIGRATED, ""
+            if there is None:
+                temp = _write_small_file(attributes_path, new_attributes(key, sha256, md5))
+                try:
+                    os.link(temp, attributes_path)
+                finally:
+                    temp.unlink()
+            elif there.sha256 is None:
+                _replace_small_file(attributes_path, with_checksums(attributes, key, sha256, md5))
+            # The attributes are durable before the file they replace goes.
+            _fsync_directory(final.parent)
+            legacy_path.unlink()
+            _fsync_directory(final.parent)
+        except OSError as exc:
+            raise SinkError(f"migrating the checksum file of {key}: {exc}") from exc
+        return LegacyMigration.MIGRATED, ""
 
     def list_directories(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
@@ -154,17 +340,18 @@ class FilesystemSink:
                 yield entry.name
 
     def download(self, key: str, out: Writable) -> Download:
-        digest = hashlib.sha256()
+        recorded = self.recorded(key)
+        digests = Digests(md5=recorded.needs_md5)
         size = 0
         try:
             with open(self._path(key), "rb") as f:
                 while chunk := f.read(READ_SIZE):
-                    digest.update(chunk)
+                    digests.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
-        return Download(size, digest.hexdigest(), self.recorded_sha256(key))
+        return Download(size, digests.sha256, digests.md5, recorded)
 
     def read(self, key: str) -> bytes:
         try:
@@ -213,13 +400,40 @@ class FilesystemSink:
         if len(keys) > DELETE_BATCH:
             raise ValueError(f"at most {DELETE_BATCH} keys per delete")
         for key in keys:
-            # The object first: a crash in between leaves a checksum without an object, which
-            # listings skip, rather than an object without a checksum, which stops a restore.
-            for path in (self._path(key), self._path(key + CHECKSUM_SUFFIX)):
+            # The object first: a crash in between leaves attributes without an object, which
+            # listings skip, rather than an object without attributes, which stops a restore.
+            final = self._path(key)
+            for path in (final, _attributes_path(final), _legacy_checksum_path(final)):
                 try:
                     path.unlink(missing_ok=True)
                 except OSError as exc:
                     raise SinkError(f"deleting {key}: {exc}") from exc
+
+
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _write_small_file(beside: Path, data: bytes) -> Path:
+    """A fsynced temporary file holding ``data``, in ``beside``'s directory."""
+    temp = beside.with_name(f"{TEMP_PREFIX}{beside.name}.{uuid.uuid4().hex}")
+    try:
+        with open(temp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    return temp
+
+
+def _replace_small_file(path: Path, data: bytes) -> None:
+    os.replace(_write_small_file(path, data), path)
 
 
 def _make_directories(path: Path, root: Path) -> None:

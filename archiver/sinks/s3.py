@@ -3,6 +3,8 @@
 Objects are written once: small entries with a conditional ``put_object`` and larger ones with a
 multipart upload driven by hand, both with ``If-None-Match: *``, so an existing archive is never
 replaced. A multipart upload that fails for any reason is aborted, leaving no object behind.
+Each carries its SHA-256 in its metadata. An object written elsewhere without one is checked
+by its ETag where that is its MD5: uploaded in one part, and not with SSE-KMS or SSE-C.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +23,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
+from archiver.core.integrity import Recorded
 from archiver.errors import (
     EntryChanged,
     SinkError,
@@ -28,6 +32,7 @@ from archiver.errors import (
 )
 from archiver.sinks.base import (
     DELETE_BATCH,
+    Digests,
     Download,
     Source,
     StoredObject,
@@ -65,6 +70,10 @@ _REFUSED_FOR_GOOD = {
 }
 # Object metadata key of the SHA-256 of an archive's bytes (x-amz-meta-sha256).
 CHECKSUM_METADATA = "sha256"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MD5 = re.compile(r"[0-9a-f]{32}")
+# Server-side encryption whose ETags are not the MD5 of the object.
+_ETAG_NOT_MD5 = {"aws:kms": "SSE-KMS", "aws:kms:dsse": "DSSE-KMS"}
 # Where ``probe`` writes: a name no storage, partition or archive can have.
 PROBE_PREFIX = ".archiver-probe/"
 
@@ -259,23 +268,23 @@ class S3Sink:
         return found
 
     def download(self, key: str, out: Writable) -> Download:
-        digest = hashlib.sha256()
         size = 0
         with _failures(f"reading {key}"):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            recorded = recorded_by_s3(response)
+            digests = Digests(md5=recorded.needs_md5)
             for chunk in response["Body"].iter_chunks(1024 * 1024):
-                digest.update(chunk)
+                digests.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-        recorded = response.get("Metadata", {}).get(CHECKSUM_METADATA)
-        return Download(size, digest.hexdigest(), recorded)
+        return Download(size, digests.sha256, digests.md5, recorded)
 
-    def recorded_sha256(self, key: str) -> str | None:
+    def recorded(self, key: str) -> Recorded:
         with _failures(f"checking {key}"):
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        return response.get("Metadata", {}).get(CHECKSUM_METADATA)
+        return recorded_by_s3(response)
 
-    def confirm_archived(self, key: str, sha256: str | None) -> None:
+    def confirm_archived(self, key: str, download: Download | None) -> None:
         """An object S3 has listed is durable, and every object this sink writes carries its
         checksum from the start; one from elsewhere keeps what it has, since adding metadata
         would mean rewriting it."""
@@ -334,6 +343,30 @@ class S3Sink:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             data: bytes = response["Body"].read()
         return data
+
+
+def recorded_by_s3(response: Any) -> Recorded:
+    """What a GET or HEAD answer says of the object's bytes: the SHA-256 in its metadata, or
+    else the ETag, where that is the MD5."""
+    sha256 = response.get("Metadata", {}).get(CHECKSUM_METADATA)
+    if sha256 is not None:
+        if not _SHA256.fullmatch(sha256):
+            return Recorded(damaged=f"its x-amz-meta-{CHECKSUM_METADATA} is not a SHA-256")
+        return Recorded(sha256=sha256)
+    etag = str(response.get("ETag", "")).strip('"').lower()
+    encryption = _ETAG_NOT_MD5.get(str(response.get("ServerSideEncryption", "")))
+    if response.get("SSECustomerAlgorithm"):
+        encryption = "SSE-C"
+    if encryption is not None:
+        why = f"it is stored with {encryption}, so its ETag is not its MD5"
+    elif "-" in etag:
+        parts = etag.rpartition("-")[2]
+        why = f"it was uploaded in {parts} parts, so its ETag is not its MD5"
+    elif _MD5.fullmatch(etag):
+        return Recorded(md5=etag)
+    else:
+        why = f"its ETag ({etag or 'none'}) is not an MD5"
+    return Recorded(missing=f"no SHA-256 was recorded for it, and {why}")
 
 
 def _translated(doing: str, exc: ClientError | BotoCoreError, for_good: bool = False) -> SinkError:

@@ -13,7 +13,6 @@ from archiver.core.lsn import format_lsn
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.tarball import entry_tar_chunks
 from archiver.sinks import FilesystemSink, Sink, open_sink
-from archiver.sinks.base import CHECKSUM_SUFFIX
 from tests.archive_factory import archive_range, entry_files, new_bucket
 from tests.support import S3Endpoint
 
@@ -182,11 +181,19 @@ def test_restore_from_s3(s3_endpoint: S3Endpoint, s3_bucket: str, tmp_path: Path
     _assert_restored(dest, 1, range(1, 21))
 
 
-def test_an_object_without_a_recorded_checksum_is_refused(
+def test_an_object_without_a_recorded_checksum_is_refused_unless_accepted(
     bucket: FilesystemSink, tmp_path: Path
 ) -> None:
     archive_range(bucket, tmp_path / "wal", 1, range(1, 3))
-    (bucket.root / (archive_key("default", 1, 2) + CHECKSUM_SUFFIX)).unlink()
-    result = _restore(bucket.root.as_uri(), "--dest", str(tmp_path / "restored"))
+    (bucket.root / (archive_key("default", 1, 2) + ".attrs")).unlink()
+    dest = tmp_path / "restored"
+    result = _restore(bucket.root.as_uri(), "--dest", str(dest))
     assert result.exit_code == 1
-    assert "no recorded SHA-256" in result.output
+    assert "cannot be verified: no checksum was recorded" in result.output
+    assert "--accept-unverified" in result.output
+    assert not (dest / format_lsn(2)).exists()
+    accepted = _restore(bucket.root.as_uri(), "--dest", str(dest), "--accept-unverified", "--json")
+    assert accepted.exit_code == 0, accepted.output
+    assert f"WARNING {archive_key('default', 1, 2)} was taken unverified" in accepted.stderr
+    assert json.loads(accepted.stdout)["unverified"] == 1
+    _assert_restored(dest, 1, range(1, 3))

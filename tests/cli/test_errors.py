@@ -27,6 +27,7 @@ VALID: dict[str, list[str]] = {
     "restore": ["s", "1", "--dest", "{tmp}/restored"],
     "verify": ["s", "1"],
     "prune": ["s", "1", "--before", "5"],
+    "migrate-sidecars": [],
     "inspect summary": [],
     "inspect partition": ["s", "1"],
     "inspect partitions": [],
@@ -42,8 +43,8 @@ VALID: dict[str, list[str]] = {
 # Daemons: they wait for Redis to come back rather than exit (see the README's recovery table).
 WAIT_FOR_SERVERS = {"scheduler", "worker"}
 # The demo brings its own Redis and bucket; config reads nothing; reconcile of an empty bucket
-# has nothing to ask Redis.
-NO_SERVERS = {"demo", "config", "reconcile"}
+# has nothing to ask Redis; migrate-sidecars works on a filesystem bucket alone.
+NO_SERVERS = {"demo", "config", "reconcile", "migrate-sidecars"}
 OPEN_THE_SINK = {"reconcile", "restore", "verify", "prune", "ls", "worker"}
 BUCKET_ONLY = {"restore", "prune", "ls"}
 
@@ -177,6 +178,7 @@ def test_bad_names_and_numbers_are_a_usage_error_naming_the_argument(
         ("restore", ["s", "1", "--dest", "{tmp}/d", "--from", "5", "--to", "2"], "--from"),
         ("restore", ["s", "1", "--dest", "{tmp}/d", "--parallel", "0"], "--parallel"),
         ("ls", ["s", "1", "--from", "-3"], "--from"),
+        ("migrate-sidecars", ["--storage", "../x"], "--storage"),
         ("inspect rejected", ["--limit", "0"], "--limit"),
         ("worker", ["--concurrency", "0"], "--concurrency"),
         ("produce", ["--storage", "elsewhere", "--rounds", "1"], "ARCHIVER_STORAGES"),

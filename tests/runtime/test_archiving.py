@@ -10,10 +10,11 @@ import pytest
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
-from archiver.errors import ArchiveConflict, UnsafeEntry
+from archiver.errors import ArchiveConflict, UnsafeEntry, UnverifiableArchive
 from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink
 from tests.archive_factory import new_bucket
+from tests.original_bucket import archive_as_original
 
 
 def test_an_entry_path_outside_the_storage_root_is_refused(tmp_path: Path) -> None:
@@ -90,3 +91,23 @@ def test_an_undecodable_object_at_the_name_is_a_conflict_not_a_retry(tmp_path: P
     with pytest.raises(ArchiveConflict, match="cannot be decoded"):
         copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD)
     assert sink.read(archive_key("s", 1, 1, Compression.ZSTD)) == b"not zstd"
+
+
+def test_an_object_the_original_wrote_is_accepted_by_its_md5(tmp_path: Path) -> None:
+    sink = new_bucket(tmp_path / "bucket")
+    wal = tmp_path / "wal"
+    for lsn in (1, 2):
+        write_entry(wal, 1, lsn, {"f": b"entry %d" % lsn})
+    archive_as_original(sink.root, wal, "s", 1, [1, 2])
+    # The entry still on disk: compared with it, and its SHA-256 recorded beside the MD5.
+    kept = copy_entry(sink, "s", wal, 1, 1)
+    assert not kept.uploaded
+    assert sink.recorded(archive_key("s", 1, 1)).sha256 is not None
+    # The entry deleted after its acknowledgement: the MD5 alone vouches for the object.
+    shutil.rmtree(entry_path(wal, 1, 2))
+    gone = copy_entry(sink, "s", wal, 1, 2, acknowledged_through=lambda: 2)
+    assert (gone.uploaded, gone.key) == (False, archive_key("s", 1, 2))
+    # With no checksum at all, it is not accepted.
+    (sink.root / (archive_key("s", 1, 2) + ".attrs")).unlink()
+    with pytest.raises(UnverifiableArchive, match="cannot be verified"):
+        copy_entry(sink, "s", wal, 1, 2, acknowledged_through=lambda: 2)

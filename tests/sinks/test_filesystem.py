@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from archiver.errors import SinkError, SinkUnusable
+from archiver.core.integrity import Verdict
+from archiver.errors import ArchiveConflict, SinkError, SinkUnusable
 from archiver.sinks import FilesystemSink, WriteOutcome, open_sink
 from archiver.sinks.filesystem import _make_directories
+from tests.archive_factory import archive_range, new_bucket
+from tests.original_bucket import OriginalListingFailed, listed_by_original, write_as_fileblob
 from tests.support import source
 
 
@@ -20,7 +28,7 @@ def test_write_is_atomic_and_write_once(tmp_path: Path) -> None:
     again = sink.write("s/1/a.tar", source(b"different"))
     assert again.outcome is WriteOutcome.ALREADY_EXISTS
     assert sink.read("s/1/a.tar") == b"onetwo"
-    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar", "a.tar.sha256"]
+    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar", "a.tar.attrs"]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
@@ -41,17 +49,20 @@ def test_listing_skips_temp_files_and_other_partitions(tmp_path: Path) -> None:
     sink.write("s/1/0000000000001.tar", source(b"a"))
     sink.write("s/10/0000000000001.tar", source(b"b"))
     (tmp_path / "s" / "1" / ".tmp-0000000000002.tar.123").write_bytes(b"crash leftover")
-    assert [o.key for o in sink.list("s/1/")] == [
-        "s/1/0000000000001.tar",
-        "s/1/0000000000001.tar.sha256",
+    (tmp_path / "s" / "1" / "0000000000003.tar.17f0a2b3c4d5e6f7.tmp").write_bytes(b"fileblob's")
+    (tmp_path / "s" / "1" / "0000000000004.tar.attrs").write_bytes(b"{}")  # its object is not
+    assert [o.key for o in sink.list("s/1/")] == ["s/1/0000000000001.tar"]
+    assert sink.leftovers("s/1/") == [
+        "s/1/.tmp-0000000000002.tar.123",
+        "s/1/0000000000003.tar.17f0a2b3c4d5e6f7.tmp",
+        "s/1/0000000000004.tar.attrs (attributes without their object)",
     ]
-    assert sink.leftovers("s/1/") == ["s/1/.tmp-0000000000002.tar.123"]
     assert list(sink.list("nothing/here/")) == []
 
 
 def test_unsafe_keys_are_refused(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path)
-    for key in ("../x", "s//x", "s/./x", "s/.tmp-x"):
+    for key in ("../x", "s//x", "s/./x", "s/.tmp-x", "s/1/a.tar.attrs", "s/1/a.tar.sha256"):
         with pytest.raises(ValueError):
             sink.write(key, source(b""))
 
@@ -93,10 +104,127 @@ def test_open_sink_urls(tmp_path: Path) -> None:
 def test_checksums_sit_beside_objects_and_can_be_repaired(tmp_path: Path) -> None:
     sink = FilesystemSink(tmp_path)
     result = sink.write("s/1/a.tar", source(b"abc"))
-    assert sink.recorded_sha256("s/1/a.tar") == result.sha256 == hashlib.sha256(b"abc").hexdigest()
-    (tmp_path / "s" / "1" / "a.tar.sha256").unlink()  # a crash between object and checksum
-    assert sink.recorded_sha256("s/1/a.tar") is None
-    sink.confirm_archived("s/1/a.tar", result.sha256)
-    assert sink.recorded_sha256("s/1/a.tar") == result.sha256
-    sink.confirm_archived("s/1/a.tar", "0" * 64)  # never replaces one
-    assert sink.recorded_sha256("s/1/a.tar") == result.sha256
+    assert sink.recorded("s/1/a.tar").sha256 == result.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert sink.recorded("s/1/a.tar").md5 == hashlib.md5(b"abc").hexdigest()
+    # The object's attributes lost (written by another tool, or a crash on a filesystem that
+    # reorders directory updates): the first acceptance records them again.
+    (tmp_path / "s" / "1" / "a.tar.attrs").unlink()
+    recorded = sink.recorded("s/1/a.tar")
+    assert (recorded.sha256, recorded.md5) == (None, None)
+    download = sink.download("s/1/a.tar", io.BytesIO())
+    assert download.integrity().verdict is Verdict.UNVERIFIABLE
+    sink.confirm_archived("s/1/a.tar", download)
+    assert sink.recorded("s/1/a.tar").sha256 == result.sha256
+    # Never replaces a recorded one.
+    other = sink.download("s/1/a.tar", io.BytesIO())
+    sink.confirm_archived("s/1/a.tar", replace(other, sha256="0" * 64, md5="0" * 32))
+    assert sink.recorded("s/1/a.tar").sha256 == result.sha256
+
+
+def _attributes(tmp_path: Path, key: str) -> dict[str, Any]:
+    return json.loads((tmp_path / (key + ".attrs")).read_bytes())  # type: ignore[no-any-return]
+
+
+def test_attributes_are_in_fileblobs_format_and_linked_before_the_object(tmp_path: Path) -> None:
+    seen = []
+
+    class Watched(FilesystemSink):
+        def _claim_attributes(self, final: Path, attributes: bytes, sha256: str) -> Any:
+            claim = super()._claim_attributes(final, attributes, sha256)
+            seen.append((final.with_name(final.name + ".attrs").exists(), final.exists()))
+            return claim
+
+    Watched(tmp_path).write("s/1/a.tar", source(b"abc"))
+    assert seen == [(True, False)]
+    assert _attributes(tmp_path, "s/1/a.tar") == {
+        "user.cache_control": "",
+        "user.content_disposition": "",
+        "user.content_encoding": "",
+        "user.content_language": "",
+        "user.content_type": "application/x-tar",
+        "user.metadata": {"sha256": hashlib.sha256(b"abc").hexdigest()},
+        "md5": base64.b64encode(hashlib.md5(b"abc").digest()).decode(),
+    }
+
+
+def test_a_write_cut_off_after_its_attributes_is_finished_by_its_retry(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"abc"))
+    (tmp_path / "s" / "1" / "a.tar").unlink()  # as if the crash came before the object's link
+    assert sink.leftovers("s/1/") == ["s/1/a.tar.attrs (attributes without their object)"]
+    assert list(sink.list("s/1/")) == []
+    assert sink.write("s/1/a.tar", source(b"abc")).outcome is WriteOutcome.CREATED
+    assert sink.read("s/1/a.tar") == b"abc"
+    assert sink.leftovers("s/1/") == []
+
+
+def test_attributes_left_by_other_bytes_are_a_conflict_and_nothing_is_replaced(
+    tmp_path: Path,
+) -> None:
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"someone else's"))
+    (tmp_path / "s" / "1" / "a.tar").unlink()
+    before = (tmp_path / "s" / "1" / "a.tar.attrs").read_bytes()
+    with pytest.raises(ArchiveConflict, match=r"a\.tar\.attrs is there without its object"):
+        sink.write("s/1/a.tar", source(b"ours"))
+    assert (tmp_path / "s" / "1" / "a.tar.attrs").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar.attrs"]
+
+
+def test_an_object_linked_meanwhile_without_attributes_gets_true_ones(tmp_path: Path) -> None:
+    # A writer that makes no attributes (an earlier release, another tool) links the object
+    # between this write's claim of the attributes and its own link.
+    class Raced(FilesystemSink):
+        def _claim_attributes(self, final: Path, attributes: bytes, sha256: str) -> Any:
+            claim = super()._claim_attributes(final, attributes, sha256)
+            final.write_bytes(b"theirs")
+            return claim
+
+    sink = Raced(tmp_path)
+    assert sink.write("s/1/a.tar", source(b"ours")).outcome is WriteOutcome.ALREADY_EXISTS
+    assert sink.read("s/1/a.tar") == b"theirs"
+    recorded = sink.recorded("s/1/a.tar")
+    assert recorded.sha256 == hashlib.sha256(b"theirs").hexdigest()
+    assert recorded.md5 == hashlib.md5(b"theirs").hexdigest()
+
+
+def test_accepting_an_object_of_the_original_adds_its_sha256_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    key = "s/1/0000000000001.tar"
+    write_as_fileblob(tmp_path, key, b"abc")
+    attributes = tmp_path / (key + ".attrs")
+    written = json.loads(attributes.read_bytes())
+    attributes.write_bytes(json.dumps({**written, "etag": "kept"}).encode())  # a newer fileblob
+    sink = FilesystemSink(tmp_path)
+    download = sink.download(key, io.BytesIO())
+    assert download.integrity().verdict is Verdict.VERIFIED  # by its MD5
+    sink.confirm_archived(key, download)
+    assert _attributes(tmp_path, key) == {
+        **written,
+        "etag": "kept",
+        "user.metadata": {"sha256": hashlib.sha256(b"abc").hexdigest()},
+    }
+    assert sink.download(key, io.BytesIO()).integrity().detail == "SHA-256 matches"
+
+
+def test_delete_takes_the_attributes_and_old_checksum_files_too(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"abc"))
+    (tmp_path / "s" / "1" / "a.tar.sha256").write_text(hashlib.sha256(b"abc").hexdigest())
+    sink.delete(["s/1/a.tar"])
+    assert list((tmp_path / "s" / "1").iterdir()) == []
+
+
+def test_our_bucket_listed_the_originals_way_gives_exactly_the_archived_lsns(
+    tmp_path: Path,
+) -> None:
+    bucket = new_bucket(tmp_path / "bucket")
+    archive_range(bucket, tmp_path / "wal", 1, [1, 2, 3, 5, 36, 37])
+    archive_range(bucket, tmp_path / "wal", 10, [1])
+    assert listed_by_original(bucket.root, "default", 1) == [1, 2, 3, 5, 36, 37]
+    assert listed_by_original(bucket.root, "default", 10) == [1]
+    # The checksum files of earlier releases are what broke it.
+    (bucket.root / "default" / "1" / "0000000000001.tar.sha256").write_text("0" * 64)
+    with pytest.raises(OriginalListingFailed):
+        listed_by_original(bucket.root, "default", 1)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from archiver.core.integrity import Verdict
 from archiver.errors import EntryChanged, SinkError, SinkUnusable
 from archiver.sinks import WriteOutcome, open_sink
 from archiver.sinks.s3 import S3Sink
@@ -160,14 +161,15 @@ def test_bad_sink_urls_are_refused() -> None:
 def test_every_object_carries_its_sha256(sink: S3Sink) -> None:
     small = sink.write("s/1/small.tar", source(b"abc"))
     assert small.sha256 == hashlib.sha256(b"abc").hexdigest()
-    assert sink.recorded_sha256("s/1/small.tar") == small.sha256
+    assert sink.recorded("s/1/small.tar").sha256 == small.sha256
     big = [bytes([i]) * (1024 * 1024) for i in range(7)]
     result = sink.write("s/1/big.tar", source(*big))
     assert result.sha256 == hashlib.sha256(b"".join(big)).hexdigest()
-    assert sink.recorded_sha256("s/1/big.tar") == result.sha256
+    assert sink.recorded("s/1/big.tar").sha256 == result.sha256
     out = io.BytesIO()
     download = sink.download("s/1/big.tar", out)
-    assert (download.sha256, download.recorded_sha256) == (result.sha256, result.sha256)
+    assert (download.sha256, download.recorded.sha256) == (result.sha256, result.sha256)
+    assert download.integrity().verdict is Verdict.VERIFIED
     assert out.getvalue() == b"".join(big)
 
 

@@ -238,6 +238,8 @@ def test_an_archive_already_in_the_sink_is_acknowledged_without_upload(system: S
     system.wait_acked(1, 3)
     after = os.stat(system.tmp / "bucket" / system.storage / "1" / "0000000000002.tar")
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # An entry's line is logged just after its acknowledgement is published.
+    wait_for(lambda: len(system.worker_lines("archived")) >= 2, what="the log of LSN 3")
     skipped = system.worker_lines("skipped")
     assert len(skipped) == 1
     assert " lsn=2 " in skipped[0]
