@@ -60,9 +60,19 @@ class EntryError(ArchiverError):
     stops the partition for an operator; the rest of the fleet does not back off for it."""
 
 
-class EntryMissing(EntryError):
-    """Not there (yet): retried until it appears, and it stops nothing, since a late rename
-    or a disk mounted again mends it; the partition shows the error meanwhile."""
+class NotYet(EntryError):
+    """A condition that mends itself: retried with the partition's backoff until it does, and
+    it stops nothing; the partition shows the error meanwhile."""
+
+
+class EntryMissing(NotYet):
+    """Not there (yet): a late rename or a disk mounted again mends it."""
+
+
+class WriteUnderWay(NotYet):
+    """Another write of the same name has made its attributes and not yet linked its object,
+    or was cut off there moments ago: the object appears, or the attributes are replaced
+    once they are old enough to be an interrupted write's."""
 
 
 class UnsafeEntry(EntryError):

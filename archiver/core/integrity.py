@@ -20,6 +20,10 @@ class Recorded:
 
     sha256: str | None = None
     md5: str | None = None
+    # A second SHA-256 on record that disagrees with the first (a checksum file of an earlier
+    # release beside newer attributes): bytes matching either are the bytes written, since
+    # damage cannot match a SHA-256; which record is stale is for an operator to clear up.
+    other_sha256: str | None = None
     # Why nothing usable is recorded, for people.
     missing: str = NOTHING_RECORDED
     # The record itself is damaged (an ``.attrs`` file that does not parse): the object is
@@ -52,6 +56,11 @@ def judge(recorded: Recorded, sha256: str, md5: str | None) -> Integrity:
     if recorded.sha256 is not None:
         if sha256 == recorded.sha256:
             return Integrity(Verdict.VERIFIED, "SHA-256 matches")
+        if sha256 == recorded.other_sha256:
+            return Integrity(
+                Verdict.VERIFIED,
+                f"SHA-256 matches one record; another records {recorded.sha256}",
+            )
         return Integrity(
             Verdict.CORRUPT, f"SHA-256 {sha256} does not match recorded {recorded.sha256}"
         )

@@ -24,7 +24,7 @@ import redis
 from archiver.config import Settings
 from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
-from archiver.errors import ArchiveConflict, EntryError, EntryMissing, LeaseLost, StorageUnavailable
+from archiver.errors import ArchiveConflict, EntryError, LeaseLost, NotYet, StorageUnavailable
 from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
 from archiver.runtime.archiving import copy_entry
@@ -284,11 +284,12 @@ class EntryArchiver:
         """A failed attempt: retried after the partition's backoff. A failure of the object
         store also pauses the fleet, since it usually fails everyone; a failure of the entry
         (``EntryError``) or of this host's disk does not, and enough failures of the entry
-        itself (not a missing one, which may yet appear) stop the partition."""
+        itself (not one that mends itself, ``NotYet``: a missing entry may yet appear) stop
+        the partition."""
         error = f"{type(exc).__name__}: {exc}"
         lease = self.settings.lease_seconds
         hold = self.settings.retry_max_seconds + lease
-        of_entry = isinstance(exc, EntryError) and not isinstance(exc, EntryMissing)
+        of_entry = isinstance(exc, EntryError) and not isinstance(exc, NotYet)
         failure = self.store.transitions.record_failure(
             PartitionId(storage, partition),
             claim.lsn,

@@ -5,11 +5,12 @@ An object is written to a hidden temporary file, fsynced, and hard-linked to its
 link fails if the name exists, so an archive is never overwritten, and a crash leaves at most
 a hidden temporary file, which listings skip. Its attributes (``<name>.attrs``: the SHA-256
 and the MD5) are written before that link and claimed create-once too, and only a writer whose
-bytes they describe links the object: no object appears with attributes that do not match it.
-One fsync of the directory then makes both names durable before anything is acknowledged. A
-crash before it could, on a filesystem that reorders directory updates, keep the object but
-not its attributes; the entry was not acknowledged, so its retry compares the object with the
-entry and records them (``confirm_archived``).
+bytes they describe links the object: no object appears with attributes that do not match it
+(attributes left without their object by an interrupted write are replaced once they are a
+minute old). One fsync of the directory then makes both names durable before anything is
+acknowledged. A crash before it could, on a filesystem that reorders directory updates, keep
+the object but not its attributes; the entry was not acknowledged, so its retry compares the
+object with the entry and records them (``confirm_archived``).
 
 ``<name>.sha256`` files written by earlier releases are still read; ``archiver
 migrate-sidecars`` turns them into attributes.
@@ -20,19 +21,22 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from archiver.core.integrity import Recorded
 from archiver.errors import (
-    ArchiveConflict,
     ConfigError,
     SinkError,
     SinkUnusable,
     WriteOnceUnsupported,
+    WriteUnderWay,
 )
 from archiver.sinks.attributes import (
     ATTRIBUTES_SUFFIX,
@@ -42,7 +46,6 @@ from archiver.sinks.attributes import (
 )
 from archiver.sinks.base import (
     DELETE_BATCH,
-    Digest,
     Digests,
     Download,
     Source,
@@ -50,6 +53,7 @@ from archiver.sinks.base import (
     Writable,
     WriteOutcome,
     WriteResult,
+    hashing,
 )
 
 TEMP_PREFIX = ".tmp-"
@@ -58,6 +62,11 @@ LEGACY_CHECKSUM_SUFFIX = ".sha256"
 # fileblob's temporary files when they are made beside the object: <name>.<hex time>.tmp
 _FILEBLOB_TEMPORARY = re.compile(r".+\.[0-9a-f]+\.tmp")
 READ_SIZE = 1024 * 1024
+# Attributes without their object older than this are an interrupted write's: a writer makes
+# its attributes and links its object a few system calls apart.
+STALE_ATTRIBUTES_SECONDS = 60
+
+log = logging.getLogger(__name__)
 
 
 def is_temporary(name: str) -> bool:
@@ -75,6 +84,10 @@ def _attributes_path(final: Path) -> Path:
 
 def _legacy_checksum_path(final: Path) -> Path:
     return final.with_name(final.name + LEGACY_CHECKSUM_SUFFIX)
+
+
+# fileblob cannot read an empty attributes file either.
+_EMPTY_ATTRIBUTES = Recorded(damaged="its .attrs file is empty")
 
 
 class LegacyMigration(enum.StrEnum):
@@ -110,29 +123,15 @@ class FilesystemSink:
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if any(p in ("", ".", "..") or is_temporary(p) for p in parts) or is_sidecar(parts[-1]):
+        name = parts[-1]
+        if any(p in ("", ".", "..") or p.startswith(TEMP_PREFIX) for p in parts) or (
+            is_temporary(name) or is_sidecar(name)
+        ):
             raise ValueError(f"unsafe object key {key!r}")
         return self.root.joinpath(*parts)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
-
-    def _write_temp(self, final: Path, chunks: Iterator[bytes], digest: Digest) -> tuple[Path, int]:
-        temp = final.with_name(f"{TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}")
-        size = 0
-        try:
-            with open(temp, "xb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        return temp, size
 
     def write(self, key: str, source: Source) -> WriteResult:
         final = self._path(key)
@@ -140,7 +139,7 @@ class FilesystemSink:
         self._require_root()
         try:
             _make_directories(final.parent, self.root)
-            temp, size = self._write_temp(final, source(), digests)
+            temp, size = _fsynced_temporary(final, hashing(source(), digests))
             sha256, md5 = digests.sha256, digests.md5 or ""
             try:
                 if os.path.lexists(final):
@@ -166,8 +165,9 @@ class FilesystemSink:
 
     def _claim_attributes(self, final: Path, attributes: bytes, sha256: str) -> _Claim:
         """Link the object's attributes into place, unless some are there. Those of another
-        write of different bytes, with no object yet, are a conflict: two contents for one
-        name (a write of someone else's, or an interrupted one; an operator looks)."""
+        write of other bytes, with no object, are that write's until it links its object or
+        they are STALE_ATTRIBUTES_SECONDS old: then they are an interrupted write's (or an
+        object moved aside without them), and are replaced."""
         path = _attributes_path(final)
         temp = _write_small_file(path, attributes)
         try:
@@ -179,18 +179,34 @@ class FilesystemSink:
             temp.unlink()
         if os.path.lexists(final):
             return _Claim.OBJECT_EXISTS
-        there = recorded_in(_read_or_empty(path))
-        md5 = recorded_in(attributes).md5
+        there = recorded_in(_read_or_none(path) or b"")
         if there.damaged is None and (
-            there.sha256 == sha256 or (there.sha256 is None and there.md5 == md5)
+            there.sha256 == sha256
+            or (there.sha256 is None and there.md5 == recorded_in(attributes).md5)
         ):
             return _Claim.SHARED
-        raise ArchiveConflict(
-            f"{path} is there without its object and describes other bytes (SHA-256 "
-            f"{there.sha256 or 'none'}, MD5 {there.md5 or 'none'}; this entry's SHA-256 is "
-            f"{sha256}): a write of other content at this name was interrupted or is under way. "
-            "Nothing is replaced; once no writer is at work on it, move the file aside and requeue"
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # its write gave up meanwhile: try again
+            raise WriteUnderWay(f"{path} came and went while this write claimed it") from None
+        if age < STALE_ATTRIBUTES_SECONDS:
+            raise WriteUnderWay(
+                f"{path} is there without its object and describes other bytes (SHA-256 "
+                f"{there.sha256 or 'none'}; this entry's is {sha256}): another write of this "
+                f"name is under way, or was cut off {age:.0f} s ago. Retried; such attributes "
+                f"are replaced once {STALE_ATTRIBUTES_SECONDS} s old"
+            )
+        log.warning(
+            "replacing attributes left without their object by an interrupted write "
+            "path=%s recorded_sha256=%s age_seconds=%.0f",
+            path,
+            there.sha256,
+            age,
         )
+        if os.path.lexists(final):
+            return _Claim.OBJECT_EXISTS
+        _replace_small_file(path, attributes)
+        return _Claim.MADE
 
     def _describe_what_is_there(self, final: Path, key: str) -> None:
         """This write made the attributes, but the object's name went to a writer that makes
@@ -218,14 +234,19 @@ class FilesystemSink:
     def recorded(self, key: str) -> Recorded:
         final = self._path(key)
         try:
-            attributes = _read_or_empty(_attributes_path(final))
-            legacy = _read_or_empty(_legacy_checksum_path(final)).decode(errors="replace").strip()
+            attributes = _read_or_none(_attributes_path(final))
+            legacy_file = _read_or_none(_legacy_checksum_path(final))
         except OSError as exc:
             raise SinkError(f"reading the attributes of {key}: {exc}") from exc
-        if attributes:
-            recorded = recorded_in(attributes)
-            if recorded.sha256 is None and recorded.damaged is None and legacy:
+        legacy = None if legacy_file is None else legacy_file.decode(errors="replace").strip()
+        if attributes is not None:
+            recorded = recorded_in(attributes) if attributes else _EMPTY_ATTRIBUTES
+            if recorded.damaged is not None or not legacy:
+                return recorded
+            if recorded.sha256 is None:
                 return Recorded(legacy, recorded.md5)
+            if recorded.sha256 != legacy:
+                return replace(recorded, other_sha256=legacy)
             return recorded
         if legacy:
             return Recorded(sha256=legacy)
@@ -285,49 +306,65 @@ class FilesystemSink:
 
     def migrate_legacy_checksum(self, key: str, apply: bool) -> tuple[LegacyMigration, str]:
         """Turn the ``.sha256`` file of ``key`` into its attributes (with ``apply``; else only
-        say what would happen). The object is read whole first: a checksum that does not
-        match it, or attributes that disagree, are left as they are, for an operator."""
-        final = self._path(key)
-        legacy_path = _legacy_checksum_path(final)
+        say what would happen). The object is read whole first: a checksum file that does not
+        match it is left as it is, for an operator; attributes that describe other bytes than
+        the object and its checksum file are rewritten from the object. Failures are the key's
+        outcome, not the run's end."""
         try:
-            legacy = _read_or_empty(legacy_path).decode(errors="replace").strip()
-            if not final.is_file():
-                if apply:
-                    legacy_path.unlink(missing_ok=True)
-                    _fsync_directory(final.parent)
-                return LegacyMigration.REMOVED, "its object is gone"
-            digests = Digests(md5=True)
-            with open(final, "rb") as f:
-                while chunk := f.read(READ_SIZE):
-                    digests.update(chunk)
-            sha256, md5 = digests.sha256, digests.md5 or ""
-            if legacy != sha256:
-                return LegacyMigration.LEFT, f"SHA-256 {sha256} does not match recorded {legacy}"
-            attributes_path = _attributes_path(final)
-            attributes = _read_or_empty(attributes_path)
-            there = recorded_in(attributes) if attributes else None
-            if there is not None:
-                if there.damaged is not None:
-                    return LegacyMigration.LEFT, there.damaged
-                if there.sha256 not in (None, sha256) or there.md5 not in (None, md5):
-                    return LegacyMigration.LEFT, "its .attrs file records other checksums"
-            if not apply:
-                return LegacyMigration.MIGRATED, ""
-            if there is None:
-                temp = _write_small_file(attributes_path, new_attributes(key, sha256, md5))
-                try:
-                    os.link(temp, attributes_path)
-                finally:
-                    temp.unlink()
-            elif there.sha256 is None:
-                _replace_small_file(attributes_path, with_checksums(attributes, key, sha256, md5))
-            # The attributes are durable before the file they replace goes.
-            _fsync_directory(final.parent)
-            legacy_path.unlink()
-            _fsync_directory(final.parent)
+            final = self._path(key)
+        except ValueError as exc:
+            return LegacyMigration.LEFT, f"not an object's name ({exc})"
+        try:
+            return self._migrate(final, key, apply)
         except OSError as exc:
-            raise SinkError(f"migrating the checksum file of {key}: {exc}") from exc
-        return LegacyMigration.MIGRATED, ""
+            return LegacyMigration.LEFT, f"could not be migrated: {exc}"
+
+    def _migrate(self, final: Path, key: str, apply: bool) -> tuple[LegacyMigration, str]:
+        legacy_path = _legacy_checksum_path(final)
+        legacy_file = _read_or_none(legacy_path)
+        if legacy_file is None:
+            return LegacyMigration.REMOVED, "it went meanwhile"
+        legacy = legacy_file.decode(errors="replace").strip()
+        if not final.is_file():
+            if apply:
+                _unlink_if_unchanged(legacy_path, legacy_file)
+                _fsync_directory(final.parent)
+            return LegacyMigration.REMOVED, "its object is gone"
+        digests = Digests(md5=True)
+        with open(final, "rb") as f:
+            while chunk := f.read(READ_SIZE):
+                digests.update(chunk)
+        sha256, md5 = digests.sha256, digests.md5 or ""
+        if legacy != sha256:
+            return LegacyMigration.LEFT, f"SHA-256 {sha256} does not match recorded {legacy}"
+        attributes_path = _attributes_path(final)
+        attributes = _read_or_none(attributes_path)
+        there = None if attributes is None else recorded_in(attributes)
+        wrong = there is not None and (
+            there.damaged is not None
+            or there.sha256 not in (None, sha256)
+            or there.md5 not in (None, md5)
+        )
+        detail = "its .attrs file described other bytes: written again from the object"
+        if not apply:
+            return LegacyMigration.MIGRATED, detail if wrong else ""
+        if there is None:
+            temp = _write_small_file(attributes_path, new_attributes(key, sha256, md5))
+            try:
+                os.link(temp, attributes_path)
+            except FileExistsError:
+                return LegacyMigration.LEFT, "attributes appeared meanwhile: run it again"
+            finally:
+                temp.unlink()
+        elif wrong:
+            _replace_small_file(attributes_path, new_attributes(key, sha256, md5))
+        elif there.sha256 is None and attributes is not None:
+            _replace_small_file(attributes_path, with_checksums(attributes, key, sha256, md5))
+        # The attributes are durable before the file they replace goes.
+        _fsync_directory(final.parent)
+        _unlink_if_unchanged(legacy_path, legacy_file)
+        _fsync_directory(final.parent)
+        return LegacyMigration.MIGRATED, detail if wrong else ""
 
     def list_directories(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
@@ -411,25 +448,43 @@ class FilesystemSink:
 
 
 def _read_or_empty(path: Path) -> bytes:
+    return _read_or_none(path) or b""
+
+
+def _read_or_none(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        return b""
+        return None
 
 
-def _write_small_file(beside: Path, data: bytes) -> Path:
-    """A fsynced temporary file holding ``data``, in ``beside``'s directory."""
+def _unlink_if_unchanged(path: Path, content: bytes) -> None:
+    """Remove a file unless it now holds something other than ``content``."""
+    if _read_or_none(path) == content:
+        path.unlink(missing_ok=True)
+
+
+def _fsynced_temporary(beside: Path, chunks: Iterable[bytes]) -> tuple[Path, int]:
+    """A hidden temporary file in ``beside``'s directory holding ``chunks``, fsynced; and its
+    size. Nothing is left if writing it fails."""
     temp = beside.with_name(f"{TEMP_PREFIX}{beside.name}.{uuid.uuid4().hex}")
+    size = 0
     try:
         with open(temp, "xb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
+                size += len(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
-    return temp
+    return temp, size
+
+
+def _write_small_file(beside: Path, data: bytes) -> Path:
+    return _fsynced_temporary(beside, [data])[0]
 
 
 def _replace_small_file(path: Path, data: bytes) -> None:

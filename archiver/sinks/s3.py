@@ -123,6 +123,7 @@ class S3Sink:
         self.bucket = location.bucket
         self.prefix = location.prefix + "/" if location.prefix else ""
         self.part_size = location.part_size
+        self.etag_is_md5 = location.etag_is_md5
         # Server-side encryption arguments passed with every upload.
         self.encryption_args: dict[str, Any] = {}
         if location.encryption:
@@ -271,7 +272,7 @@ class S3Sink:
         size = 0
         with _failures(f"reading {key}"):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            recorded = recorded_by_s3(response)
+            recorded = recorded_by_s3(response, self.etag_is_md5)
             digests = Digests(md5=recorded.needs_md5)
             for chunk in response["Body"].iter_chunks(1024 * 1024):
                 digests.update(chunk)
@@ -282,7 +283,7 @@ class S3Sink:
     def recorded(self, key: str) -> Recorded:
         with _failures(f"checking {key}"):
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        return recorded_by_s3(response)
+        return recorded_by_s3(response, self.etag_is_md5)
 
     def confirm_archived(self, key: str, download: Download | None) -> None:
         """An object S3 has listed is durable, and every object this sink writes carries its
@@ -345,9 +346,9 @@ class S3Sink:
         return data
 
 
-def recorded_by_s3(response: Any) -> Recorded:
+def recorded_by_s3(response: Any, etag_is_md5: bool = True) -> Recorded:
     """What a GET or HEAD answer says of the object's bytes: the SHA-256 in its metadata, or
-    else the ETag, where that is the MD5."""
+    else the ETag, where that is the MD5 (and the store's ETags are MD5s at all)."""
     sha256 = response.get("Metadata", {}).get(CHECKSUM_METADATA)
     if sha256 is not None:
         if not _SHA256.fullmatch(sha256):
@@ -357,7 +358,9 @@ def recorded_by_s3(response: Any) -> Recorded:
     encryption = _ETAG_NOT_MD5.get(str(response.get("ServerSideEncryption", "")))
     if response.get("SSECustomerAlgorithm"):
         encryption = "SSE-C"
-    if encryption is not None:
+    if not etag_is_md5:
+        why = "this store's ETags are not taken as MD5s (etag_is_md5=false)"
+    elif encryption is not None:
         why = f"it is stored with {encryption}, so its ETag is not its MD5"
     elif "-" in etag:
         parts = etag.rpartition("-")[2]

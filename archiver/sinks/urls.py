@@ -37,6 +37,8 @@ class S3Location:
     max_attempts: int = MAX_ATTEMPTS
     encryption: str | None = None
     kms_key_id: str | None = None
+    # Whether a single-part upload's ETag is its MD5 (it is on AWS S3, not on every store).
+    etag_is_md5: bool = True
 
 
 def _refused(problem: str) -> ConfigError:
@@ -78,6 +80,7 @@ def parse_sink_url(url: str) -> FileLocation | S3Location:
         "max_attempts",
         "sse",
         "sse_kms_key_id",
+        "etag_is_md5",
     }
     unknown = set(query) - known
     if unknown:
@@ -95,6 +98,9 @@ def parse_sink_url(url: str) -> FileLocation | S3Location:
     kms_key_id = query.get("sse_kms_key_id")
     if kms_key_id and encryption != "aws:kms":
         raise _refused("sse_kms_key_id needs sse=aws:kms")
+    etag_is_md5 = query.get("etag_is_md5", "true").lower()
+    if etag_is_md5 not in ("true", "false"):
+        raise _refused(f"etag_is_md5 must be true or false, got {etag_is_md5!r}")
     return S3Location(
         bucket=parts.netloc,
         prefix=parts.path.strip("/"),
@@ -107,4 +113,5 @@ def parse_sink_url(url: str) -> FileLocation | S3Location:
         max_attempts=int(_number(query, "max_attempts", MAX_ATTEMPTS, whole=True)),
         encryption=encryption,
         kms_key_id=kms_key_id,
+        etag_is_md5=etag_is_md5 == "true",
     )

@@ -99,3 +99,26 @@ def test_an_s3_bucket_has_nothing_to_migrate(s3_endpoint: S3Endpoint, s3_bucket:
     result = _migrate(s3_endpoint.sink_url(s3_bucket))
     assert result.exit_code == 2
     assert "filesystem buckets" in result.output
+
+
+def test_one_file_that_cannot_be_migrated_does_not_end_the_run(tmp_path: Path) -> None:
+    bucket = new_bucket(tmp_path / "bucket")
+    archive_range(bucket, tmp_path / "wal", 1, range(1, 4))
+    for lsn in range(1, 4):
+        _as_earlier_release(bucket, archive_key("default", 1, lsn))
+    # An empty attributes file beside LSN 1's checksum file; a name that is no object's.
+    (bucket.root / (archive_key("default", 1, 1) + ".attrs")).write_bytes(b"")
+    odd = bucket.root / "default" / "1" / "notes.attrs.sha256"
+    odd.write_text("0" * 64)
+    applied = _migrate(bucket.root.as_uri(), "--apply", "--json")
+    assert applied.exit_code == 1, applied.output  # the odd one is left
+    summary: dict[str, Any] = json.loads(applied.stdout)
+    outcomes = {f["key"].rsplit("/", 1)[1]: f["outcome"] for f in summary["files"]}
+    assert outcomes == {
+        "0000000000001.tar": "migrated",  # the empty attributes written again
+        "0000000000002.tar": "migrated",
+        "0000000000003.tar": "migrated",
+        "notes.attrs": "left",
+    }
+    odd.unlink()
+    assert listed_by_original(bucket.root, "default", 1) == [1, 2, 3]

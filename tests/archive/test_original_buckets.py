@@ -186,6 +186,11 @@ def test_an_s3_bucket_of_plain_uploads_is_verified_by_etag(
     finished = _cli(url, "restore", "default", "1", "--dest", str(dest), "--accept-unverified")
     assert finished.exit_code == 0, finished.output
     _assert_restored(dest, 1, range(1, 6))
+    # On a store whose ETags are not MD5s, none is taken as one.
+    distrusted = _cli(f"{url}&etag_is_md5=false", "verify", "--json")
+    (partition,) = _json(distrusted)["partitions"]
+    assert len(partition["unverified"]) == 5
+    assert "etag_is_md5=false" in partition["unverified"][0]["reason"]
 
 
 @pytest.mark.parametrize(

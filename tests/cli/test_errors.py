@@ -100,6 +100,7 @@ BAD_SETTINGS = [
     ({"ARCHIVER_SINK_URL": "s3://b?part_size=abc"}, "part_size"),
     ({"ARCHIVER_SINK_URL": "s3://b?read_timeout=-1"}, "read_timeout"),
     ({"ARCHIVER_SINK_URL": "s3://b?sse=rot13"}, "sse"),
+    ({"ARCHIVER_SINK_URL": "s3://b?etag_is_md5=maybe"}, "etag_is_md5"),
     ({"ARCHIVER_STORAGES": "s=relative"}, "ARCHIVER_STORAGES"),
     ({"ARCHIVER_LEASE_SECONDS": "-1"}, "ARCHIVER_LEASE_SECONDS"),
     ({"ARCHIVER_METRICS_PORT": "70000"}, "ARCHIVER_METRICS_PORT"),

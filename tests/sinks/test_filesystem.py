@@ -4,6 +4,8 @@ import base64
 import hashlib
 import io
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,9 +14,9 @@ from typing import Any
 import pytest
 
 from archiver.core.integrity import Verdict
-from archiver.errors import ArchiveConflict, SinkError, SinkUnusable
+from archiver.errors import SinkError, SinkUnusable, WriteUnderWay
 from archiver.sinks import FilesystemSink, WriteOutcome, open_sink
-from archiver.sinks.filesystem import _make_directories
+from archiver.sinks.filesystem import STALE_ATTRIBUTES_SECONDS, _make_directories
 from tests.archive_factory import archive_range, new_bucket
 from tests.original_bucket import OriginalListingFailed, listed_by_original, write_as_fileblob
 from tests.support import source
@@ -158,17 +160,59 @@ def test_a_write_cut_off_after_its_attributes_is_finished_by_its_retry(tmp_path:
     assert sink.leftovers("s/1/") == []
 
 
-def test_attributes_left_by_other_bytes_are_a_conflict_and_nothing_is_replaced(
+def test_attributes_of_other_bytes_hold_a_write_up_until_they_are_stale(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"someone else's"))
+    (tmp_path / "s" / "1" / "a.tar").unlink()  # their write cut off before its link
+    attributes = tmp_path / "s" / "1" / "a.tar.attrs"
+    before = attributes.read_bytes()
+    # Young: another write of this name may be about to link its object. Nothing replaced.
+    with pytest.raises(WriteUnderWay, match=r"a\.tar\.attrs is there without its object"):
+        sink.write("s/1/a.tar", source(b"ours"))
+    assert attributes.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar.attrs"]
+    # A minute old: an interrupted write's, replaced by this write's own.
+    old = time.time() - STALE_ATTRIBUTES_SECONDS - 1
+    os.utime(attributes, (old, old))
+    assert sink.write("s/1/a.tar", source(b"ours")).outcome is WriteOutcome.CREATED
+    assert sink.read("s/1/a.tar") == b"ours"
+    assert sink.recorded("s/1/a.tar").sha256 == hashlib.sha256(b"ours").hexdigest()
+
+
+def test_an_older_releases_checksum_file_that_disagrees_with_the_attributes(
+    tmp_path: Path,
+) -> None:
+    # An older release's worker wrote the object and its checksum file; a newer one had made
+    # attributes for other bytes just before (the two must not run together, but did).
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"other"))
+    (tmp_path / "s" / "1" / "a.tar").unlink()
+    (tmp_path / "s" / "1" / "a.tar").write_bytes(b"theirs")
+    legacy = tmp_path / "s" / "1" / "a.tar.sha256"
+    legacy.write_text(hashlib.sha256(b"theirs").hexdigest() + "\n")
+    integrity = sink.download("s/1/a.tar", io.BytesIO()).integrity()
+    assert integrity.verdict is Verdict.VERIFIED
+    assert "another records" in integrity.detail
+    (tmp_path / "s" / "1" / "a.tar").write_bytes(b"rotted")
+    assert sink.download("s/1/a.tar", io.BytesIO()).integrity().verdict is Verdict.CORRUPT
+
+
+def test_an_empty_attributes_file_is_damaged_not_absent(tmp_path: Path) -> None:
+    sink = FilesystemSink(tmp_path)
+    sink.write("s/1/a.tar", source(b"abc"))
+    (tmp_path / "s" / "1" / "a.tar.attrs").write_bytes(b"")
+    integrity = sink.download("s/1/a.tar", io.BytesIO()).integrity()
+    assert (integrity.verdict, integrity.detail) == (Verdict.CORRUPT, "its .attrs file is empty")
+
+
+def test_storage_names_that_look_like_sidecars_or_temporary_files_still_work(
     tmp_path: Path,
 ) -> None:
     sink = FilesystemSink(tmp_path)
-    sink.write("s/1/a.tar", source(b"someone else's"))
-    (tmp_path / "s" / "1" / "a.tar").unlink()
-    before = (tmp_path / "s" / "1" / "a.tar.attrs").read_bytes()
-    with pytest.raises(ArchiveConflict, match=r"a\.tar\.attrs is there without its object"):
-        sink.write("s/1/a.tar", source(b"ours"))
-    assert (tmp_path / "s" / "1" / "a.tar.attrs").read_bytes() == before
-    assert sorted(p.name for p in (tmp_path / "s" / "1").iterdir()) == ["a.tar.attrs"]
+    for storage in ("pg.0.tmp", "wal.attrs", "x.sha256"):
+        key = f"{storage}/1/0000000000001.tar"
+        assert sink.write(key, source(b"abc")).outcome is WriteOutcome.CREATED
+        assert [o.key for o in sink.list(f"{storage}/1/")] == [key]
 
 
 def test_an_object_linked_meanwhile_without_attributes_gets_true_ones(tmp_path: Path) -> None:

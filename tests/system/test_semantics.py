@@ -213,7 +213,11 @@ def test_a_failed_attempt_waits_its_backoff_before_the_next(system: System) -> N
     system.start()
     system.notify(1, 1, 1)  # announced, not on disk yet: every attempt fails
     system.wait_attempts(1, 5, timeout=60)
-    failures = system.failed_attempts()
+    # A failure's line is logged just after it is recorded.
+    failures = wait_for(
+        lambda: found if len(found := system.failed_attempts()) >= 5 else None,
+        what="five failures in the worker's log",
+    )
     assert [n for n, _, _ in failures][:5] == [1, 2, 3, 4, 5]
     for (n, delay, at), (_, _, next_at) in itertools.pairwise(failures[:5]):
         # The minimum, doubled per failure, capped; and the next attempt really waited it
