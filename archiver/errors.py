@@ -71,8 +71,8 @@ class EntryMissing(NotYet):
 
 class WriteUnderWay(NotYet):
     """Another write of the same name has made its attributes and not yet linked its object,
-    or was cut off there moments ago: the object appears, or the attributes are replaced
-    once they are old enough to be an interrupted write's."""
+    or was cut off there: the object appears, or the attributes are replaced once they are
+    old enough to be an interrupted write's."""
 
 
 class UnsafeEntry(EntryError):
@@ -85,6 +85,12 @@ class EntryChanged(EntryError):
 
 class EntryUnreadable(EntryError):
     """Reading the entry failed (permissions, an I/O error on the storage disk)."""
+
+
+class AttemptOverran(EntryError):
+    """The attempt ran past ARCHIVER_TASK_TIME_LIMIT_SECONDS and was ended: retried with the
+    partition's backoff, and enough of them stop the partition (an entry too large for the
+    limit); the fleet does not back off for it."""
 
 
 class UnverifiableArchive(EntryError):

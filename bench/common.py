@@ -52,6 +52,36 @@ def s3_server() -> Iterator[str]:
         process.wait(10)
 
 
+@contextmanager
+def delay_proxy(url: str, delay: float) -> Iterator[str]:
+    """``url`` (http://host:port) behind ``bench.delay_proxy``, ``delay`` seconds each way;
+    yields the proxy's URL."""
+    port = free_port()
+    target = url.removeprefix("http://")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "bench.delay_proxy",
+            "--listen", str(port), "--target", target, "--delay", str(delay),
+        ],
+    )  # fmt: skip
+    proxied = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=proxied, region_name="us-east-1", config=CLIENT_CONFIG)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the delay proxy did not start") from None
+            time.sleep(0.1)
+    try:
+        yield proxied
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),

@@ -37,8 +37,10 @@ class Fleet:
         sink_url: str,
         concurrency: int,
         env: Mapping[str, str] | None = None,
+        pool: str = "prefork",
     ) -> None:
         self.work = work
+        self.pool = pool
         self.root = work / "wal"
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis = LocalRedis(work / "redis").start()
@@ -77,11 +79,13 @@ class Fleet:
             [
                 sys.executable, "-m", "archiver", "worker",
                 "--concurrency", str(self.concurrency),
+                "--pool", self.pool,
                 "--node-name", f"bench-{os.getpid()}@host",
             ],
         )  # fmt: skip
         host = psutil.Process(process.pid)
-        self.wait(lambda: len(host.children()) >= self.concurrency, "the worker processes")
+        if self.pool == "prefork":
+            self.wait(lambda: len(host.children()) >= self.concurrency, "the worker processes")
         self.wait(lambda: "ready." in self.log("worker"), "the worker to be ready")
         return host
 

@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.restore [--entries 2000] [--size 65536] [--parallel 8] [--rounds 3]
 
-Both sides fetch the same objects from the same S3 server at the same parallelism; the
-archiver also verifies each object's SHA-256 and extracts it, into --dest-root (tmpfs by
-default, so that the disk's speed does not stand in for the archiver's). Rounds alternate
+Both sides fetch the same objects from the same S3 server at the same parallelism and write
+them into --dest-root (tmpfs by default; ``--dest-root /var/tmp`` for the VM's disk): the
+baseline each object as one file, the archiver each entry's files after checking the object's
+SHA-256 and its tar. Rounds alternate
 between the two and the medians are compared, because the machine is shared and noisy.
 """
 
@@ -65,11 +66,16 @@ def main() -> None:
         total_bytes = sum(a.size for a in archives)
 
         def raw_gets() -> float:
+            """Each object fetched and written as one file into the same destination."""
+            dest = work / "raw"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
             started = time.monotonic()
 
             def get(key: str) -> int:
-                body = sink.client.get_object(Bucket=sink.bucket, Key=key)["Body"]
-                return len(body.read())
+                body = sink.client.get_object(Bucket=sink.bucket, Key=key)["Body"].read()
+                (dest / key.rsplit("/", 1)[1]).write_bytes(body)
+                return len(body)
 
             with ThreadPoolExecutor(args.parallel) as pool:
                 fetched = sum(pool.map(get, [a.key for a in archives]))
@@ -100,15 +106,16 @@ def main() -> None:
         "raw_gets_mib_s": round(mib / raw, 1),
         "restore_mib_s": round(mib / restored, 1),
         "ratio": round(raw / restored, 3),
-        "target": 0.8,
+        "target": 0.85,
         "raw_seconds": [round(t, 3) for t in raw_times],
         "restore_seconds": [round(t, 3) for t in restore_times],
     }
     print(
-        f"\n| scenario | archiver | baseline (raw GETs) | ratio | target |\n|---|---|---|---|---|\n"
+        f"\n| scenario | archiver | baseline (raw GETs written) | ratio | target |\n"
+        "|---|---|---|---|---|\n"
         f"| restore {args.entries} x {args.size // 1024} KiB, parallel {args.parallel} "
         f"| {result['restore_mib_s']} MiB/s | {result['raw_gets_mib_s']} MiB/s "
-        f"| {result['ratio']}x | >= 0.8x |"
+        f"| {result['ratio']}x | >= 0.85x |"
     )
     kind = "tmpfs" if args.dest_root == TMPFS else "disk"
     print(f"saved {save(f'restore-{kind}', result)}")

@@ -1,18 +1,20 @@
-"""The benchmark suite: six scenarios, each against a baseline measured in the same run on the
+"""The benchmark suite: its scenarios each against a baseline measured in the same run on the
 same servers, with real processes (redis-server, ``archiver scheduler``, ``archiver worker``,
-moto's S3 server on loopback).
+moto's S3 server on loopback, behind a delay proxy for scenario 7).
 
-    .venv/bin/python -m bench.suite                 # all six
-    .venv/bin/python -m bench.suite --only 1 --only 5
+    .venv/bin/python -m bench.suite                 # all of them: 1, 1d/1e, 2-7
+    .venv/bin/python -m bench.suite --only 1d --only 7
     .venv/bin/python -m bench.suite --quick         # smaller sizes, for a smoke run
 
-Prints a table and writes ``bench/results/suite.json`` (``suite-1-5.json`` for ``--only 1
---only 5``): the machine, the exact command and every figure.
+Prints a table (markdown when stdout is not a terminal) and writes ``bench/results/suite.json``
+(``suite-1d-7.json`` for ``--only 1d --only 7``): the machine, the exact command and every
+figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import multiprocessing
 import os
@@ -23,12 +25,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import psutil
+from botocore.config import Config
 from rich.console import Console
 from rich.table import Table
 
@@ -40,9 +44,9 @@ from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
 from archiver.runtime.taskqueue import make_celery
-from archiver.sinks.s3 import CLIENT_CONFIG
+from archiver.sinks.s3 import CLIENT_CONFIG, _send_body_at_once
 from bench import noop_app
-from bench.common import s3_server, save
+from bench.common import delay_proxy, s3_server, save
 from bench.harness import STORAGE, Fleet, entry_files
 
 TMPFS = Path("/dev/shm")  # noqa: S108 - a private directory is made inside it
@@ -51,7 +55,7 @@ console = Console()
 
 @dataclass
 class Result:
-    scenario: int
+    scenario: str
     name: str
     measured: str
     archiver: float
@@ -66,15 +70,22 @@ class Result:
         return None if not self.baseline else self.archiver / self.baseline
 
 
+def _bucket(work: Path) -> Path:
+    """A filesystem bucket's root: it must be there before a worker host starts."""
+    (work / "bucket").mkdir()
+    return work / "bucket"
+
+
 def _work_dir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(dir=TMPFS if TMPFS.is_dir() else None)
 
 
 def _rate_of_fleet(
-    fleet: Fleet, partitions: int, entries: int, scheduler: bool = True
+    fleet: Fleet, partitions: int, entries: int, scheduler: bool = True, worker: bool = True
 ) -> tuple[float, dict[str, Any]]:
     """Announce every partition's entries at once; entries/s until the last acknowledgement."""
-    fleet.start_worker()
+    if worker:
+        fleet.start_worker()
     if scheduler:
         fleet.start_scheduler()
     trips_before = fleet.worker_metric("archiver_redis_round_trips_total")
@@ -103,7 +114,7 @@ def scenario_1(quick: bool, concurrency: int) -> Result:
     total = partitions * entries
     with _work_dir() as tmp:
         work = Path(tmp)
-        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        fleet = Fleet(work, _bucket(work).as_uri(), concurrency)
         try:
             fleet.write(partitions, entries, 4096)
             archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
@@ -115,7 +126,7 @@ def scenario_1(quick: bool, concurrency: int) -> Result:
             fleet.stop()
     ratio = archiver_rate / baseline_rate
     return Result(
-        1,
+        "1",
         f"{partitions} partitions × {entries} × 4 KiB, filesystem sink",
         "entries/s vs Celery no-op tasks/s",
         archiver_rate,
@@ -203,7 +214,7 @@ def _server_process(url: str) -> psutil.Process:
 
 
 def _s3_scenario(
-    number: int, partitions: int, entries: int, size: int, concurrency: int, target: float
+    number: str, partitions: int, entries: int, size: int, concurrency: int, target: float
 ) -> Result:
     with s3_server() as url, _work_dir() as tmp:
         work = Path(tmp)
@@ -257,11 +268,11 @@ def _s3_scenario(
 
 def scenario_2(quick: bool, concurrency: int) -> Result:
     partitions, entries = (16, 10) if quick else (64, 20)
-    return _s3_scenario(2, partitions, entries, 64 * 1024, concurrency, 0.9)
+    return _s3_scenario("2", partitions, entries, 64 * 1024, concurrency, 0.95)
 
 
 def scenario_3(quick: bool, concurrency: int) -> Result:
-    return _s3_scenario(3, 1, 50 if quick else 300, 16 * 1024, 1, 0.8)
+    return _s3_scenario("3", 1, 50 if quick else 300, 16 * 1024, 1, 0.8)
 
 
 def scenario_4(quick: bool, concurrency: int) -> Result:
@@ -342,7 +353,7 @@ def scenario_4(quick: bool, concurrency: int) -> Result:
     growth = (max(peak) - rss_before) / 2**20
     ratio = archived / baseline
     return Result(
-        4,
+        "4",
         f"one {size // 2**20} MiB entry, S3",
         "bytes/s vs raw multipart upload; worker RSS growth",
         archived / 2**20,
@@ -361,7 +372,7 @@ def scenario_5(quick: bool, concurrency: int) -> Result:
     tracked = 100_000 if quick else 1_000_000
     with _work_dir() as tmp:
         work = Path(tmp)
-        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        fleet = Fleet(work, _bucket(work).as_uri(), concurrency)
         try:
             # The scenario as stated: every partition is new, so each one's first
             # notification claims an entry and sends its task through the broker.
@@ -379,7 +390,7 @@ def scenario_5(quick: bool, concurrency: int) -> Result:
         finally:
             fleet.stop()
     return Result(
-        5,
+        "5",
         f"{notifications:,} notifications over {partitions:,} new partitions",
         "notifications/s ingested; scheduler RSS",
         rate,
@@ -459,7 +470,7 @@ def scenario_6(quick: bool, concurrency: int, rate: float) -> Result:
     total = 500 if quick else 3000
     with _work_dir() as tmp:
         work = Path(tmp)
-        fleet = Fleet(work, (work / "bucket").as_uri(), concurrency)
+        fleet = Fleet(work, _bucket(work).as_uri(), concurrency)
         try:
             fleet.write(partitions, total // partitions + 1, 4096)
             fleet.start_worker()
@@ -497,7 +508,7 @@ def scenario_6(quick: bool, concurrency: int, rate: float) -> Result:
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     return Result(
-        6,
+        "6",
         f"latency at {rate:,.0f} entries/s (20% of scenario 1)",
         "notification → acknowledgement, p99",
         p99,
@@ -513,9 +524,209 @@ def scenario_6(quick: bool, concurrency: int, rate: float) -> Result:
     )
 
 
+DISK = Path("/var/tmp")  # noqa: S108 - on the VM's disk; a private directory is made inside
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_writes(args: tuple[Path, list[tuple[str, bytes]]]) -> int:
+    """Crash-safe create-once writes, nothing else: write a temporary file, fsync it, link it
+    into place, fsync the directory (a new directory made durable in its parent once)."""
+    root, objects = args
+    made: set[Path] = set()
+    for key, body in objects:
+        final = root / key
+        if final.parent not in made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_directory(final.parent.parent)
+            made.add(final.parent)
+        temp = final.with_name(f".tmp-{final.name}.{os.getpid()}")
+        with open(temp, "xb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temp, final)
+        os.unlink(temp)
+        _fsync_directory(final.parent)
+    return len(objects)
+
+
+def _durable_write_rate(root: Path, objects: list[tuple[str, bytes]], workers: int) -> float:
+    """Writes/s from ``workers`` processes, each with its own share of the partitions, as the
+    archiver's worker processes have."""
+    partitions = sorted({key.split("/")[1] for key, _ in objects})
+    shares = [set(partitions[i::workers]) for i in range(workers)]
+    work = [(root, [o for o in objects if o[0].split("/")[1] in share]) for share in shares]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        started = time.monotonic()
+        done = sum(pool.map(_durable_writes, work))
+        seconds = time.monotonic() - started
+    assert done == len(objects)
+    return done / seconds
+
+
+def scenario_1d_1e(quick: bool, concurrency: int) -> list[Result]:
+    """Scenario 1 with the bucket on the VM's disk, against Celery no-op tasks (1d) and
+    against a bare durable-write loop of the same tars, layout and concurrency (1e)."""
+    partitions, entries = (50, 20) if quick else (200, 50)
+    total = partitions * entries
+    with _work_dir() as tmp, tempfile.TemporaryDirectory(dir=DISK) as disk:
+        work = Path(tmp)
+        bucket = Path(disk) / "bucket"
+        bucket.mkdir()
+        fleet = Fleet(work, bucket.as_uri(), concurrency)
+        try:
+            fleet.write(partitions, entries, 4096)
+            objects = [
+                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
+                for p in range(1, partitions + 1)
+                for lsn in range(1, entries + 1)
+            ]
+            archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
+            fleet.stop()
+            loop_rate = _durable_write_rate(Path(disk) / "loop", objects, concurrency)
+            fleet = Fleet(work / "noop", "file:///unused", concurrency)
+            noop_rate = _noop_rate(fleet, total)
+        finally:
+            fleet.stop()
+    what = f"{partitions} partitions × {entries} × 4 KiB, filesystem sink on the VM's disk"
+    details = {**details, "concurrency": concurrency, "bucket": str(DISK)}
+    return [
+        Result(
+            "1d",
+            what,
+            "entries/s vs Celery no-op tasks/s",
+            archiver_rate,
+            noop_rate,
+            "/s",
+            "≥ 1.0×",
+            archiver_rate >= noop_rate,
+            details,
+        ),
+        Result(
+            "1e",
+            what,
+            "entries/s vs durable-write loop/s (write, fsync, link, fsync dir)",
+            archiver_rate,
+            loop_rate,
+            "/s",
+            "≥ 0.5×",
+            archiver_rate >= 0.5 * loop_rate,
+            details,
+        ),
+    ]
+
+
+def _raw_put_threads(
+    url: str, bucket: str, objects: list[tuple[str, bytes]], threads: int, wait: bool = True
+) -> float:
+    """put_object/s from ``threads`` threads; with ``wait=False``, without botocore's wait
+    for ``100 Continue`` before each body, as the archiver's single-part uploads do."""
+    config = CLIENT_CONFIG.merge(Config(max_pool_connections=threads))
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=config)
+    if not wait:
+        client.meta.events.register_first("before-sign.s3.PutObject", _send_body_at_once)
+
+    def put(item: tuple[str, bytes]) -> None:
+        client.put_object(Bucket=bucket, Key=item[0], Body=item[1], IfNoneMatch="*")
+
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.monotonic()
+        list(pool.map(put, objects))
+        return len(objects) / (time.monotonic() - started)
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def scenario_7(quick: bool, concurrency: int) -> Result:
+    """S3 behind a delay proxy (20 ms each way, 40 ms round trips), 16 uploads in flight: a
+    threads-pool worker host against raw put_object from 16 threads through the same proxy;
+    and the worker host's RSS per upload in flight."""
+    in_flight = 16
+    partitions, entries = (32, 4) if quick else (64, 20)
+    size = 64 * 1024
+    with s3_server() as url, delay_proxy(url, 0.020) as far, _work_dir() as tmp:
+        work = Path(tmp)
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
+        client.create_bucket(Bucket="archive")
+        client.create_bucket(Bucket="raw")
+        fleet = Fleet(
+            work,
+            f"s3://archive/wal?endpoint_url={far}&region=us-east-1",
+            in_flight,
+            pool="threads",
+        )
+        try:
+            fleet.write(partitions, entries, size)
+            objects = [
+                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
+                for p in range(1, partitions + 1)
+                for lsn in range(1, entries + 1)
+            ]
+            baseline_rate = _raw_put_threads(far, "raw", objects, in_flight)
+            client.create_bucket(Bucket="raw-no-wait")
+            no_wait_rate = _raw_put_threads(far, "raw-no-wait", objects, in_flight, wait=False)
+            host = fleet.start_worker()
+            idle_rss = _tree_rss(host)
+            peak = [idle_rss]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.05):
+                    peak.append(_tree_rss(host))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            archiver_rate, details = _rate_of_fleet(fleet, partitions, entries, worker=False)
+            done.set()
+            sampler.join()
+        finally:
+            fleet.stop()
+    per_upload = max(peak) / in_flight / 2**20
+    ratio = archiver_rate / baseline_rate
+    return Result(
+        "7",
+        f"{partitions} partitions × {entries} × 64 KiB, S3 40 ms away, {in_flight} in flight",
+        "entries/s vs raw put_object/s from 16 threads; worker-host RSS per upload",
+        archiver_rate,
+        baseline_rate,
+        "/s",
+        "≥ 0.95×; ≤ 12 MiB RSS per upload in flight",
+        ratio >= 0.95 and per_upload <= 12,
+        {
+            **details,
+            "pool": "threads",
+            "in_flight": in_flight,
+            "rss_per_upload_mib": round(per_upload, 1),
+            "worker_host_peak_rss_mib": round(max(peak) / 2**20, 1),
+            "worker_host_idle_rss_mib": round(idle_rss / 2**20, 1),
+            "delay_each_way_ms": 20,
+            "raw_put_without_100_continue_per_s": round(no_wait_rate, 1),
+            "ratio_to_raw_put_without_100_continue": round(archiver_rate / no_wait_rate, 3),
+        },
+    )
+
+
+SCENARIOS = ("1", "1d", "2", "3", "4", "5", "6", "7")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, action="append", choices=range(1, 7))
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="1d also gives 1e (one run)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument(
         "--concurrency", type=int, default=psutil.cpu_count() or 2, help="worker processes"
@@ -526,41 +737,43 @@ def main() -> None:
         help="entries/s for scenario 6 (default: 20%% of scenario 1's rate, or 200/s)",
     )
     args = parser.parse_args()
-    chosen = args.only or [1, 2, 3, 4, 5, 6]
+    chosen = args.only or list(SCENARIOS)
     results: list[Result] = []
-    runners: dict[int, Callable[[], Result]] = {
-        1: lambda: scenario_1(args.quick, args.concurrency),
-        2: lambda: scenario_2(args.quick, args.concurrency),
-        3: lambda: scenario_3(args.quick, args.concurrency),
-        4: lambda: scenario_4(args.quick, args.concurrency),
-        5: lambda: scenario_5(args.quick, args.concurrency),
+    runners: dict[str, Callable[[], list[Result]]] = {
+        "1": lambda: [scenario_1(args.quick, args.concurrency)],
+        "1d": lambda: scenario_1d_1e(args.quick, args.concurrency),
+        "2": lambda: [scenario_2(args.quick, args.concurrency)],
+        "3": lambda: [scenario_3(args.quick, args.concurrency)],
+        "4": lambda: [scenario_4(args.quick, args.concurrency)],
+        "5": lambda: [scenario_5(args.quick, args.concurrency)],
+        "7": lambda: [scenario_7(args.quick, args.concurrency)],
     }
     for number in chosen:
-        console.print(f"scenario {number} ...")
-        if number == 6:
-            first = next((r for r in results if r.scenario == 1), None)
+        print(f"scenario {number} ...", flush=True)
+        if number == "6":
+            first = next((r for r in results if r.scenario == "1"), None)
             rate = args.latency_rate or (0.2 * first.archiver if first else 200.0)
-            result = scenario_6(args.quick, args.concurrency, rate)
+            done = [scenario_6(args.quick, args.concurrency, rate)]
         else:
-            result = runners[number]()
-        results.append(result)
-        console.print(_table([result]))
-    console.print(_table(results))
+            done = runners[number]()
+        results.extend(done)
+        _show(done)
+    print()
+    _show(results)
     name = "suite" + ("-quick" if args.quick else "")
     if args.only:
-        name += "-" + "-".join(str(n) for n in sorted(set(args.only)))
+        name += "-" + "-".join(sorted(set(args.only)))
     path = save(
         name,
         {"results": [{**asdict(r), "ratio": r.ratio} for r in results]},
     )
-    console.print(f"written to {path}")
+    print(f"written to {path}")
 
 
-def _table(results: list[Result]) -> Table:
-    table = Table("#", "scenario", "measured", "archiver", "baseline", "ratio", "target", "met")
-    for r in results:
-        table.add_row(
-            str(r.scenario),
+def _rows(results: list[Result]) -> list[list[str]]:
+    return [
+        [
+            r.scenario,
             r.name,
             r.measured,
             f"{r.archiver:,.1f} {r.unit}",
@@ -568,8 +781,26 @@ def _table(results: list[Result]) -> Table:
             "-" if r.ratio is None else f"{r.ratio:.2f}×",
             r.target,
             "yes" if r.met else "NO",
-        )
-    return table
+        ]
+        for r in results
+    ]
+
+
+HEADER = ["#", "scenario", "measured", "archiver", "baseline", "ratio", "target", "met"]
+
+
+def _show(results: list[Result]) -> None:
+    """A table on a terminal; markdown elsewhere (a log, a pipe), one line a row."""
+    if console.is_terminal:
+        table = Table(*HEADER)
+        for row in _rows(results):
+            table.add_row(*row)
+        console.print(table)
+        return
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for row in _rows(results):
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -356,6 +356,7 @@ class System:
         wait: bool = True,
         env: Mapping[str, str] | None = None,
         node_name: str | None = None,
+        pool: str = "prefork",
     ) -> Process:
         process = self._spawn(
             "worker",
@@ -363,6 +364,7 @@ class System:
                 [f"archiver.{self.storage}"],
                 concurrency,
                 node_name or f"test-{uuid.uuid4().hex[:8]}@%h",
+                pool,
             ),
             env,
         )

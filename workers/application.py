@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from types import FrameType
 
 from celery import signals
@@ -32,6 +33,7 @@ if settings.sink_url:
     preload_sink(settings.sink_url)
 
 _archivers: dict[int, EntryArchiver] = {}
+_archivers_lock = threading.Lock()
 log = logging.getLogger(__name__)
 # The worker's main process, which its pool processes ask to stop (see ``stop_worker``).
 _main_pid: int | None = None
@@ -61,9 +63,15 @@ def stop_worker() -> None:
 
 
 def entry_archiver() -> EntryArchiver:
+    """This process's archiver, shared by its threads (with ``-P threads``)."""
     pid = os.getpid()
     archiver = _archivers.get(pid)
-    if archiver is None:
+    if archiver is not None:
+        return archiver
+    with _archivers_lock:
+        archiver = _archivers.get(pid)
+        if archiver is not None:
+            return archiver
         _archivers.clear()
         client = connect(settings.redis_url)
         keys = RedisKeys(settings.redis_prefix)

@@ -103,6 +103,10 @@ def _serve_scheduler_metrics(
     ).start()
 
 
+# Uploads one threads-pool process runs at once: the S3 client's connection pool.
+MAX_THREADS = 128
+
+
 @main.command()
 @click.option(
     "-Q",
@@ -116,13 +120,23 @@ def _serve_scheduler_metrics(
     type=click.IntRange(1, 512),
     default=os.cpu_count() or 1,
     show_default="the number of CPUs",
-    help="Worker processes; each archives one entry at a time.",
+    help="Entries archived at once: pool processes, or threads with --pool threads.",
+)
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads"]),
+    default="prefork",
+    show_default=True,
+    help="prefork: a process per entry in flight (about 80 MiB each). threads: a thread per "
+    "entry in one process (a few MiB each), for object stores far away, where uploads "
+    "mostly wait; they share one CPU's worth of Python.",
 )
 @click.option(
     "-n", "--node-name", help="Celery node name, unique per host. Default: archiver@<hostname>."
 )
 @clear_errors
-def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
+def worker(queues: str | None, concurrency: int, pool: str, node_name: str | None) -> None:
     """Run a worker host: Celery processes that archive the entries of this host's storages.
 
     Every storage a queue names must be in ARCHIVER_STORAGES, since only this host can read
@@ -152,6 +166,11 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
                 f"queue {name!r} is not archiver.<storage> for a storage in ARCHIVER_STORAGES "
                 f"({', '.join(settings.storages) or 'none set'})"
             )
+    if pool == "threads" and concurrency > MAX_THREADS:
+        raise click.UsageError(
+            f"--concurrency {concurrency}: a threads pool runs at most {MAX_THREADS} (one S3 "
+            "connection pool serves them all); run more hosts, or prefork"
+        )
     names = _usable_queues(settings, names)
     node = node_name or f"archiver@{socket.gethostname()}"
     env = dict(os.environ)
@@ -161,7 +180,7 @@ def worker(queues: str | None, concurrency: int, node_name: str | None) -> None:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     else:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    argv = celery_worker_argv(names, concurrency, node)
+    argv = celery_worker_argv(names, concurrency, node, pool)
     # Replace this process, so that signals sent to it reach Celery's main process.
     os.execve(argv[0], argv, env)  # noqa: S606 - our own interpreter, argument list
 

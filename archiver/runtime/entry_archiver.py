@@ -20,11 +20,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from archiver.config import Settings
 from archiver.core.object_names import PartitionId
 from archiver.core.partition import Claim
-from archiver.errors import ArchiveConflict, EntryError, LeaseLost, NotYet, StorageUnavailable
+from archiver.errors import (
+    ArchiveConflict,
+    AttemptOverran,
+    EntryError,
+    LeaseLost,
+    NotYet,
+    StorageUnavailable,
+)
 from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
 from archiver.runtime.archiving import copy_entry
@@ -82,39 +90,56 @@ class Attempt:
 class HeldGrant:
     """The grant of the attempt running now; ``lost`` is set once a renewal is refused."""
 
-    def __init__(self, storage: str, partition: int, claim: Claim, renew_at: float) -> None:
+    def __init__(
+        self, storage: str, partition: int, claim: Claim, renew_at: float, give_up_at: float
+    ) -> None:
         self.storage = storage
         self.partition = partition
         self.claim = claim
         self.renew_at = renew_at
+        # Past this the grant is no longer renewed: the attempt has overrun its time limit.
+        self.give_up_at = give_up_at
         self.lost = threading.Event()
+        # Set when ``lost`` is because of the time limit, not a refused renewal.
+        self.overran = False
+        # Held by a renewal in flight; once ``retired`` (the attempt is over), none is sent.
+        self.renewing = threading.Lock()
+        self.retired = False
 
     def guard(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Stop streaming as soon as the grant is lost: the write is then aborted."""
         for chunk in chunks:
             if self.lost.is_set():
+                if self.overran:
+                    raise AttemptOverran("the attempt ran past its time limit while uploading")
                 raise LeaseLost("grant lost while uploading")
             yield chunk
 
 
 class LeaseKeeper:
-    """Renews the running attempt's grant every third of the lease, so that a slow upload keeps
-    it. One thread per process serves every attempt in turn: starting a thread per entry
-    would cost more than a small entry's upload."""
+    """Renews the grants of the attempts running in this process every third of the lease, so
+    that a slow upload keeps its own. One thread per process serves every attempt (starting a
+    thread per entry would cost more than a small entry's upload), however many run at once:
+    one in each process of a prefork pool, several in a threads pool."""
 
-    def __init__(self, store: RedisStateStore, lease: float) -> None:
+    def __init__(self, store: RedisStateStore, lease: float, attempt_limit: float) -> None:
         self._store = store
         self._lease = lease
+        # An attempt that runs longer stops being renewed, so that its partition goes to
+        # another worker even where no pool kills the attempt (Celery's threads pool has no
+        # hard time limit): it may finish, but its commit is fenced.
+        self._attempt_limit = attempt_limit
         self._interval = lease / 3
         self._lock = threading.Lock()
-        self._held: HeldGrant | None = None
+        self._held: set[HeldGrant] = set()
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
     def keep(self, storage: str, partition: int, claim: Claim) -> Iterator[HeldGrant]:
-        held = HeldGrant(storage, partition, claim, time.monotonic() + self._interval)
+        now = time.monotonic()
+        held = HeldGrant(storage, partition, claim, now + self._interval, now + self._attempt_limit)
         with self._lock:
-            self._held = held
+            self._held.add(held)
             if self._thread is None or not self._thread.is_alive():  # none yet, or forked
                 self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
                 self._thread.start()
@@ -122,27 +147,51 @@ class LeaseKeeper:
             yield held
         finally:
             with self._lock:
-                self._held = None
+                self._held.discard(held)
+            # A renewal begun before the attempt ended must not land after what follows it
+            # (a failure's hold, a commit): wait for it, and let none begin.
+            with held.renewing:
+                held.retired = True
 
     def _run(self) -> None:
         while True:
             time.sleep(min(self._interval / 4, 1.0))
+            now = time.monotonic()
             with self._lock:
-                held = self._held
-            if held is None or time.monotonic() < held.renew_at:
-                continue
+                due = [held for held in self._held if now >= held.renew_at]
+            for held in due:
+                if now >= held.give_up_at:
+                    self._give_up(held)
+                else:
+                    self._renew(held)
+
+    def _give_up(self, held: HeldGrant) -> None:
+        if not held.lost.is_set():
+            log.error(
+                "attempt past its time limit; its grant is no longer renewed",
+                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+            )
+        held.overran = True
+        held.lost.set()
+        held.renew_at = float("inf")
+
+    def _renew(self, held: HeldGrant) -> None:
+        with held.renewing:
+            if held.retired:
+                return
             try:
-                if not self._store.transitions.renew_lease(
+                renewed = self._store.transitions.renew_lease(
                     PartitionId(held.storage, held.partition),
                     held.claim.lsn,
                     held.claim.token,
                     self._lease,
-                ):
-                    held.lost.set()
+                )
             except Exception:  # a Redis blip: try again at the next tick
                 log.warning("lease renewal failed; retrying", exc_info=True)
-                continue
-            held.renew_at = time.monotonic() + self._interval
+                return
+        if not renewed:
+            held.lost.set()
+        held.renew_at = time.monotonic() + self._interval
 
 
 class EntryArchiver:
@@ -159,7 +208,7 @@ class EntryArchiver:
         self.streams = streams
         self.sink = sink
         self.dispatch = dispatch
-        self.keeper = LeaseKeeper(store, settings.lease_seconds)
+        self.keeper = LeaseKeeper(store, settings.lease_seconds, settings.task_time_limit_seconds)
         self.sink_watch = SinkWatch(sink)
 
     def run_chain(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
@@ -233,6 +282,9 @@ class EntryArchiver:
                 )
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)
+        except SoftTimeLimitExceeded:  # a prefork pool's limit: the entry's, as above
+            overran = AttemptOverran("the attempt ran past its time limit")
+            return self._failed(storage, partition, claim, overran, fields)
         except Exception as exc:
             return self._failed(storage, partition, claim, exc, fields)
 

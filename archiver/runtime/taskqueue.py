@@ -33,23 +33,36 @@ def queue_name(storage: str) -> str:
     return QUEUE_PREFIX + storage
 
 
-def worker_command(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+# Celery's pools a worker host may run: a process per upload in flight (isolated, about
+# 80 MiB each), or a thread per upload in one process (a few MiB each; for object stores far
+# away, where uploads mostly wait).
+POOLS = ("prefork", "threads")
+
+
+def worker_command(
+    queues: list[str], concurrency: int, node_name: str, pool: str = "prefork"
+) -> list[str]:
     """The command line of a worker host consuming ``queues`` (``archiver worker``)."""
     return [
         sys.executable, "-m", "archiver", "worker",
         "--queues", ",".join(queues),
         "--concurrency", str(concurrency),
         "--node-name", node_name,
+        "--pool", pool,
     ]  # fmt: skip
 
 
-def celery_worker_argv(queues: list[str], concurrency: int, node_name: str) -> list[str]:
+def celery_worker_argv(
+    queues: list[str], concurrency: int, node_name: str, pool: str = "prefork"
+) -> list[str]:
     """What ``archiver worker`` runs once the host is prepared."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     return [
         sys.executable, "-m", "celery", "-A", "workers", "worker",
         "-Q", ",".join(queues),
         "-c", str(concurrency),
-        "-P", "prefork",
+        "-P", pool,
         "-n", node_name,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel", "INFO",

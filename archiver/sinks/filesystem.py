@@ -6,8 +6,8 @@ link fails if the name exists, so an archive is never overwritten, and a crash l
 a hidden temporary file, which listings skip. Its attributes (``<name>.attrs``: the SHA-256
 and the MD5) are written before that link and claimed create-once too, and only a writer whose
 bytes they describe links the object: no object appears with attributes that do not match it
-(attributes left without their object by an interrupted write are replaced once they are a
-minute old). One fsync of the directory then makes both names durable before anything is
+(attributes left without their object by an interrupted write are replaced once they are an
+hour old). One fsync of the directory then makes both names durable before anything is
 acknowledged. A crash before it could, on a filesystem that reorders directory updates, keep
 the object but not its attributes; the entry was not acknowledged, so its retry compares the
 object with the entry and records them (``confirm_archived``).
@@ -24,7 +24,6 @@ import errno
 import logging
 import os
 import re
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -63,8 +62,9 @@ LEGACY_CHECKSUM_SUFFIX = ".sha256"
 _FILEBLOB_TEMPORARY = re.compile(r".+\.[0-9a-f]+\.tmp")
 READ_SIZE = 1024 * 1024
 # Attributes without their object older than this are an interrupted write's: a writer makes
-# its attributes and links its object a few system calls apart.
-STALE_ATTRIBUTES_SECONDS = 60
+# its attributes and links its object a few system calls apart, and an attempt that stalls in
+# between is ended by ARCHIVER_TASK_TIME_LIMIT_SECONDS (30 minutes by default) long before.
+STALE_ATTRIBUTES_SECONDS = 3600
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,13 @@ class FilesystemSink:
                     return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
             finally:
                 temp.unlink()
+            if (
+                claim is _Claim.MADE
+                and recorded_in(_read_or_empty(_attributes_path(final))).sha256 != sha256
+            ):
+                # Replaced meanwhile by a write that took ours for an interrupted one: the
+                # object is ours, and so are its attributes.
+                _replace_small_file(_attributes_path(final), new_attributes(key, sha256, md5))
             # Both names are durable before anything can acknowledge the object.
             _fsync_directory(final.parent)
             if claim is _Claim.SHARED:
@@ -171,6 +178,8 @@ class FilesystemSink:
         path = _attributes_path(final)
         temp = _write_small_file(path, attributes)
         try:
+            # The bucket's own clock (a network filesystem's server's), to age what is there.
+            now = temp.stat().st_mtime
             os.link(temp, path)
             return _Claim.MADE
         except FileExistsError:
@@ -186,7 +195,7 @@ class FilesystemSink:
         ):
             return _Claim.SHARED
         try:
-            age = time.time() - path.stat().st_mtime
+            age = now - path.stat().st_mtime
         except FileNotFoundError:  # its write gave up meanwhile: try again
             raise WriteUnderWay(f"{path} came and went while this write claimed it") from None
         if age < STALE_ATTRIBUTES_SECONDS:
@@ -194,7 +203,7 @@ class FilesystemSink:
                 f"{path} is there without its object and describes other bytes (SHA-256 "
                 f"{there.sha256 or 'none'}; this entry's is {sha256}): another write of this "
                 f"name is under way, or was cut off {age:.0f} s ago. Retried; such attributes "
-                f"are replaced once {STALE_ATTRIBUTES_SECONDS} s old"
+                f"are replaced once {STALE_ATTRIBUTES_SECONDS // 60} minutes old"
             )
         log.warning(
             "replacing attributes left without their object by an interrupted write "

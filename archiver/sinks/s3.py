@@ -29,6 +29,7 @@ from archiver.errors import (
     SinkError,
     SinkUnusable,
     WriteOnceUnsupported,
+    WriteUnderWay,
 )
 from archiver.sinks.base import (
     DELETE_BATCH,
@@ -86,6 +87,9 @@ CLIENT_CONFIG = Config(
     # Recent boto3 sends checksums some S3-compatible servers reject.
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
+    # A threads pool shares one client between its uploads (botocore's default is 10
+    # connections); connections are opened only as they are needed.
+    max_pool_connections=128,
 )
 
 
@@ -113,6 +117,16 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session(botocore_session=core)
 
 
+def _send_body_at_once(request: Any, **_: Any) -> None:
+    """A single-part upload sends its body without waiting for ``100 Continue`` first, which
+    botocore asks for by default: that wait is a round trip per entry, the larger part of a
+    small entry's time when the store is far away. The body is below the part size, so little
+    is sent in vain when the store refuses it (412 for an existing object). Parts of
+    multipart uploads keep the wait."""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -130,6 +144,7 @@ class S3Sink:
             self.encryption_args["ServerSideEncryption"] = location.encryption
         if location.kms_key_id:
             self.encryption_args["SSEKMSKeyId"] = location.kms_key_id
+        client.meta.events.register_first("before-sign.s3.PutObject", _send_body_at_once)
 
     @classmethod
     def at(cls, location: S3Location) -> S3Sink:
@@ -194,6 +209,10 @@ class S3Sink:
         except ClientError as exc:
             if _error_code(exc) in _PRECONDITION_FAILED and sha256 is not None:
                 return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
+            if _error_code(exc) == "ConditionalRequestConflict":
+                # Another conditional write of this key is under way (a duplicate delivery):
+                # not the store failing, so no reason for the fleet to back off.
+                raise WriteUnderWay(f"writing {key}: {exc}") from exc
             raise _translated(f"writing {key}", exc) from exc
         except BotoCoreError as exc:
             raise _translated(f"writing {key}", exc) from exc

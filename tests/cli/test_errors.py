@@ -182,6 +182,8 @@ def test_bad_names_and_numbers_are_a_usage_error_naming_the_argument(
         ("migrate-sidecars", ["--storage", "../x"], "--storage"),
         ("inspect rejected", ["--limit", "0"], "--limit"),
         ("worker", ["--concurrency", "0"], "--concurrency"),
+        ("worker", ["--pool", "threads", "--concurrency", "200"], "--concurrency"),
+        ("worker", ["--pool", "gevent"], "--pool"),
         ("produce", ["--storage", "elsewhere", "--rounds", "1"], "ARCHIVER_STORAGES"),
     ],
 )

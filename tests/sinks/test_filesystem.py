@@ -16,6 +16,7 @@ import pytest
 from archiver.core.integrity import Verdict
 from archiver.errors import SinkError, SinkUnusable, WriteUnderWay
 from archiver.sinks import FilesystemSink, WriteOutcome, open_sink
+from archiver.sinks.attributes import new_attributes
 from archiver.sinks.filesystem import STALE_ATTRIBUTES_SECONDS, _make_directories
 from tests.archive_factory import archive_range, new_bucket
 from tests.original_bucket import OriginalListingFailed, listed_by_original, write_as_fileblob
@@ -177,6 +178,24 @@ def test_attributes_of_other_bytes_hold_a_write_up_until_they_are_stale(tmp_path
     assert sink.write("s/1/a.tar", source(b"ours")).outcome is WriteOutcome.CREATED
     assert sink.read("s/1/a.tar") == b"ours"
     assert sink.recorded("s/1/a.tar").sha256 == hashlib.sha256(b"ours").hexdigest()
+
+
+def test_attributes_replaced_under_a_write_that_stalled_are_made_its_own_again(
+    tmp_path: Path,
+) -> None:
+    # The write stalled between its two links for longer than STALE_ATTRIBUTES_SECONDS: a
+    # write of other bytes took its attributes for an interrupted write's and replaced them.
+    class Stalled(FilesystemSink):
+        def _claim_attributes(self, final: Path, attributes: bytes, sha256: str) -> Any:
+            claim = super()._claim_attributes(final, attributes, sha256)
+            theirs = new_attributes("s/1/a.tar", hashlib.sha256(b"x").hexdigest(), "0" * 32)
+            final.with_name(final.name + ".attrs").write_bytes(theirs)
+            return claim
+
+    sink = Stalled(tmp_path)
+    assert sink.write("s/1/a.tar", source(b"ours")).outcome is WriteOutcome.CREATED
+    integrity = sink.download("s/1/a.tar", io.BytesIO()).integrity()
+    assert (integrity.verdict, integrity.detail) == (Verdict.VERIFIED, "SHA-256 matches")
 
 
 def test_an_older_releases_checksum_file_that_disagrees_with_the_attributes(

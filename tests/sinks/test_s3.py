@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from archiver.core.integrity import Verdict
-from archiver.errors import EntryChanged, SinkError, SinkUnusable
+from archiver.errors import EntryChanged, NotYet, SinkError, SinkUnusable, WriteUnderWay
 from archiver.sinks import WriteOutcome, open_sink
 from archiver.sinks.s3 import S3Sink
 from archiver.sinks.urls import MIN_PART_SIZE
@@ -264,3 +264,38 @@ def test_a_worker_host_reads_the_s3_model_once_before_its_pool_forks(preloaded: 
         assert at_client == 0
     else:
         assert at_client > 0
+
+
+def test_a_single_part_upload_does_not_wait_for_100_continue(sink: S3Sink) -> None:
+    # Waiting is a round trip per entry, most of a small entry's time to a distant store.
+    sent: dict[str, list[bytes | None]] = {"PutObject": [], "UploadPart": []}
+
+    def seen(request: Any, event_name: str, **_: Any) -> None:
+        sent[event_name.rsplit(".", 1)[1]].append(request.headers.get("Expect"))
+
+    for operation in sent:
+        sink.client.meta.events.register(f"before-send.s3.{operation}", seen)
+    sink.write("s/1/small.tar", source(b"abc"))
+    sink.write("s/1/big.tar", source(*[bytes([i]) * (1024 * 1024) for i in range(7)]))
+    assert sent["PutObject"] == [None]
+    assert sent["UploadPart"]
+    assert all(expect == b"100-continue" for expect in sent["UploadPart"]), sent
+    # Refused all the same when the object is there.
+    assert sink.write("s/1/small.tar", source(b"xyz")).outcome is WriteOutcome.ALREADY_EXISTS
+
+
+def test_a_conflicting_conditional_write_is_retried_without_pausing_the_fleet(
+    sink: S3Sink,
+) -> None:
+    # AWS answers 409 ConditionalRequestConflict while another conditional write of the key
+    # is under way; moto never does, so the answer is stubbed here (botocore's Stubber, on
+    # the sink's own client).
+    from botocore.stub import Stubber
+
+    with Stubber(sink.client) as stubbed:
+        stubbed.add_client_error(
+            "put_object", service_error_code="ConditionalRequestConflict", http_status_code=409
+        )
+        with pytest.raises(WriteUnderWay, match="ConditionalRequestConflict"):
+            sink.write("s/1/a.tar", source(b"abc"))
+    assert issubclass(WriteUnderWay, NotYet)

@@ -181,6 +181,35 @@ def test_an_attempt_past_the_task_time_limit_is_ended_and_tried_again(
     system.assert_invariants()
 
 
+def test_an_attempt_past_the_time_limit_in_a_threads_pool_hands_its_partition_over(
+    s3_system: System, s3_endpoint: S3Endpoint, proxy: FaultProxy
+) -> None:
+    # A threads pool has no hard time limit: the lease keeper stops renewing the attempt's
+    # grant, so the partition goes to another attempt while the first one still hangs.
+    system = s3_system
+    system.env_overrides["ARCHIVER_TASK_TIME_LIMIT_SECONDS"] = "3"
+    worker = system.start_worker(
+        concurrency=4, pool="threads", env=_via(proxy, system, s3_endpoint, read_timeout="120")
+    )
+    system.start_scheduler()
+    proxy.hold_puts()  # the upload starts and never gets an answer
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    wait_for(
+        lambda: (system.maybe_state(1) or {}).get("fencing_token", 0) >= 2,
+        timeout=60,
+        what="the partition to be granted again",
+    )
+    assert "attempt past its time limit" in worker.output()
+    assert system.acks(1) == []
+    proxy.release_puts()
+    system.wait_acked(1, 1, timeout=60)
+    system.assert_archive_matches_source(1, 1)
+    assert "until_ms" not in system.client.hgetall(system.keys.fleet)  # no one paused for it
+    assert worker.popen.poll() is None
+    system.assert_invariants()
+
+
 def test_the_fleet_holds_off_during_a_pause_and_resumes_when_it_ends(system: System) -> None:
     pause = 4.0
     system.env_overrides["ARCHIVER_RETRY_MIN_SECONDS"] = str(pause)

@@ -119,9 +119,12 @@ def _intervals(system: System) -> list[tuple[int, datetime, datetime]]:
     return result
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
-def test_three_partitions_share_the_workers(system: System, concurrency: int) -> None:
-    system.start(concurrency=concurrency)
+@pytest.mark.parametrize(("pool", "concurrency"), [("prefork", 1), ("prefork", 4), ("threads", 4)])
+def test_three_partitions_share_the_workers(system: System, pool: str, concurrency: int) -> None:
+    worker = system.start_worker(concurrency, pool=pool)
+    system.start_scheduler()
+    if pool == "threads":
+        assert len(worker.tree()) == 1, "a threads pool runs every attempt in one process"
     entries = 12
     for partition in (1, 2, 3):
         for lsn in range(1, entries + 1):
