@@ -255,14 +255,19 @@ class Settings:
         "how often the scheduler looks for partitions with work and no live claim",
     )
     task_time_limit_seconds: float = setting(
-        "ARCHIVER_TASK_TIME_LIMIT_SECONDS", "1800", _seconds, "hard limit on one attempt"
+        "ARCHIVER_TASK_TIME_LIMIT_SECONDS",
+        "1800",
+        _seconds,
+        "limit on one attempt: a prefork pool ends it (its soft limit 30 s before); in any "
+        "pool the grant is no longer renewed past it, so its partition goes to another "
+        "worker. An attempt that overruns counts as a failure of its entry",
     )
     entry_failures_before_stop: int = setting(
         "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP",
         "5",
         _count,
-        "failures of an entry itself (unsafe content; gone from the worker host with an object "
-        "at its name that does not verify) before its partition is `stopped` for an operator; "
+        "failures of an entry itself (unsafe content; an attempt past the time limit; gone from "
+        "the worker host with an object at its name that does not verify) before its partition is `stopped` for an operator; "
         "the fleet does not back off for them. An entry that is merely missing is retried "
         "until it appears",
     )
