@@ -267,9 +267,9 @@ class Settings:
         "5",
         _count,
         "failures of an entry itself (unsafe content; an attempt past the time limit; gone from "
-        "the worker host with an object at its name that does not verify) before its partition is `stopped` for an operator; "
-        "the fleet does not back off for them. An entry that is merely missing is retried "
-        "until it appears",
+        "the worker host with an object at its name that does not verify) before its "
+        "partition is `stopped` for an operator; the fleet does not back off for them. An "
+        "entry that is merely missing is retried until it appears",
     )
     leader_ttl_seconds: float = setting(
         "ARCHIVER_LEADER_TTL_SECONDS",

@@ -35,21 +35,8 @@ def s3_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("moto's S3 server did not start") from None
-            time.sleep(0.1)
-    try:
+    with _serving(process, url, "moto's S3 server"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextmanager
@@ -65,7 +52,14 @@ def delay_proxy(url: str, delay: float) -> Iterator[str]:
         ],
     )  # fmt: skip
     proxied = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=proxied, region_name="us-east-1", config=CLIENT_CONFIG)
+    with _serving(process, proxied, "the delay proxy"):
+        yield proxied
+
+
+@contextmanager
+def _serving(process: subprocess.Popen[bytes], url: str, what: str) -> Iterator[None]:
+    """Wait until the S3 endpoint at ``url``, served by ``process``, answers; stop it after."""
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -73,10 +67,10 @@ def delay_proxy(url: str, delay: float) -> Iterator[str]:
             break
         except Exception:
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the delay proxy did not start") from None
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.1)
     try:
-        yield proxied
+        yield
     finally:
         process.terminate()
         process.wait(10)

@@ -170,6 +170,15 @@ def _tar_bytes(root: Path, partition: int, lsn: int) -> bytes:
     return buffer.getvalue()
 
 
+def _all_tars(fleet: Fleet, partitions: int, entries: int) -> list[tuple[str, bytes]]:
+    """(key, tar) of every entry written: the very bytes the archiver will store."""
+    return [
+        (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
+        for p in range(1, partitions + 1)
+        for lsn in range(1, entries + 1)
+    ]
+
+
 def _put_all(args: tuple[str, str, list[tuple[str, bytes]]]) -> int:
     url, bucket, objects = args
     client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=CLIENT_CONFIG)
@@ -225,11 +234,7 @@ def _s3_scenario(
         try:
             fleet.write(partitions, entries, size)
             # The baseline uploads the very bytes the archiver will upload: the same tars.
-            objects = [
-                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
-                for p in range(1, partitions + 1)
-                for lsn in range(1, entries + 1)
-            ]
+            objects = _all_tars(fleet, partitions, entries)
             # Where the CPU goes on each side, per entry: the server's share is what the
             # two sides compete for on a small machine.
             server = _server_process(url)
@@ -583,11 +588,7 @@ def scenario_1d_1e(quick: bool, concurrency: int) -> list[Result]:
         fleet = Fleet(work, bucket.as_uri(), concurrency)
         try:
             fleet.write(partitions, entries, 4096)
-            objects = [
-                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
-                for p in range(1, partitions + 1)
-                for lsn in range(1, entries + 1)
-            ]
+            objects = _all_tars(fleet, partitions, entries)
             archiver_rate, details = _rate_of_fleet(fleet, partitions, entries)
             fleet.stop()
             loop_rate = _durable_write_rate(Path(disk) / "loop", objects, concurrency)
@@ -670,11 +671,7 @@ def scenario_7(quick: bool, concurrency: int) -> Result:
         )
         try:
             fleet.write(partitions, entries, size)
-            objects = [
-                (archive_key(STORAGE, p, lsn), _tar_bytes(fleet.root, p, lsn))
-                for p in range(1, partitions + 1)
-                for lsn in range(1, entries + 1)
-            ]
+            objects = _all_tars(fleet, partitions, entries)
             baseline_rate = _raw_put_threads(far, "raw", objects, in_flight)
             client.create_bucket(Bucket="raw-no-wait")
             no_wait_rate = _raw_put_threads(far, "raw-no-wait", objects, in_flight, wait=False)
