@@ -258,9 +258,10 @@ class Settings:
         "ARCHIVER_TASK_TIME_LIMIT_SECONDS",
         "1800",
         _seconds,
-        "limit on one attempt: a prefork pool ends it (its soft limit 30 s before); in any "
-        "pool the grant is no longer renewed past it, so its partition goes to another "
-        "worker. An attempt that overruns counts as a failure of its entry",
+        "limit on one attempt: past it the grant is no longer renewed, so its partition goes "
+        "to another worker; a prefork pool process also interrupts the attempt, and exits if "
+        "it still runs a tenth of the limit later (2 to 30 s). An attempt that overruns "
+        "counts as a failure of its entry",
     )
     entry_failures_before_stop: int = setting(
         "ARCHIVER_ENTRY_FAILURES_BEFORE_STOP",

@@ -38,9 +38,11 @@ class Fleet:
         concurrency: int,
         env: Mapping[str, str] | None = None,
         pool: str = "prefork",
+        events: bool = False,
     ) -> None:
         self.work = work
         self.pool = pool
+        self.events = events
         self.root = work / "wal"
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis = LocalRedis(work / "redis").start()
@@ -81,6 +83,7 @@ class Fleet:
                 "--concurrency", str(self.concurrency),
                 "--pool", self.pool,
                 "--node-name", f"bench-{os.getpid()}@host",
+                *(["--events"] if self.events else []),
             ],
         )  # fmt: skip
         host = psutil.Process(process.pid)

@@ -33,8 +33,6 @@ from typing import Any
 import boto3
 import psutil
 from botocore.config import Config
-from rich.console import Console
-from rich.table import Table
 
 from archiver.config import Settings
 from archiver.core.lsn import format_lsn
@@ -46,11 +44,10 @@ from archiver.dev.producer import write_entry
 from archiver.runtime.taskqueue import make_celery
 from archiver.sinks.s3 import CLIENT_CONFIG, _send_body_at_once
 from bench import noop_app
-from bench.common import delay_proxy, s3_server, save
+from bench.common import delay_proxy, s3_server, save, show_table
 from bench.harness import STORAGE, Fleet, entry_files
 
 TMPFS = Path("/dev/shm")  # noqa: S108 - a private directory is made inside it
-console = Console()
 
 
 @dataclass
@@ -136,6 +133,64 @@ def scenario_1(quick: bool, concurrency: int) -> Result:
         ratio >= 1.0,
         {**details, "concurrency": concurrency, "bucket": "tmpfs"},
     )
+
+
+def scenario_9(quick: bool, concurrency: int) -> Result:
+    """Celery task events on (``archiver worker --events``, what Flower needs), against the
+    same work without them, in the same run. One entry per partition, so that every entry
+    is a task of its own (a task chains a partition's entries): the most events per entry.
+    A receiver on the event exchange drains them, as Flower would."""
+    partitions, entries = (200, 1) if quick else (3000, 1)
+    rates: dict[bool, float] = {}
+    cpu: dict[bool, float] = {}
+    for events in (False, True):
+        with _work_dir() as tmp:
+            work = Path(tmp)
+            fleet = Fleet(work, _bucket(work).as_uri(), concurrency, events=events)
+            stop = threading.Event()
+            drained = threading.Thread(target=_drain_events, args=(fleet.redis.url, stop))
+            drained.start()
+            try:
+                fleet.write(partitions, entries, 4096)
+                rates[events], _ = _rate_of_fleet(fleet, partitions, entries)
+                host = psutil.Process(fleet.processes["worker"].pid)
+                cpu[events] = sum(_cpu(p) for p in [host, *host.children()])
+            finally:
+                stop.set()
+                drained.join(10)
+                fleet.stop()
+    total = partitions * entries
+    ratio = rates[True] / rates[False]
+    return Result(
+        "9",
+        f"task events on: {partitions} partitions × {entries} × 4 KiB, tmpfs",
+        "entries/s with events vs without",
+        rates[True],
+        rates[False],
+        "/s",
+        "≥ 0.9×",
+        ratio >= 0.9,
+        {
+            "worker_host_cpu_ms_per_entry": {
+                "without_events": round(cpu[False] / total * 1000, 2),
+                "with_events": round(cpu[True] / total * 1000, 2),
+            },
+            "concurrency": concurrency,
+        },
+    )
+
+
+def _drain_events(broker: str, stop: threading.Event) -> None:
+    """Receive every Celery event until ``stop``, as a monitor does."""
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    while not stop.is_set():
+        with contextlib.suppress(Exception), app.connection() as connection:
+            receiver = app.events.Receiver(connection, handlers={"*": lambda _event: None})
+            for _ in receiver.itercapture(limit=None, timeout=1.0, wakeup=False):
+                if stop.is_set():
+                    return
 
 
 def _noop_rate(fleet: Fleet, total: int) -> float:
@@ -716,7 +771,7 @@ def scenario_7(quick: bool, concurrency: int) -> Result:
     )
 
 
-SCENARIOS = ("1", "1d", "2", "3", "4", "5", "6", "7")
+SCENARIOS = ("1", "1d", "2", "3", "4", "5", "6", "7", "9")
 
 
 def main() -> None:
@@ -744,6 +799,7 @@ def main() -> None:
         "4": lambda: [scenario_4(args.quick, args.concurrency)],
         "5": lambda: [scenario_5(args.quick, args.concurrency)],
         "7": lambda: [scenario_7(args.quick, args.concurrency)],
+        "9": lambda: [scenario_9(args.quick, args.concurrency)],
     }
     for number in chosen:
         print(f"scenario {number} ...", flush=True)
@@ -787,17 +843,7 @@ HEADER = ["#", "scenario", "measured", "archiver", "baseline", "ratio", "target"
 
 
 def _show(results: list[Result]) -> None:
-    """A table on a terminal; markdown elsewhere (a log, a pipe), one line a row."""
-    if console.is_terminal:
-        table = Table(*HEADER)
-        for row in _rows(results):
-            table.add_row(*row)
-        console.print(table)
-        return
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "---|" * len(HEADER))
-    for row in _rows(results):
-        print("| " + " | ".join(row) + " |")
+    show_table(HEADER, _rows(results))
 
 
 if __name__ == "__main__":

@@ -357,15 +357,22 @@ class System:
         env: Mapping[str, str] | None = None,
         node_name: str | None = None,
         pool: str = "prefork",
+        events: bool = False,
+        launcher: Sequence[str] = (),
     ) -> Process:
+        """A worker host; ``launcher`` runs it elsewhere (``ip netns exec NS``)."""
         process = self._spawn(
             "worker",
-            worker_command(
-                [f"archiver.{self.storage}"],
-                concurrency,
-                node_name or f"test-{uuid.uuid4().hex[:8]}@%h",
-                pool,
-            ),
+            [
+                *launcher,
+                *worker_command(
+                    [f"archiver.{self.storage}"],
+                    concurrency,
+                    node_name or f"test-{uuid.uuid4().hex[:8]}@%h",
+                    pool,
+                    events,
+                ),
+            ],
             env,
         )
         if wait:
@@ -377,8 +384,12 @@ class System:
             assert process.popen.poll() is None, process.output()
         return process
 
-    def start_scheduler(self, env: Mapping[str, str] | None = None) -> Process:
-        process = self._spawn("scheduler", [sys.executable, "-m", "archiver", "scheduler"], env)
+    def start_scheduler(
+        self, env: Mapping[str, str] | None = None, launcher: Sequence[str] = ()
+    ) -> Process:
+        process = self._spawn(
+            "scheduler", [*launcher, sys.executable, "-m", "archiver", "scheduler"], env
+        )
         wait_for(
             lambda: "scheduler started" in process.output() or process.popen.poll() is not None,
             timeout=30,

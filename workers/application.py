@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 # The worker's main process, which its pool processes ask to stop (see ``stop_worker``).
 _main_pid: int | None = None
 _STOP_SIGNAL = signal.SIGUSR2
+# Set in each process of a prefork pool, which runs one attempt at a time in its main thread:
+# there an attempt past its time limit can be interrupted, and the process ended.
+_pool_process = False
+
+
+@signals.worker_process_init.connect
+def _in_pool_process(**_: object) -> None:
+    global _pool_process  # noqa: PLW0603 - set once per pool process, at its start
+    _pool_process = True
 
 
 @signals.worker_init.connect
@@ -82,5 +91,7 @@ def entry_archiver() -> EntryArchiver:
             open_sink(settings.require_sink_url()),
             CeleryDispatcher(app),
         )
+        if _pool_process:
+            archiver.keeper.end_overruns()
         _archivers[pid] = archiver
     return archiver

@@ -135,8 +135,17 @@ MAX_THREADS = 128
 @click.option(
     "-n", "--node-name", help="Celery node name, unique per host. Default: archiver@<hostname>."
 )
+@click.option(
+    "-E",
+    "--events",
+    is_flag=True,
+    help="Send Celery task events and worker heartbeats, for a monitor such as Flower "
+    "(three events per task through the broker).",
+)
 @clear_errors
-def worker(queues: str | None, concurrency: int, pool: str, node_name: str | None) -> None:
+def worker(
+    queues: str | None, concurrency: int, pool: str, node_name: str | None, events: bool
+) -> None:
     """Run a worker host: Celery processes that archive the entries of this host's storages.
 
     Every storage a queue names must be in ARCHIVER_STORAGES, since only this host can read
@@ -180,7 +189,7 @@ def worker(queues: str | None, concurrency: int, pool: str, node_name: str | Non
         env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     else:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    argv = celery_worker_argv(names, concurrency, node, pool)
+    argv = celery_worker_argv(names, concurrency, node, pool, events)
     # Replace this process, so that signals sent to it reach Celery's main process.
     os.execve(argv[0], argv, env)  # noqa: S606 - our own interpreter, argument list
 

@@ -67,13 +67,17 @@ class LocalRedis:
         appendonly: bool = False,
         extra_args: list[str] | None = None,
         url: str | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
-        # More redis-server options (TLS, ACL users); ``url`` then says how to reach it.
+        # More redis-server options (TLS, ACL users, other addresses); ``url`` then says how
+        # to reach it.
         self.extra_args = extra_args or []
         self._url = url
+        # What the server is started through (``ip netns exec NS``: a test host of its own).
+        self.launcher = launcher or []
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,6 +89,7 @@ class LocalRedis:
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             [
+                *self.launcher,
                 redis_server_binary(),
                 "--bind",
                 "127.0.0.1",

@@ -12,6 +12,7 @@ import enum
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -20,7 +21,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
 
 from archiver.config import Settings
 from archiver.core.object_names import PartitionId
@@ -99,10 +99,15 @@ class HeldGrant:
         self.renew_at = renew_at
         # Past this the grant is no longer renewed: the attempt has overrun its time limit.
         self.give_up_at = give_up_at
+        # The thread running the attempt, which an interruption is raised in: only the main
+        # thread runs Python's signal handlers.
+        self.thread_id = threading.get_ident()
+        self.in_main_thread = self.thread_id == threading.main_thread().ident
         self.lost = threading.Event()
         # Set when ``lost`` is because of the time limit, not a refused renewal.
         self.overran = False
-        # Held by a renewal in flight; once ``retired`` (the attempt is over), none is sent.
+        # Held by a renewal or an interruption in flight; once ``retired`` (the attempt is
+        # over), neither is sent.
         self.renewing = threading.Lock()
         self.retired = False
 
@@ -120,19 +125,36 @@ class LeaseKeeper:
     """Renews the grants of the attempts running in this process every third of the lease, so
     that a slow upload keeps its own. One thread per process serves every attempt (starting a
     thread per entry would cost more than a small entry's upload), however many run at once:
-    one in each process of a prefork pool, several in a threads pool."""
+    one in each process of a prefork pool, several in a threads pool.
 
-    def __init__(self, store: RedisStateStore, lease: float, attempt_limit: float) -> None:
+    It also bounds each attempt, in place of Celery's time limits: those leave a timer entry
+    per task in the worker's main process until the limit would have fired, even after the
+    task ended (about 500 bytes a task for half an hour: gigabytes at a busy host's rate).
+    An attempt past ``attempt_limit`` stops being renewed, so that its partition goes to
+    another worker: it may finish, but its commit is fenced. Where the process runs one
+    attempt at a time in its main thread (``ends_overruns``: a prefork pool process), the
+    attempt is also interrupted (a signal raises ``AttemptInterrupted`` in it), and
+    if it still runs ``grace`` seconds later the process exits: the pool starts another and
+    the broker delivers the task again."""
+
+    def __init__(
+        self,
+        store: RedisStateStore,
+        lease: float,
+        attempt_limit: float,
+        grace: float | None = None,
+    ) -> None:
         self._store = store
         self._lease = lease
-        # An attempt that runs longer stops being renewed, so that its partition goes to
-        # another worker even where no pool kills the attempt (Celery's threads pool has no
-        # hard time limit): it may finish, but its commit is fenced.
         self._attempt_limit = attempt_limit
+        self._grace = overrun_grace(attempt_limit) if grace is None else grace
         self._interval = lease / 3
         self._lock = threading.Lock()
         self._held: set[HeldGrant] = set()
         self._thread: threading.Thread | None = None
+        self.ends_overruns = False
+        # How the process ends; replaced in tests that must outlive it.
+        self.exit_process = _exit_process
 
     @contextlib.contextmanager
     def keep(self, storage: str, partition: int, claim: Claim) -> Iterator[HeldGrant]:
@@ -148,8 +170,9 @@ class LeaseKeeper:
         finally:
             with self._lock:
                 self._held.discard(held)
-            # A renewal begun before the attempt ended must not land after what follows it
-            # (a failure's hold, a commit): wait for it, and let none begin.
+            # A renewal or an interruption begun before the attempt ended must not land
+            # after what follows it (a failure's hold, a commit): wait for it, and let none
+            # begin.
             with held.renewing:
                 held.retired = True
 
@@ -158,22 +181,63 @@ class LeaseKeeper:
             time.sleep(min(self._interval / 4, 1.0))
             now = time.monotonic()
             with self._lock:
-                due = [held for held in self._held if now >= held.renew_at]
-            for held in due:
-                if now >= held.give_up_at:
+                running = list(self._held)
+            for held in running:
+                if held.overran:
+                    if self._may_end(held) and now >= held.give_up_at + self._grace:
+                        self._end_process(held)
+                elif now >= held.give_up_at:
                     self._give_up(held)
-                else:
+                elif now >= held.renew_at:
                     self._renew(held)
 
     def _give_up(self, held: HeldGrant) -> None:
-        if not held.lost.is_set():
-            log.error(
-                "attempt past its time limit; its grant is no longer renewed",
-                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
-            )
+        log.error(
+            "attempt past its time limit; its grant is no longer renewed",
+            extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+        )
         held.overran = True
         held.lost.set()
         held.renew_at = float("inf")
+        if self._may_end(held):
+            self._interrupt(held)
+
+    def _may_end(self, held: HeldGrant) -> bool:
+        """An attempt of a threads pool shares its process with others: it is only fenced."""
+        return self.ends_overruns and held.in_main_thread
+
+    def end_overruns(self) -> None:
+        """From here on, interrupt this process's overrun attempts and end the process if
+        they go on. Called in the main thread of a process that runs one attempt at a time
+        there (a prefork pool process), after the pool set up its signals."""
+        signal.signal(INTERRUPT_SIGNAL, _raise_interrupted)
+        self.ends_overruns = True
+
+    def _interrupt(self, held: HeldGrant) -> None:
+        # The handler raises in the main thread, and a blocking call it waits in returns to
+        # take it. Without the handler the signal would kill the process.
+        if signal.getsignal(INTERRUPT_SIGNAL) is not _raise_interrupted:
+            return
+        with held.renewing:
+            if held.retired:
+                return
+            log.error(
+                "interrupting the attempt; the process ends if it still runs in %.0fs",
+                self._grace,
+                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+            )
+            signal.pthread_kill(held.thread_id, INTERRUPT_SIGNAL)
+
+    def _end_process(self, held: HeldGrant) -> None:
+        with held.renewing:
+            if held.retired:
+                return
+            log.critical(
+                "attempt still running %.0fs past its time limit; ending this pool process",
+                self._grace,
+                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+            )
+            self.exit_process()
 
     def _renew(self, held: HeldGrant) -> None:
         with held.renewing:
@@ -192,6 +256,36 @@ class LeaseKeeper:
         if not renewed:
             held.lost.set()
         held.renew_at = time.monotonic() + self._interval
+
+
+class AttemptInterrupted(BaseException):
+    """Raised in an attempt past its time limit. Not an ``Exception``, so that no library's
+    catch-all (botocore retries whatever a request raises) takes it for a failed request."""
+
+
+# Celery's prefork pool sends it for a soft time limit, which the archiver never sets.
+INTERRUPT_SIGNAL = signal.SIGUSR1
+
+
+def _raise_interrupted(_signum: int, _frame: object) -> None:
+    raise AttemptInterrupted
+
+
+def overrun_grace(attempt_limit: float) -> float:
+    """How long an interrupted attempt has to end before its process does: a tenth of the
+    limit, from 2 to 30 seconds."""
+    return min(30.0, max(2.0, attempt_limit / 10))
+
+
+def _exit_process() -> None:
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_OVERRUN)
+
+
+# The exit status of a pool process ended by an overrun attempt (EX_SOFTWARE).
+EXIT_OVERRUN = 70
 
 
 class EntryArchiver:
@@ -282,7 +376,7 @@ class EntryArchiver:
                 )
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)
-        except SoftTimeLimitExceeded:  # a prefork pool's limit: the entry's, as above
+        except AttemptInterrupted:  # by the lease keeper, at the time limit
             overran = AttemptOverran("the attempt ran past its time limit")
             return self._failed(storage, partition, claim, overran, fields)
         except Exception as exc:

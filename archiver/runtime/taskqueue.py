@@ -4,8 +4,11 @@ Redelivery settings, and why:
 - ``acks_late`` with ``reject_on_worker_lost``: a task message is only acknowledged once the
   attempt ended, so a worker killed mid-upload leaves the message to be delivered again.
 - prefetch 1: a worker holds no more messages than it runs, so a dead worker strands none.
-- ``visibility_timeout`` above the hard time limit plus the longest retry wait: Redis
+- ``visibility_timeout`` above the time limit plus the longest retry wait: Redis
   redelivers unacknowledged messages after it, also while the first worker still runs them.
+- no Celery time limits: the prefork pool keeps a timer entry per task in the worker's main
+  process until the task's limit would have fired, ended or not, so that memory grows with
+  rate times limit. Each attempt is bounded by the lease keeper instead (``LeaseKeeper``).
 - cancel long-running tasks on connection loss: their messages are redelivered anyway.
 Redelivered or duplicated tasks are harmless: a task only acts while it holds the partition's
 current fencing token, and archive objects are written once.
@@ -23,6 +26,7 @@ from kombu import Producer
 
 from archiver.config import Settings
 from archiver.runtime.dispatch import ArchiveTask
+from archiver.runtime.entry_archiver import overrun_grace
 
 TASK_NAME = "archiver.archive_entry"
 QUEUE_PREFIX = "archiver."
@@ -40,7 +44,11 @@ POOLS = ("prefork", "threads")
 
 
 def worker_command(
-    queues: list[str], concurrency: int, node_name: str, pool: str = "prefork"
+    queues: list[str],
+    concurrency: int,
+    node_name: str,
+    pool: str = "prefork",
+    events: bool = False,
 ) -> list[str]:
     """The command line of a worker host consuming ``queues`` (``archiver worker``)."""
     return [
@@ -49,13 +57,19 @@ def worker_command(
         "--concurrency", str(concurrency),
         "--node-name", node_name,
         "--pool", pool,
+        *(["--events"] if events else []),
     ]  # fmt: skip
 
 
 def celery_worker_argv(
-    queues: list[str], concurrency: int, node_name: str, pool: str = "prefork"
+    queues: list[str],
+    concurrency: int,
+    node_name: str,
+    pool: str = "prefork",
+    events: bool = False,
 ) -> list[str]:
-    """What ``archiver worker`` runs once the host is prepared."""
+    """What ``archiver worker`` runs once the host is prepared. With ``events``, the worker
+    sends task events and heartbeats, which monitors such as Flower show."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     return [
@@ -64,7 +78,8 @@ def celery_worker_argv(
         "-c", str(concurrency),
         "-P", pool,
         "-n", node_name,
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--without-gossip", "--without-mingle",
+        *(["--task-events"] if events else ["--without-heartbeat"]),
         "--loglevel", "INFO",
     ]  # fmt: skip
 
@@ -87,7 +102,7 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:
 
 
 def make_celery(settings: Settings, name: str = "archiver") -> Celery:
-    hard_limit = settings.task_time_limit_seconds
+    limit = settings.task_time_limit_seconds
     app = Celery(name, broker=settings.broker_url)
     app.conf.update(
         task_serializer="json",
@@ -99,11 +114,13 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_time_limit=hard_limit,
-        task_soft_time_limit=max(hard_limit - 30, hard_limit * 0.9),
+        task_time_limit=None,
+        task_soft_time_limit=None,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": int(hard_limit + settings.retry_max_seconds + 300),
+            "visibility_timeout": int(
+                limit + overrun_grace(limit) + settings.retry_max_seconds + 300
+            ),
             # Sends fail rather than hang when the broker is unreachable.
             "socket_timeout": 10,
             "socket_connect_timeout": 5,

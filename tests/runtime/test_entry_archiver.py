@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
 
 from archiver.core.object_names import PartitionId
-from archiver.runtime.entry_archiver import LeaseKeeper
+from archiver.runtime.entry_archiver import EXIT_OVERRUN, LeaseKeeper
+from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from tests.store_calls import apply_notification, claim_next_entry
 from tests.support import wait_for
@@ -86,3 +93,94 @@ def test_an_attempt_past_its_time_limit_is_no_longer_renewed(store: RedisStateSt
             lambda: claim_next_entry(store, "s", 1, lease), timeout=10, what="a new grant"
         )
         assert taken_over.token > claim.token
+
+
+# An attempt run in a child process, as in a prefork pool process: its main thread runs it.
+# With "obey" the attempt ends when interrupted; with "ignore" it goes on waiting.
+_POOL_PROCESS = """
+import sys, time
+from archiver.core.partition import Claim
+from archiver.runtime.entry_archiver import AttemptInterrupted, LeaseKeeper
+from archiver.store.client import connect
+from archiver.store.keys import RedisKeys
+from archiver.store.state_store import RedisStateStore
+
+url, prefix, lsn, token, mode = sys.argv[1:]
+store = RedisStateStore(connect(url), RedisKeys(prefix))
+keeper = LeaseKeeper(store, 30.0, attempt_limit=1.0, grace=2.0)
+keeper.end_overruns()
+with keeper.keep("s", 1, Claim(int(lsn), int(token))):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(deadline - time.monotonic())
+        except AttemptInterrupted:
+            print("interrupted", flush=True)
+            if mode == "obey":
+                break
+print("attempt over", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["obey", "ignore"])
+def test_a_pool_process_interrupts_an_overrun_attempt_and_ends_if_it_goes_on(
+    store: RedisStateStore, redis_url: str, keys: RedisKeys, mode: str
+) -> None:
+    claim = apply_notification(store, "s", 1, 1, 1, 30.0).claim
+    assert claim is not None
+    args = [redis_url, keys.prefix, str(claim.lsn), str(claim.token), mode]
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", _POOL_PROCESS, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert "interrupted" in child.stdout, child.stderr
+    if mode == "obey":
+        # Interrupted once, at the limit; the process carries on.
+        assert child.returncode == 0, child.stderr
+        assert "attempt over" in child.stdout
+        assert "ending this pool process" not in child.stderr
+        assert took < 20
+    else:
+        # Still running two seconds after the interruption: the process ends, long before
+        # the attempt's own 30 s would.
+        assert child.returncode == EXIT_OVERRUN, child.stderr
+        assert "attempt over" not in child.stdout
+        assert "ending this pool process" in child.stderr
+        assert took < 20
+    # The grant was not renewed past the limit either way.
+    assert "no longer renewed" in child.stderr
+
+
+def test_an_overrun_attempt_off_the_main_thread_is_only_fenced(store: RedisStateStore) -> None:
+    # A threads pool runs attempts off the main thread, where no signal can raise, beside
+    # other attempts: the keeper lets the grant lapse and never ends the process.
+    claim = apply_notification(store, "s", 1, 1, 1, 30.0).claim
+    assert claim is not None
+    keeper = LeaseKeeper(store, 30.0, attempt_limit=0.5, grace=0.5)
+    keeper.ends_overruns = True  # even so (without the signal handler of end_overruns)
+    ended: list[bool] = []
+    keeper.exit_process = lambda: ended.append(True)
+    finished = threading.Event()
+
+    def attempt() -> None:
+        with keeper.keep("s", 1, claim) as held:
+            wait_for(held.lost.is_set, timeout=10, what="the grant to be given up")
+            # Still running well past the limit and its grace.
+            wait_for(
+                lambda: time.monotonic() > held.give_up_at + 3.0,
+                timeout=10,
+                what="the grace to be long over",
+            )
+            assert held.overran
+        finished.set()
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join(30)
+    assert finished.is_set()
+    assert ended == []
