@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from archiver.core.object_names import Compression, check_storage
 from archiver.errors import ConfigError, InvalidName
 from archiver.sinks.urls import parse_sink_url
+from archiver.store.urls import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "archiver"
@@ -69,6 +70,12 @@ def _count(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _whole(name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number (0 for none), got {raw!r}")
+    return int(raw)
+
+
 def _seconds(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -93,9 +100,10 @@ def _compression(name: str, raw: str) -> Compression:
     return Compression(_choice(*(c.value for c in Compression))(name, raw))
 
 
-def _url(*schemes: str) -> Callable[[str, str], str]:
+def _url(*schemes: str, kombu_sentinels: bool = False) -> Callable[[str, str], str]:
     """A server's URL: one of ``schemes``, a host (but for a Unix socket), a numeric port and,
-    for Redis, a numeric database."""
+    for Redis, a numeric database. ``sentinel://`` URLs are ours (see ``store.urls``), or,
+    with ``kombu_sentinels``, also kombu's (``sentinel://h1:p1;sentinel://h2:p2``)."""
 
     def read(name: str, raw: str) -> str:
         parts = urlsplit(raw)
@@ -103,6 +111,12 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
         if parts.scheme not in schemes:
             starts = " or ".join(s + "://" for s in schemes)
             raise ConfigError(f"{name} must be a URL starting {starts}, got {shown!r}")
+        if is_sentinel_url(raw) and not (kombu_sentinels and ";" in raw):
+            try:
+                parse_sentinel_url(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc} in {shown!r}") from None
+            return raw
         try:
             parts.port  # noqa: B018 - read for the check it makes
         except ValueError:
@@ -188,6 +202,7 @@ class Declared:
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "redis+socket", "sentinel", "amqp", "amqps", "pyamqp")
 
 
 @dataclass(frozen=True)
@@ -203,16 +218,18 @@ class Settings:
     redis_url: str = setting(
         "ARCHIVER_REDIS_URL",
         DEFAULT_REDIS_URL,
-        _url(*_REDIS_SCHEMES),
+        _url(*_REDIS_SCHEMES, "sentinel"),
         "partition state and streams; add `?cluster=yes` for a Redis Cluster (every "
-        "partition's keys share a hash tag; the broker must then be another server)",
+        "partition's keys share a hash tag; the broker must then be another server); "
+        "`sentinel://host:port[,host:port...]/db?master=name` for a master that Redis "
+        "Sentinel fails over (the broker follows it too)",
         secret=True,
     )
     # None in a declaration: the Redis URL.
     broker_url: str = setting(
         "ARCHIVER_BROKER_URL",
         None,
-        _url(*_REDIS_SCHEMES, "redis+socket", "sentinel", "amqp", "amqps", "pyamqp"),
+        _url(*_BROKER_SCHEMES, kombu_sentinels=True),
         "Celery broker: Redis (`redis://`, `rediss://`) or RabbitMQ "
         "(`amqp://user:password@host:5672/vhost`); the core test scenarios run on both",
         shown_default="ARCHIVER_REDIS_URL",
@@ -220,6 +237,21 @@ class Settings:
     )
     redis_prefix: str = setting(
         "ARCHIVER_REDIS_PREFIX", DEFAULT_PREFIX, _prefix, "prefix of every Redis key and stream"
+    )
+    redis_min_replicas: int = setting(
+        "ARCHIVER_REDIS_MIN_REPLICAS",
+        "0",
+        _whole,
+        "replicas that must hold a commit (Redis `WAIT`) before its acknowledgement is "
+        "published, so that a failover cannot roll back what the producer was told; an "
+        "acknowledgement not replicated in time is held back and published again later. Not "
+        "with `?cluster=yes`",
+    )
+    redis_replica_timeout_seconds: float = setting(
+        "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS",
+        "2",
+        _seconds,
+        "how long one wait for the replicas may take",
     )
     storages: Mapping[str, Path] = setting(
         "ARCHIVER_STORAGES",
@@ -347,6 +379,11 @@ class Settings:
         # Defaults that depend on other settings, or on who runs the process.
         if not self.broker_url:
             object.__setattr__(self, "broker_url", self.redis_url)
+        if self.redis_min_replicas and "cluster=yes" in self.redis_url:
+            raise ConfigError(
+                "ARCHIVER_REDIS_MIN_REPLICAS waits on one server's replicas: it cannot be "
+                "used with a Redis Cluster (?cluster=yes)"
+            )
         if self.actor is None:
             object.__setattr__(self, "actor", _default_actor())
 

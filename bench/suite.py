@@ -40,6 +40,7 @@ from archiver.core.notification import Notification
 from archiver.core.object_names import PartitionId, archive_key
 from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
+from archiver.dev.local_redis import LocalRedis
 from archiver.dev.producer import write_entry
 from archiver.runtime.taskqueue import make_celery
 from archiver.sinks.s3 import CLIENT_CONFIG, _send_body_at_once
@@ -175,6 +176,47 @@ def scenario_9(quick: bool, concurrency: int) -> Result:
                 "without_events": round(cpu[False] / total * 1000, 2),
                 "with_events": round(cpu[True] / total * 1000, 2),
             },
+            "concurrency": concurrency,
+        },
+    )
+
+
+def scenario_10(quick: bool, concurrency: int) -> Result:
+    """Scenario 1's work on a Redis with a replica, acknowledging only what the replica holds
+    (``ARCHIVER_REDIS_MIN_REPLICAS=1``), against the same without waiting, in the same run."""
+    partitions, entries = (50, 20) if quick else (200, 50)
+    rates: dict[int, float] = {}
+    trips: dict[int, float] = {}
+    for replicas in (0, 1):
+        with _work_dir() as tmp:
+            work = Path(tmp)
+            env = {"ARCHIVER_REDIS_MIN_REPLICAS": str(replicas)}
+            fleet = Fleet(work, _bucket(work).as_uri(), concurrency, env=env)
+            replica = LocalRedis(
+                work / "replica", extra_args=["--replicaof", "127.0.0.1", str(fleet.redis.port)]
+            ).start()
+            try:
+                fleet.write(partitions, entries, 4096)
+                rates[replicas], details = _rate_of_fleet(fleet, partitions, entries)
+                trips[replicas] = details["redis_round_trips_per_entry"]
+            finally:
+                fleet.stop()
+                replica.stop()
+    total = partitions * entries
+    ratio = rates[1] / rates[0]
+    return Result(
+        "10",
+        f"{partitions} partitions × {entries} × 4 KiB, tmpfs, Redis with a replica",
+        "entries/s with MIN_REPLICAS=1 vs 0",
+        rates[1],
+        rates[0],
+        "/s",
+        "≥ 0.8×",
+        ratio >= 0.8,
+        {
+            "entries": total,
+            "ms_per_entry_added": round((1 / rates[1] - 1 / rates[0]) * 1000 * concurrency, 3),
+            "redis_round_trips_per_entry": trips,
             "concurrency": concurrency,
         },
     )
@@ -771,7 +813,7 @@ def scenario_7(quick: bool, concurrency: int) -> Result:
     )
 
 
-SCENARIOS = ("1", "1d", "2", "3", "4", "5", "6", "7", "9")
+SCENARIOS = ("1", "1d", "2", "3", "4", "5", "6", "7", "9", "10")
 
 
 def main() -> None:
@@ -800,6 +842,7 @@ def main() -> None:
         "5": lambda: [scenario_5(args.quick, args.concurrency)],
         "7": lambda: [scenario_7(args.quick, args.concurrency)],
         "9": lambda: [scenario_9(args.quick, args.concurrency)],
+        "10": lambda: [scenario_10(args.quick, args.concurrency)],
     }
     for number in chosen:
         print(f"scenario {number} ...", flush=True)

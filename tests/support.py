@@ -338,6 +338,8 @@ class System:
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Process:
         log = self.tmp / f"{name}-{len(self.processes)}.log"
+        while log.exists():  # another System's, in the same directory
+            log = log.with_name(f"{log.stem}+.log")
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 args,

@@ -91,6 +91,8 @@ def test_every_setting_is_read_from_its_variable() -> None:
             "ARCHIVER_REDIS_URL": "redis://h:1/2",
             "ARCHIVER_BROKER_URL": "amqp://guest@h//",
             "ARCHIVER_REDIS_PREFIX": "p",
+            "ARCHIVER_REDIS_MIN_REPLICAS": "1",
+            "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5",
             "ARCHIVER_STORAGES": "s=/srv/s",
             "ARCHIVER_RETRY_MIN_SECONDS": "1",
             "ARCHIVER_RETRY_MAX_SECONDS": "2",

@@ -23,6 +23,11 @@ NOTIFICATIONS = Counter(
 ACKNOWLEDGEMENTS = Counter(
     "archiver_acknowledgements", "Acknowledgements published, repeated ones included"
 )
+ACKNOWLEDGEMENTS_HELD = Counter(
+    "archiver_acknowledgements_held",
+    "Acknowledgements held back: the commit was not on ARCHIVER_REDIS_MIN_REPLICAS replicas "
+    "in time",
+)
 
 # Updated by workers.
 ENTRIES_ARCHIVED = Counter(
@@ -75,6 +80,7 @@ EXPORTED_METRICS = frozenset(
     {
         "archiver_notifications_total",
         "archiver_acknowledgements_total",
+        "archiver_acknowledgements_held_total",
         "archiver_entries_archived_total",
         "archiver_archive_duration_seconds",
         "archiver_archived_bytes_total",

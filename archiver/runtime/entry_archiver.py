@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from types import FrameType
 from typing import Any
 
 import redis
@@ -39,6 +40,7 @@ from archiver.runtime.archiving import copy_entry
 from archiver.runtime.dispatch import Dispatch, dispatch_claim
 from archiver.runtime.host_check import SinkWatch
 from archiver.sinks import Sink
+from archiver.store.replication import ReplicaWait
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 from archiver.store.transitions import AttemptStart
@@ -175,21 +177,35 @@ class LeaseKeeper:
             # begin.
             with held.renewing:
                 held.retired = True
+                if held.overran and held.in_main_thread:
+                    _INTERRUPTION.wanted = False
 
     def _run(self) -> None:
         while True:
-            time.sleep(min(self._interval / 4, 1.0))
-            now = time.monotonic()
-            with self._lock:
-                running = list(self._held)
-            for held in running:
-                if held.overran:
-                    if self._may_end(held) and now >= held.give_up_at + self._grace:
-                        self._end_process(held)
-                elif now >= held.give_up_at:
-                    self._give_up(held)
-                elif now >= held.renew_at:
-                    self._renew(held)
+            # Often while an interruption waits for the attempt to leave code it must not
+            # land in (see _raise_interrupted).
+            time.sleep(0.05 if _INTERRUPTION.wanted else min(self._interval / 4, 1.0))
+            try:
+                self._tick()
+            except Exception:  # never the end of the keeper: it serves every attempt
+                log.exception("lease keeper failed; going on")
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            running = list(self._held)
+        for held in running:
+            if held.overran:
+                if not self._may_end(held):
+                    continue
+                if now >= held.give_up_at + self._grace:
+                    self._end_process(held)
+                elif _INTERRUPTION.wanted:  # not taken yet: the attempt was somewhere unsafe
+                    self._interrupt(held)
+            elif now >= held.give_up_at:
+                self._give_up(held)
+            elif now >= held.renew_at:
+                self._renew(held)
 
     def _give_up(self, held: HeldGrant) -> None:
         log.error(
@@ -200,6 +216,12 @@ class LeaseKeeper:
         held.lost.set()
         held.renew_at = float("inf")
         if self._may_end(held):
+            log.error(
+                "interrupting the attempt; the process ends if it still runs in %.0fs",
+                self._grace,
+                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+            )
+            _INTERRUPTION.wanted = True
             self._interrupt(held)
 
     def _may_end(self, held: HeldGrant) -> bool:
@@ -215,28 +237,26 @@ class LeaseKeeper:
 
     def _interrupt(self, held: HeldGrant) -> None:
         # The handler raises in the main thread, and a blocking call it waits in returns to
-        # take it. Without the handler the signal would kill the process.
+        # take it. Without the handler the signal would kill the process. Nothing is logged
+        # from here on: an interruption may leave a lock of logging's held (see
+        # _raise_interrupted), and the keeper must not wait on it.
         if signal.getsignal(INTERRUPT_SIGNAL) is not _raise_interrupted:
             return
         with held.renewing:
-            if held.retired:
-                return
-            log.error(
-                "interrupting the attempt; the process ends if it still runs in %.0fs",
-                self._grace,
-                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
-            )
-            signal.pthread_kill(held.thread_id, INTERRUPT_SIGNAL)
+            if not held.retired:
+                signal.pthread_kill(held.thread_id, INTERRUPT_SIGNAL)
 
     def _end_process(self, held: HeldGrant) -> None:
         with held.renewing:
             if held.retired:
                 return
-            log.critical(
-                "attempt still running %.0fs past its time limit; ending this pool process",
-                self._grace,
-                extra=entry_fields(held.storage, held.partition, held.claim.lsn),
+            message = (
+                f"attempt still running {self._grace:.0f}s past its time limit; ending this "
+                f"pool process (storage={held.storage} partition={held.partition} "
+                f"lsn={held.claim.lsn})\n"
             )
+            with contextlib.suppress(OSError):
+                os.write(2, message.encode())
             self.exit_process()
 
     def _renew(self, held: HeldGrant) -> None:
@@ -250,9 +270,12 @@ class LeaseKeeper:
                     held.claim.token,
                     self._lease,
                 )
-            except Exception:  # a Redis blip: try again at the next tick
-                log.warning("lease renewal failed; retrying", exc_info=True)
-                return
+                failure = None
+            except Exception as exc:  # a Redis blip: try again at the next tick
+                failure = exc
+        if failure is not None:
+            log.warning("lease renewal failed; retrying: %s", failure)
+            return
         if not renewed:
             held.lost.set()
         held.renew_at = time.monotonic() + self._interval
@@ -263,11 +286,36 @@ class AttemptInterrupted(BaseException):
     catch-all (botocore retries whatever a request raises) takes it for a failed request."""
 
 
-# Celery's prefork pool sends it for a soft time limit, which the archiver never sets.
+# Celery's prefork pool sends it for a soft time limit. The archiver sets none, and one that
+# arrives anyway (a task message's own time limit) is ignored by the handler below.
 INTERRUPT_SIGNAL = signal.SIGUSR1
 
 
-def _raise_interrupted(_signum: int, _frame: object) -> None:
+class _Interruption:
+    """Whether the keeper wants the attempt interrupted and it has not been yet."""
+
+    wanted = False
+
+
+_INTERRUPTION = _Interruption()
+
+# Code an exception must not be raised in: it takes a lock and enters its ``try`` in two
+# steps (logging's handlers), or it sends a request and reads its reply in two (redis-py: a
+# connection back in the pool with a reply unread would hand it to the next command).
+_UNSAFE_MODULES = ("logging", "redis", "threading", "kombu", "celery", "billiard")
+
+
+def _raise_interrupted(_signum: int, frame: FrameType | None) -> None:
+    if not _INTERRUPTION.wanted:
+        return
+    # From where the signal landed up to the attempt (what called the attempt does not
+    # matter: the exception is caught there).
+    while frame is not None and frame.f_code is not _ATTEMPT_CODE:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".", 1)[0] in _UNSAFE_MODULES:
+            return  # the keeper sends it again at its next tick
+        frame = frame.f_back
+    _INTERRUPTION.wanted = False
     raise AttemptInterrupted
 
 
@@ -278,9 +326,7 @@ def overrun_grace(attempt_limit: float) -> float:
 
 
 def _exit_process() -> None:
-    for handler in logging.getLogger().handlers:
-        with contextlib.suppress(Exception):
-            handler.flush()
+    # No flushing of logging's handlers: each takes a lock an interruption may have left held.
     os._exit(EXIT_OVERRUN)
 
 
@@ -303,6 +349,12 @@ class EntryArchiver:
         self.sink = sink
         self.dispatch = dispatch
         self.keeper = LeaseKeeper(store, settings.lease_seconds, settings.task_time_limit_seconds)
+        self.replicas = ReplicaWait(
+            store.client,
+            store.keys,
+            settings.redis_min_replicas,
+            settings.redis_replica_timeout_seconds,
+        )
         self.sink_watch = SinkWatch(sink)
 
     def run_chain(self, storage: str, partition: int, lsn: int, token: int) -> Attempt:
@@ -359,10 +411,11 @@ class EntryArchiver:
 
         begun = time.monotonic()
         try:
-            root = self.settings.storage_root(storage)
-            if not root.is_dir():
-                raise StorageUnavailable(f"storage root {root} is not a directory on this host")
             with self.keeper.keep(storage, partition, claim) as held:
+                # Inside the time limit too: a storage on a hung mount can block here.
+                root = self.settings.storage_root(storage)
+                if not root.is_dir():
+                    raise StorageUnavailable(f"storage root {root} is not a directory on this host")
                 archived = copy_entry(
                     self.sink,
                     storage,
@@ -383,12 +436,28 @@ class EntryArchiver:
             return self._failed(storage, partition, claim, exc, fields)
 
         commit = self.store.transitions.commit_success(
-            PartitionId(storage, partition), lsn, token, self.settings.dispatch_timeout_seconds
+            PartitionId(storage, partition),
+            lsn,
+            token,
+            self.settings.dispatch_timeout_seconds,
+            replicas=self.replicas,
         )
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
+        if not commit.replicated:
+            log.warning(
+                "acknowledgement held back: the commit is on fewer than %d replicas; the "
+                "partition's next acknowledgement covers it",
+                self.replicas.min_replicas,
+                extra=fields,
+            )
         next_started = self._after_commit(
-            storage, partition, lsn, fields, commit.next_claim if go_on else None
+            storage,
+            partition,
+            lsn,
+            fields,
+            commit.next_claim if go_on else None,
+            acknowledge=commit.replicated,
         )
         seconds = time.monotonic() - begun
         outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
@@ -518,8 +587,10 @@ class EntryArchiver:
         partition: int,
         lsn: int,
         next_claim: Claim | None,
+        acknowledge: bool,
     ) -> None:
-        self.streams.publish_ack(storage, partition, lsn, pipe)
+        if acknowledge:
+            self.streams.publish_ack(storage, partition, lsn, pipe)
         self.store.fleet.success(self.settings.retry_min_seconds, pipe)
         if next_claim is not None:
             self.store.transitions.queue_start_attempt(
@@ -532,7 +603,13 @@ class EntryArchiver:
             )
 
     def _after_commit(
-        self, storage: str, partition: int, lsn: int, fields: LogFields, next_claim: Claim | None
+        self,
+        storage: str,
+        partition: int,
+        lsn: int,
+        fields: LogFields,
+        next_claim: Claim | None,
+        acknowledge: bool = True,
     ) -> AttemptStart | None:
         """Publish the acknowledgement of a committed LSN, and relieve the fleet's backoff; with
         ``next_claim``, also start the attempt at it: one round trip for all of it.
@@ -542,9 +619,12 @@ class EntryArchiver:
         for attempt in range(1, ACK_ATTEMPTS + 1):
             try:
                 replies = self.store.scripts.pipelined(
-                    lambda pipe: self._queue_after_commit(pipe, storage, partition, lsn, next_claim)
+                    lambda pipe: self._queue_after_commit(
+                        pipe, storage, partition, lsn, next_claim, acknowledge
+                    )
                 )
-                metrics.ACKNOWLEDGEMENTS.inc()
+                if acknowledge:
+                    metrics.ACKNOWLEDGEMENTS.inc()
                 return None if next_claim is None else self.store.transitions.started(replies[-2:])
             except redis.RedisError:
                 if attempt == ACK_ATTEMPTS:
@@ -553,3 +633,7 @@ class EntryArchiver:
                     return None
                 time.sleep(min(0.1 * 2**attempt, 5.0))
         return None
+
+
+# Where an interruption is caught (see _raise_interrupted).
+_ATTEMPT_CODE = EntryArchiver.run.__code__

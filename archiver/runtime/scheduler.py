@@ -26,6 +26,7 @@ from archiver.observability import metrics
 from archiver.observability.logs import entry_fields
 from archiver.runtime.dispatch import Dispatch, dispatch_claims
 from archiver.store.leadership import LeaderLease
+from archiver.store.replication import ReplicaWait
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
 
@@ -64,6 +65,12 @@ class Scheduler:
         self.store = store
         self.streams = streams
         self.dispatch = dispatch
+        self.replicas = ReplicaWait(
+            store.client,
+            store.keys,
+            settings.redis_min_replicas,
+            settings.redis_replica_timeout_seconds,
+        )
         # None: act without asking (a single scheduler, or tests).
         self.leader = leader
         # With storages configured, notifications for any other storage are rejected.
@@ -217,7 +224,12 @@ class Scheduler:
             working=working,
             at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
         )
-        if reacknowledge:
+        if reacknowledge and not self.replicas.confirm():
+            log.warning(
+                "acknowledgements held back: the state is on fewer than %d replicas",
+                self.replicas.min_replicas,
+            )
+        elif reacknowledge:
             self.streams.publish_acks(reacknowledge)
             metrics.ACKNOWLEDGEMENTS.inc(len(reacknowledge))
         if dispatch_claims(self.store, self.dispatch, claims) < len(claims):

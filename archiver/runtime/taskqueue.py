@@ -27,6 +27,7 @@ from kombu import Producer
 from archiver.config import Settings
 from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.entry_archiver import overrun_grace
+from archiver.store.urls import is_sentinel_url, parse_sentinel_url
 
 TASK_NAME = "archiver.archive_entry"
 QUEUE_PREFIX = "archiver."
@@ -103,7 +104,11 @@ def queue_depths(app: Celery, queues: list[str]) -> dict[str, int]:
 
 def make_celery(settings: Settings, name: str = "archiver") -> Celery:
     limit = settings.task_time_limit_seconds
-    app = Celery(name, broker=settings.broker_url)
+    broker = settings.broker_url
+    transport_options: dict[str, str] = {}
+    if is_sentinel_url(broker) and ";" not in broker:  # ours, in kombu's spelling
+        broker, transport_options = parse_sentinel_url(broker).as_kombu()
+    app = Celery(name, broker=broker)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -124,6 +129,7 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
             # Sends fail rather than hang when the broker is unreachable.
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
+            **transport_options,
         },
         task_default_queue=queue_name("default"),
         worker_hijack_root_logger=False,

@@ -13,8 +13,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from archiver.observability import metrics
+from archiver.store.urls import SentinelAddress, is_sentinel_url, parse_sentinel_url
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -35,7 +37,11 @@ def _counting(connection_class: type[Any]) -> type[Any]:
 
 def connect(url: str, decode_responses: bool = True) -> redis.Redis:
     """A client for ``url``; with ``?cluster=yes`` in it, for a Redis Cluster reached through
-    that node (the state store and streams then spread over its masters)."""
+    that node (the state store and streams then spread over its masters); for a
+    ``sentinel://`` URL, for the master its Sentinels name now, found again after a
+    failover."""
+    if is_sentinel_url(url):
+        return _sentinel_master(parse_sentinel_url(url), decode_responses)
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query))
     cluster = params.pop("cluster", None)
@@ -51,6 +57,26 @@ def connect(url: str, decode_responses: bool = True) -> redis.Redis:
             return cast(redis.Redis, cluster_client)
     client = redis.Redis.from_url(
         url,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        health_check_interval=30,
+        decode_responses=decode_responses,
+    )
+    pool = client.connection_pool
+    pool.connection_class = _counting(pool.connection_class)
+    return client
+
+
+def _sentinel_master(address: SentinelAddress, decode_responses: bool) -> redis.Redis:
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(address.sentinels),
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        address.master,
+        db=address.db,
+        password=address.password,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,

@@ -56,6 +56,11 @@ class RedisKeys:
         return f"{self.prefix}:fleet"
 
     @property
+    def replication_probe(self) -> str:
+        """Written only to wait for the replicas to hold it (see ``store.replication``)."""
+        return f"{self.prefix}:replication-probe"
+
+    @property
     def leader(self) -> str:
         return f"{self.prefix}:scheduler:leader"
 

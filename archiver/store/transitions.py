@@ -23,6 +23,7 @@ from archiver.store.codec import ms as _ms
 from archiver.store.codec import text as _text
 from archiver.store.keys import RedisKeys
 from archiver.store.records import MAX_GAPS_KEPT
+from archiver.store.replication import ReplicaWait
 from archiver.store.scripts import LuaScripts
 
 # Announcements closer together than this share one mark (see add_mark in common.lua).
@@ -61,6 +62,8 @@ class DueCheck:
 class CommitResult:
     committed: bool
     next_claim: Claim | None = None
+    # On as many replicas as were asked for (always, when none were).
+    replicated: bool = True
 
 
 class PartitionTransitions:
@@ -187,16 +190,27 @@ class PartitionTransitions:
         token: int,
         lease_seconds: float,
         claim_next: bool = True,
+        replicas: ReplicaWait | None = None,
     ) -> CommitResult:
-        reply = self.scripts(
-            "commit_success",
-            keys=[self.keys.partition(pid), self.keys.marks(pid)],
-            args=[lsn, token, _ms(lease_seconds), 1 if claim_next else 0],
-        )
+        """With ``replicas``, the commit is followed, in the same round trip and on the same
+        connection, by a wait for the replicas to hold it (``CommitResult.replicated``)."""
+        keys = [self.keys.partition(pid), self.keys.marks(pid)]
+        args = [lsn, token, _ms(lease_seconds), 1 if claim_next else 0]
+        if replicas is not None and replicas.enabled:
+
+            def fill(pipe: Any) -> None:
+                self.scripts("commit_success", keys=keys, args=args, client=pipe)
+                replicas.queue(pipe)
+
+            reply, waited = self.scripts.pipelined(fill)
+            replicated = replicas.enough(waited) if int(reply[0]) else False
+        else:
+            reply = self.scripts("commit_success", keys=keys, args=args)
+            replicated = True
         if not int(reply[0]):
             return CommitResult(committed=False)
         next_claim = Claim(int(reply[1]), int(reply[2])) if len(reply) > 1 else None
-        return CommitResult(committed=True, next_claim=next_claim)
+        return CommitResult(committed=True, next_claim=next_claim, replicated=replicated)
 
     def record_failure(
         self,

@@ -184,3 +184,61 @@ def test_an_overrun_attempt_off_the_main_thread_is_only_fenced(store: RedisState
     thread.join(30)
     assert finished.is_set()
     assert ended == []
+
+
+# The main thread logs without pause while another thread logs through the same handler and
+# then interrupts it, as the lease keeper does, many times over. An exception raised where
+# logging has taken its handler's lock and not yet entered its ``try`` would leave the lock
+# held for good, and every later log call, the keeper's included, would hang.
+_INTERRUPTED_WHILE_LOGGING = """
+import io, logging, signal, sys, threading, time
+from archiver.runtime import entry_archiver
+from archiver.runtime.entry_archiver import INTERRUPT_SIGNAL, AttemptInterrupted
+
+signal.signal(INTERRUPT_SIGNAL, entry_archiver._raise_interrupted)
+handler = logging.StreamHandler(io.StringIO())
+logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.INFO)
+log = logging.getLogger("attempt")
+main = threading.get_ident()
+interrupted = leaked = 0
+for _ in range(int(sys.argv[1])):
+    go = threading.Event()
+
+    def keeper():
+        go.wait()
+        log.error("interrupting the attempt")
+        entry_archiver._INTERRUPTION.wanted = True
+        signal.pthread_kill(main, INTERRUPT_SIGNAL)
+
+    thread = threading.Thread(target=keeper)
+    thread.start()
+    try:
+        go.set()
+        end = time.monotonic() + 0.02
+        while time.monotonic() < end:
+            log.info("uploading")
+    except AttemptInterrupted:
+        interrupted += 1
+    thread.join()
+    entry_archiver._INTERRUPTION.wanted = False
+    if not handler.lock.acquire(timeout=0.5):
+        leaked += 1
+        break
+    handler.lock.release()
+print(interrupted, leaked)
+"""
+
+
+def test_an_interruption_never_lands_inside_logging() -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_LOGGING, "300"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    interrupted, leaked = map(int, child.stdout.split())
+    assert leaked == 0
+    # Interruptions still land, between log calls.
+    assert interrupted > 0

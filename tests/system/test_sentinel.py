@@ -1,0 +1,202 @@
+"""Redis Sentinel: the state store and Celery's broker on a master that Sentinel fails over.
+
+Three Sentinels watch a primary with one replica, on loopback. Under a steady producer the
+primary is killed (-9): the Sentinels promote the replica, and every process (the workers'
+state store and broker connections, the schedulers, the test's own client) finds the new
+master through them, with no one repointing anything.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+
+from archiver.dev.local_redis import LocalRedis, free_port, redis_server_binary
+from archiver.store.urls import parse_sentinel_url
+from tests.support import System, wait_for
+
+MASTER = "archive"
+PARTITIONS = 4
+
+
+@dataclass
+class SentinelFleet:
+    """A primary, a replica, three Sentinels."""
+
+    directory: Path
+    primary: LocalRedis
+    replica: LocalRedis
+    sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"sentinel://{hosts}/0?master={MASTER}"
+
+    def master_port(self) -> int:
+        client = redis.Redis(port=self.ports[0], socket_timeout=2, decode_responses=True)
+        address = cast(tuple[str, int], client.sentinel_get_master_addr_by_name(MASTER))
+        return int(address[1])
+
+    def start_sentinels(self) -> None:
+        for n in range(3):
+            port = free_port()
+            conf = self.directory / f"sentinel-{n}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 10000\n"
+            )
+            log = open(self.directory / f"sentinel-{n}.log", "wb")  # noqa: SIM115 - the child's
+            self.sentinels.append(
+                subprocess.Popen(
+                    [redis_server_binary(), str(conf), "--sentinel"], stdout=log, stderr=log
+                )
+            )
+            log.close()
+            self.ports.append(port)
+
+        def all_watch() -> bool:
+            try:
+                clients = [redis.Redis(port=port, socket_timeout=1) for port in self.ports]
+                masters = [cast(dict[str, Any], c.sentinel_master(MASTER)) for c in clients]
+            except redis.RedisError:
+                return False
+            return all(int(m["num-other-sentinels"]) == 2 for m in masters)
+
+        wait_for(all_watch, timeout=30, what="three Sentinels watching the primary")
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.kill()
+            sentinel.wait()
+        self.replica.stop()
+        self.primary.stop()
+
+
+@pytest.fixture
+def sentinel_fleet(tmp_path: Path) -> Iterator[SentinelFleet]:
+    # A replica's first sync starts at once, not after the usual wait for more replicas.
+    quick_sync = ["--repl-diskless-sync-delay", "0"]
+    primary = LocalRedis(tmp_path / "primary", appendonly=True, extra_args=quick_sync).start()
+    replica = LocalRedis(
+        tmp_path / "replica",
+        appendonly=True,
+        extra_args=[*quick_sync, "--replicaof", "127.0.0.1", str(primary.port)],
+    ).start()
+    fleet = SentinelFleet(tmp_path, primary, replica)
+
+    def linked() -> bool:
+        info = redis.Redis(port=replica.port, socket_timeout=1).info("replication")
+        return info.get("master_link_status") == "up"
+
+    try:
+        wait_for(linked, timeout=30, what="the replica to follow the primary")
+        fleet.start_sentinels()
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+def test_a_sentinel_url_names_the_sentinels_and_the_master() -> None:
+    address = parse_sentinel_url("sentinel://:pw@a:26379,b:26380/2?master=archive")
+    assert address.sentinels == (("a", 26379), ("b", 26380))
+    assert address.master == "archive"
+    assert address.db == 2
+    assert address.password == "pw"
+    assert address.as_kombu() == (
+        "sentinel://:pw@a:26379/2;sentinel://:pw@b:26380/2",
+        {"master_name": "archive"},
+    )
+    for bad, says in (
+        ("sentinel://a:26379/0", "master"),
+        ("sentinel://a/0?master=m", "host:port"),
+        ("sentinel://a:1,b:x/0?master=m", "host:port"),
+        ("sentinel://a:1/zero?master=m", "database"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            parse_sentinel_url(bad)
+
+
+@pytest.mark.timeout(300)
+def test_the_fleet_follows_a_sentinel_failover_under_load(
+    sentinel_fleet: SentinelFleet, tmp_path: Path
+) -> None:
+    system = System(
+        redis_url=sentinel_fleet.url,
+        tmp=tmp_path,
+        sink_url=(tmp_path / "bucket").as_uri(),
+        env_overrides={"ARCHIVER_LEASE_SECONDS": "3", "ARCHIVER_LEADER_TTL_SECONDS": "3"},
+    )
+    stop = threading.Event()
+    written: dict[int, int] = dict.fromkeys(range(1, PARTITIONS + 1), 0)
+    errors: list[str] = []
+
+    def produce() -> None:
+        # The producer rides out the failover, as any client does: its writes go to
+        # whichever master the Sentinels name.
+        turn = 0
+        while not stop.wait(0.05):
+            partition = turn % PARTITIONS + 1
+            try:
+                if written[partition] == 0 or system.acks(partition)[-1:] == [written[partition]]:
+                    system.write(partition, written[partition] + 1)
+                    written[partition] += 1
+                system.notify(partition, 1, written[partition])
+                turn += 1
+            except redis.RedisError as exc:
+                errors.append(repr(exc))
+                time.sleep(0.2)
+
+    try:
+        system.start_worker(concurrency=2)
+        system.start_scheduler()
+        system.start_scheduler()
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        wait_for(lambda: all(n >= 3 for n in written.values()), timeout=60, what="progress")
+        old_port = sentinel_fleet.master_port()
+        assert old_port == sentinel_fleet.primary.port
+        assert sentinel_fleet.primary.process is not None
+        sentinel_fleet.primary.process.kill()  # kill -9, under load
+        killed = time.monotonic()
+        wait_for(
+            lambda: sentinel_fleet.master_port() == sentinel_fleet.replica.port,
+            timeout=60,
+            what="the Sentinels to promote the replica",
+        )
+        promoted = time.monotonic() - killed
+        at_failover = dict(written)
+        wait_for(
+            lambda: all(written[p] >= at_failover[p] + 3 for p in written),
+            timeout=120,
+            what="progress on every partition after the failover",
+        )
+        stop.set()
+        producer.join(10)
+        for partition, high in written.items():
+            system.notify(partition, 1, high)
+            system.wait_acked(partition, high, timeout=60)
+        recovered = time.monotonic() - killed
+        for partition, high in written.items():
+            for lsn in range(1, high + 1):
+                system.assert_archive_matches_source(partition, lsn)
+        system.assert_invariants()
+        print(
+            f"\nsentinel failover: promoted {promoted:.1f}s after the kill; every partition "
+            f"acknowledged {recovered:.1f}s after it; {sum(written.values())} entries; "
+            f"producer errors ridden out: {len(errors)}"
+        )
+    finally:
+        stop.set()
+        system.close()
