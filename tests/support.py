@@ -519,3 +519,70 @@ class System:
             for line in p.output().splitlines()
             if f"archiver.worker {word} " in line
         ]
+
+
+class SteadyLoad(threading.Thread):
+    """A producer that writes and announces an entry of each partition in turn, the next one
+    once the last is acknowledged, and rides out Redis errors (a failover under test) as any
+    client does, until ``finish``."""
+
+    def __init__(self, system: System, partitions: int) -> None:
+        super().__init__(daemon=True)
+        self.system = system
+        self.written = dict.fromkeys(range(1, partitions + 1), 0)
+        self.errors: list[str] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        turn = 0
+        while not self._stopping.wait(0.05):
+            partition = turn % len(self.written) + 1
+            high = self.written[partition]
+            try:
+                if high == 0 or self.system.acks(partition)[-1:] == [high]:
+                    self.system.write(partition, high + 1)
+                    self.written[partition] = high + 1
+                self.system.notify(partition, 1, self.written[partition])
+                turn += 1
+            except redis.RedisError as exc:
+                self.errors.append(repr(exc))
+                time.sleep(0.2)
+
+    def wait_progress(self, entries: int, timeout: float = 60.0) -> None:
+        """Until every partition has ``entries`` more entries written than now."""
+        start = dict(self.written)
+        wait_for(
+            lambda: all(self.written[p] >= start[p] + entries for p in start),
+            timeout=timeout,
+            what=f"{entries} more entries on every partition",
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(10)
+
+    def fail_over(self, kill: Callable[[], None], promoted: Callable[[], bool]) -> str:
+        """Under load: ``kill`` Redis's master, wait until ``promoted`` (a replica took over),
+        go on until every partition made progress, and finish. Says how long each took."""
+        self.wait_progress(3)
+        kill()
+        killed = time.monotonic()
+        wait_for(promoted, timeout=60, what="a replica to be promoted")
+        promotion = time.monotonic() - killed
+        self.wait_progress(3, timeout=120)
+        self.finish()
+        return (
+            f"promoted {promotion:.1f}s after the kill; every partition acknowledged "
+            f"{time.monotonic() - killed:.1f}s after it; {sum(self.written.values())} entries; "
+            f"producer errors ridden out: {len(self.errors)}"
+        )
+
+    def finish(self, timeout: float = 60.0) -> None:
+        """Stop writing; wait for everything written to be acknowledged and archived."""
+        self.stop()
+        for partition, high in self.written.items():
+            self.system.notify(partition, 1, high)
+            self.system.wait_acked(partition, high, timeout=timeout)
+        for partition, high in self.written.items():
+            for lsn in range(1, high + 1):
+                self.system.assert_archive_matches_source(partition, lsn)

@@ -55,13 +55,20 @@ def connect(url: str, decode_responses: bool = True) -> redis.Redis:
                 decode_responses=decode_responses,
             )
             return cast(redis.Redis, cluster_client)
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-        decode_responses=decode_responses,
-    )
+    return _counted(redis.Redis.from_url(url, **_options(decode_responses)))
+
+
+def _options(decode_responses: bool) -> dict[str, Any]:
+    """What every connection to one server is made with."""
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": 30,
+        "decode_responses": decode_responses,
+    }
+
+
+def _counted(client: redis.Redis) -> redis.Redis:
     pool = client.connection_pool
     pool.connection_class = _counting(pool.connection_class)
     return client
@@ -77,11 +84,6 @@ def _sentinel_master(address: SentinelAddress, decode_responses: bool) -> redis.
         address.master,
         db=address.db,
         password=address.password,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-        decode_responses=decode_responses,
+        **_options(decode_responses),
     )
-    pool = client.connection_pool
-    pool.connection_class = _counting(pool.connection_class)
-    return client
+    return _counted(client)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 # Where a command's first key is among its arguments.
 _KEY_POSITION = {"evalsha": 2, "eval": 2}
@@ -44,6 +46,17 @@ class ClusterBatch:
             for pipe, indexes in by_node.values():
                 for index, reply in zip(indexes, pipe.execute(), strict=True):
                     replies[index] = reply
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            if not isinstance(exc, redis.ResponseError) or _moved(exc):
+                # A master died or its slots moved (a failover): learn the cluster's map
+                # again, so that the caller's retry goes where the slots are now.
+                self._cluster.nodes_manager.initialize()
+            raise
         finally:
             self._calls = []
         return replies
+
+
+def _moved(exc: redis.ResponseError) -> bool:
+    moved = (MovedError, AskError, ClusterDownError, TryAgainError)
+    return isinstance(exc, moved) or str(exc).split(" ", 1)[0] in ("MOVED", "ASK", "CLUSTERDOWN")

@@ -155,9 +155,13 @@ class Fleet:
         return self.network.hosts[name]
 
 
-@pytest.fixture
+@pytest.fixture(params=["prefork", "threads"])
 def fleet(
-    network: Network, tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str
+    request: pytest.FixtureRequest,
+    network: Network,
+    tmp_path: Path,
+    s3_endpoint: S3Endpoint,
+    s3_bucket: str,
 ) -> Iterator[Fleet]:
     sockets = Path(tempfile.mkdtemp(prefix="arh-", dir="/tmp"))
     redis_host = network.add("redis")
@@ -216,7 +220,9 @@ def fleet(
         for relay in relays:
             wait_for(lambda: "listening" in relay.output(), timeout=30, what="the S3 relay")  # noqa: B023
         workers = {
-            name: system.start_worker(concurrency=2, launcher=network.hosts[name].launcher())
+            name: system.start_worker(
+                concurrency=2, pool=request.param, launcher=network.hosts[name].launcher()
+            )
             for name in names["worker"]
         }
         schedulers = {

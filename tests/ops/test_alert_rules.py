@@ -47,6 +47,7 @@ EXPECTED_ALERTS = frozenset(
         "ArchiveWorkerHostDown",
         "ArchiveNotificationsRejected",
         "ArchiveStateMetricsStale",
+        "ArchiveAcknowledgementsHeld",
     }
 )
 SEVERITIES = frozenset({"warning", "critical"})

@@ -7,107 +7,34 @@ themselves spread over all three masters.
 
 from __future__ import annotations
 
-import random
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.cluster import RedisCluster
 
 from archiver.core.object_names import PartitionId
 from archiver.core.partition import Gap, ReconcileResult, RecordedFailure, VerifiedRun
-from archiver.dev.local_redis import redis_server_binary
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
+from tests.redis_cluster import start_cluster
 from tests.store_calls import apply_notification, claim_many
-from tests.support import wait_for
 
 HOUR = 3600.0
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    server = redis_server_binary()
-    cli = shutil.which("redis-cli", path=str(Path(server).parent)) or shutil.which("redis-cli")
-    assert cli, "redis-cli is needed to create the cluster (Debian package redis-tools)"
-    ports = cluster_ports(3)
-    processes = []
-    for port in ports:
-        directory = tmp_path_factory.mktemp(f"node-{port}")
-        processes.append(
-            subprocess.Popen(
-                [
-                    server,
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(directory / "nodes.conf"),
-                    "--dir", str(directory),
-                    "--save", "",
-                    "--appendonly", "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+    nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
     try:
-        for port in ports:
-            wait_for(lambda p=port: _answers(p), timeout=20, what=f"node {port}")  # type: ignore[misc]
-        create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
-        subprocess.run(
-            [*create, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        wait_for(
-            lambda: all(
-                redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports
-            ),
-            timeout=30,
-            what="the cluster to be ok",
-        )
-        client = RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=True)
+        client = RedisCluster(host="127.0.0.1", port=nodes.ports[0], decode_responses=True)
         yield client
         client.close()
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
-
-
-def cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster bus ports (10,000 higher) are free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(20_000, 50_000)
-        if port not in ports and _free(port) and _free(port + 10_000):
-            ports.append(port)
-    return ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _answers(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
+        nodes.stop()
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ master through them, with no one repointing anything.
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import redis
 
 from archiver.dev.local_redis import LocalRedis, free_port, redis_server_binary
 from archiver.store.urls import parse_sentinel_url
-from tests.support import System, wait_for
+from tests.support import SteadyLoad, System, wait_for
 
 MASTER = "archive"
 PARTITIONS = 4
@@ -138,65 +136,21 @@ def test_the_fleet_follows_a_sentinel_failover_under_load(
         sink_url=(tmp_path / "bucket").as_uri(),
         env_overrides={"ARCHIVER_LEASE_SECONDS": "3", "ARCHIVER_LEADER_TTL_SECONDS": "3"},
     )
-    stop = threading.Event()
-    written: dict[int, int] = dict.fromkeys(range(1, PARTITIONS + 1), 0)
-    errors: list[str] = []
-
-    def produce() -> None:
-        # The producer rides out the failover, as any client does: its writes go to
-        # whichever master the Sentinels name.
-        turn = 0
-        while not stop.wait(0.05):
-            partition = turn % PARTITIONS + 1
-            try:
-                if written[partition] == 0 or system.acks(partition)[-1:] == [written[partition]]:
-                    system.write(partition, written[partition] + 1)
-                    written[partition] += 1
-                system.notify(partition, 1, written[partition])
-                turn += 1
-            except redis.RedisError as exc:
-                errors.append(repr(exc))
-                time.sleep(0.2)
-
+    load = SteadyLoad(system, PARTITIONS)
     try:
         system.start_worker(concurrency=2)
         system.start_scheduler()
         system.start_scheduler()
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
-        wait_for(lambda: all(n >= 3 for n in written.values()), timeout=60, what="progress")
-        old_port = sentinel_fleet.master_port()
-        assert old_port == sentinel_fleet.primary.port
-        assert sentinel_fleet.primary.process is not None
-        sentinel_fleet.primary.process.kill()  # kill -9, under load
-        killed = time.monotonic()
-        wait_for(
+        load.start()
+        assert sentinel_fleet.master_port() == sentinel_fleet.primary.port
+        primary = sentinel_fleet.primary.process
+        assert primary is not None
+        report = load.fail_over(
+            primary.kill,  # kill -9, under load
             lambda: sentinel_fleet.master_port() == sentinel_fleet.replica.port,
-            timeout=60,
-            what="the Sentinels to promote the replica",
         )
-        promoted = time.monotonic() - killed
-        at_failover = dict(written)
-        wait_for(
-            lambda: all(written[p] >= at_failover[p] + 3 for p in written),
-            timeout=120,
-            what="progress on every partition after the failover",
-        )
-        stop.set()
-        producer.join(10)
-        for partition, high in written.items():
-            system.notify(partition, 1, high)
-            system.wait_acked(partition, high, timeout=60)
-        recovered = time.monotonic() - killed
-        for partition, high in written.items():
-            for lsn in range(1, high + 1):
-                system.assert_archive_matches_source(partition, lsn)
         system.assert_invariants()
-        print(
-            f"\nsentinel failover: promoted {promoted:.1f}s after the kill; every partition "
-            f"acknowledged {recovered:.1f}s after it; {sum(written.values())} entries; "
-            f"producer errors ridden out: {len(errors)}"
-        )
+        print(f"\nsentinel failover: {report}")
     finally:
-        stop.set()
+        load.stop()
         system.close()
