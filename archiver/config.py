@@ -15,28 +15,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from archiver.core.object_names import Compression, check_storage
 from archiver.errors import ConfigError, InvalidName
+from archiver.observability.logs import redact_secrets
 from archiver.sinks.urls import parse_sink_url
-from archiver.store.urls import is_sentinel_url, parse_sentinel_url
+from archiver.store.urls import cluster_requested, is_sentinel_url, parse_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "archiver"
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, safe to log or print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL without its passwords (every one, in a list of Sentinels), safe to log or
+    print."""
+    return redact_secrets(url)
 
 
 def parse_storages(text: str) -> dict[str, Path]:
@@ -251,7 +245,7 @@ class Settings:
         "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS",
         "2",
         _seconds,
-        "how long one wait for the replicas may take",
+        "how long one wait for the replicas may take (under 10 s, the Redis socket timeout)",
     )
     storages: Mapping[str, Path] = setting(
         "ARCHIVER_STORAGES",
@@ -379,10 +373,15 @@ class Settings:
         # Defaults that depend on other settings, or on who runs the process.
         if not self.broker_url:
             object.__setattr__(self, "broker_url", self.redis_url)
-        if self.redis_min_replicas and "cluster=yes" in self.redis_url:
+        if self.redis_min_replicas and cluster_requested(self.redis_url):
             raise ConfigError(
                 "ARCHIVER_REDIS_MIN_REPLICAS waits on one server's replicas: it cannot be "
                 "used with a Redis Cluster (?cluster=yes)"
+            )
+        if self.redis_replica_timeout_seconds >= 10:
+            raise ConfigError(
+                "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS must be under 10 s, the Redis socket "
+                "timeout: a longer wait would fail as a lost connection"
             )
         if self.actor is None:
             object.__setattr__(self, "actor", _default_actor())

@@ -47,6 +47,8 @@ def test_storages_and_fractions() -> None:
         ({"ARCHIVER_RETRY_MIN_SECONDS": "-1"}, "positive"),
         ({"ARCHIVER_RETRY_MIN_SECONDS": "10", "ARCHIVER_RETRY_MAX_SECONDS": "1"}, "below"),
         ({"ARCHIVER_REDIS_PREFIX": "a{b}"}, "unsafe"),
+        ({"ARCHIVER_REDIS_URL": "sentinel://a:1/0"}, "master"),
+        ({"ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "10"}, "under 10 s"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -64,6 +66,31 @@ def test_redact_url() -> None:
     assert redact_url("redis://user:hunter2@host:6380/0") == "redis://user:***@host:6380/0"
     assert redact_url("redis://:hunter2@host/0") == "redis://:***@host/0"
     assert redact_url("redis://host/0") == "redis://host/0"
+    # Every password of a list of Sentinels, in ours and in kombu's spelling.
+    assert redact_url("sentinel://:pw@a:1,b:2/0?master=m") == "sentinel://:***@a:1,b:2/0?master=m"
+    kombu = redact_url("sentinel://:pw@a:1/0;sentinel://:pw@b:2/0")
+    assert kombu == "sentinel://:***@a:1/0;sentinel://:***@b:2/0"
+
+
+def test_sentinel_urls_load_with_their_passwords_hidden() -> None:
+    settings = Settings.from_env(
+        {
+            "ARCHIVER_REDIS_URL": "sentinel://:hunter2@a:26379,b:26380/0?master=m",
+            "ARCHIVER_BROKER_URL": "sentinel://:hunter2@a:26379/0;sentinel://:hunter2@b:26380/0",
+        }
+    )
+    assert "hunter2" not in str(settings.effective())
+
+
+@pytest.mark.parametrize("flag", ["yes", "true", "1", "YES"])
+def test_min_replicas_cannot_be_set_with_a_cluster(flag: str) -> None:
+    with pytest.raises(ConfigError, match="Redis Cluster"):
+        Settings.from_env(
+            {
+                "ARCHIVER_REDIS_URL": f"redis://127.0.0.1:7000/0?cluster={flag}",
+                "ARCHIVER_REDIS_MIN_REPLICAS": "1",
+            }
+        )
 
 
 def _table_from_declarations() -> list[str]:

@@ -177,7 +177,7 @@ class LeaseKeeper:
             # begin.
             with held.renewing:
                 held.retired = True
-                if held.overran and held.in_main_thread:
+                if held.in_main_thread:
                     _INTERRUPTION.wanted = False
 
     def _run(self) -> None:
@@ -221,7 +221,6 @@ class LeaseKeeper:
                 self._grace,
                 extra=entry_fields(held.storage, held.partition, held.claim.lsn),
             )
-            _INTERRUPTION.wanted = True
             self._interrupt(held)
 
     def _may_end(self, held: HeldGrant) -> bool:
@@ -244,6 +243,7 @@ class LeaseKeeper:
             return
         with held.renewing:
             if not held.retired:
+                _INTERRUPTION.wanted = True
                 signal.pthread_kill(held.thread_id, INTERRUPT_SIGNAL)
 
     def _end_process(self, held: HeldGrant) -> None:

@@ -224,17 +224,26 @@ class Scheduler:
             working=working,
             at_ms=self._server_now_ms() + _ms(self.settings.orphan_grace_seconds),
         )
-        if reacknowledge and not self.replicas.confirm():
-            log.warning(
-                "acknowledgements held back: the state is on fewer than %d replicas",
-                self.replicas.min_replicas,
-            )
-        elif reacknowledge:
+        if reacknowledge and self.replicas.enabled:
+            reacknowledge = self._replicated(reacknowledge)
+        if reacknowledge:
             self.streams.publish_acks(reacknowledge)
             metrics.ACKNOWLEDGEMENTS.inc(len(reacknowledge))
         if dispatch_claims(self.store, self.dispatch, claims) < len(claims):
             # Leave the notifications pending: they are applied again once sending works.
             raise DispatchFailed(f"could not dispatch {len(claims)} claimed entries")
+
+    def _replicated(self, acks: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """What of ``acks`` the replicas hold: none if they could not confirm in time, and no
+        LSN above what the server holds now (it may be a new one since they were read)."""
+        held = self.replicas.acknowledged_on_replicas([PartitionId(s, p) for s, p, _ in acks])
+        if held is None:
+            log.warning(
+                "acknowledgements held back: the state is on fewer than %d replicas",
+                self.replicas.min_replicas,
+            )
+            return []
+        return [(s, p, min(lsn, h)) for (s, p, lsn), h in zip(acks, held, strict=True) if h > 0]
 
     def sweep(self) -> int:
         """Look at the partitions due (see ``archiver.store.due_index``): claim and send those

@@ -16,7 +16,12 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from archiver.observability import metrics
-from archiver.store.urls import SentinelAddress, is_sentinel_url, parse_sentinel_url
+from archiver.store.urls import (
+    SentinelAddress,
+    cluster_requested,
+    is_sentinel_url,
+    parse_sentinel_url,
+)
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -46,8 +51,9 @@ def connect(url: str, decode_responses: bool = True) -> redis.Redis:
     params = dict(parse_qsl(parts.query))
     cluster = params.pop("cluster", None)
     if cluster is not None:
+        wanted = cluster_requested(url)
         url = urlunsplit(parts._replace(query=urlencode(params)))
-        if cluster.lower() in ("yes", "true", "1"):
+        if wanted:
             cluster_client = RedisCluster.from_url(
                 url,
                 socket_timeout=SOCKET_TIMEOUT,

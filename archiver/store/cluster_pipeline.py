@@ -8,12 +8,19 @@ the first key is exact.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 # Where a command's first key is among its arguments.
 _KEY_POSITION = {"evalsha": 2, "eval": 2}
@@ -32,6 +39,15 @@ class ClusterBatch:
         return record
 
     def execute(self) -> list[Any]:
+        try:
+            return self._execute()
+        except RedisClusterException as exc:
+            # Not a RedisError (a slot no node serves, mid-failover): callers ride those out.
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+        finally:
+            self._calls = []
+
+    def _execute(self) -> list[Any]:
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (command, args, _kwargs) in enumerate(self._calls):
             key = args[_KEY_POSITION.get(command, 0)]
@@ -49,11 +65,11 @@ class ClusterBatch:
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
             if not isinstance(exc, redis.ResponseError) or _moved(exc):
                 # A master died or its slots moved (a failover): learn the cluster's map
-                # again, so that the caller's retry goes where the slots are now.
-                self._cluster.nodes_manager.initialize()
+                # again, so that the caller's retry goes where the slots are now. If that
+                # fails too, the next batch tries again; the caller hears the first error.
+                with contextlib.suppress(RedisClusterException, redis.RedisError):
+                    self._cluster.nodes_manager.initialize()
             raise
-        finally:
-            self._calls = []
         return replies
 
 

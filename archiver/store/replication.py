@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.cluster import RedisCluster
+
+from archiver.core.object_names import PartitionId
 from archiver.observability import metrics
 from archiver.store.keys import RedisKeys
 
@@ -20,6 +23,9 @@ class ReplicaWait:
     def __init__(
         self, client: Any, keys: RedisKeys, min_replicas: int, timeout_seconds: float
     ) -> None:
+        if min_replicas and isinstance(client, RedisCluster):
+            # A cluster's WAIT would go to whichever node owns the slot of the word "WAIT".
+            raise ValueError("waiting for replicas is for one server, not a Redis Cluster")
         self.client = client
         self.keys = keys
         self.min_replicas = min_replicas
@@ -40,14 +46,19 @@ class ReplicaWait:
             metrics.ACKNOWLEDGEMENTS_HELD.inc()
         return held
 
-    def confirm(self) -> bool:
-        """Whether every write made before this call, by any client, is on enough replicas.
+    def acknowledged_on_replicas(self, partitions: list[PartitionId]) -> list[int] | None:
+        """Each partition's acknowledged LSN as the replicas hold it; None if they could not
+        confirm in time.
 
-        A write of our own, then ``WAIT`` for it: a primary replicates in order, so what it
-        wrote before is there too."""
-        if not self.enabled:
-            return True
+        Read, then a write of our own, then ``WAIT`` for it, all on one connection: a primary
+        replicates in order, so what it held when read is on the replicas once the write is.
+        Read here, not earlier, because the server may have changed since (a failover)."""
         pipe = self.client.pipeline(transaction=False)
+        for pid in partitions:
+            pipe.hget(self.keys.partition(pid), "acked")
         pipe.incr(self.keys.replication_probe)
         self.queue(pipe)
-        return self.enough(pipe.execute()[-1])
+        replies = pipe.execute()
+        if not self.enough(replies[-1]):
+            return None
+        return [int(value or 0) for value in replies[: len(partitions)]]

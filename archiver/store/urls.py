@@ -50,3 +50,9 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     if not database.isdigit():
         raise ValueError(f"the database must be a number, got {database!r}")
     return SentinelAddress(tuple(sentinels), master, int(database), password)
+
+
+def cluster_requested(url: str) -> bool:
+    """Whether ``url`` asks for a Redis Cluster client (``?cluster=yes``, ``true`` or ``1``)."""
+    value = dict(parse_qsl(urlsplit(url).query)).get("cluster", "")
+    return value.lower() in ("yes", "true", "1")

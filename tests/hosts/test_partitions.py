@@ -383,7 +383,7 @@ def test_the_fleet_survives_partitions_between_hosts_without_losing_an_entry(
 
     counters = system.store.counters.read()
     print("\nfaults between hosts:")
-    print("| fault | host | fenced commits | re-dispatches | heal → acknowledged (s) |")
+    print("| fault | host | fenced attempts | re-dispatches | heal → acknowledged (s) |")
     print("|---|---|---|---|---|")
     for o in outcomes:
         print(f"| {o.fault} | {o.victim} | {o.fenced} | {o.redispatched} | {o.recovery_seconds} |")

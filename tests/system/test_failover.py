@@ -35,6 +35,10 @@ class Pair:
         more, as with a replica lagging behind when the failover comes."""
         connect(self.replica.url).replicaof("NO", "ONE")
 
+    def follow_again(self) -> None:
+        connect(self.replica.url).replicaof("127.0.0.1", self.primary.port)
+        _wait_linked(self.replica)
+
     def fail_over(self) -> None:
         """Kill the primary; the replica, already on its own, is the primary now, and a new
         replica follows it (as Sentinel would give it one)."""
@@ -50,12 +54,44 @@ def _replica_of(primary: LocalRedis) -> LocalRedis:
         extra_args=["--replicaof", "127.0.0.1", str(primary.port)],
     ).start()
 
+    _wait_linked(replica)
+    return replica
+
+
+def _wait_linked(replica: LocalRedis) -> None:
     def linked() -> bool:
         info = connect(replica.url).info("replication")
         return info.get("master_link_status") == "up"
 
     wait_for(linked, timeout=30, what="the replica to follow the primary")
-    return replica
+
+
+@dataclass
+class Archivers:
+    """The archiver's processes, against the primary of the moment; every one is stopped at
+    the end of the test, whatever happened."""
+
+    pair: Pair
+    tmp: Path
+    systems: list[System]
+
+    def start(self, env: dict[str, str] | None = None) -> System:
+        system = System(
+            redis_url=self.pair.primary.url,
+            tmp=self.tmp,
+            sink_url=(self.tmp / "bucket").as_uri(),
+            env_overrides=env or {},
+        )
+        self.systems.append(system)
+        return system
+
+    def after_failover(self, before: System) -> System:
+        """The same archiver, its processes started again against the new primary (as an
+        operator, or Sentinel, points them there)."""
+        before.close()
+        after = self.start(before.env_overrides)
+        after.written = before.written
+        return after
 
 
 @pytest.fixture
@@ -67,31 +103,19 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     made.primary.stop()
 
 
-def _after_failover(before: System, pair: Pair) -> System:
-    """The same archiver, its processes started again against the new primary (as an
-    operator, or Sentinel, points them there)."""
-    before.close()
-    after = System(
-        redis_url=pair.primary.url,
-        tmp=before.tmp,
-        sink_url=before.sink_url,
-        env_overrides=before.env_overrides,
-    )
-    after.written = before.written
-    return after
+@pytest.fixture
+def archivers(pair: Pair, tmp_path: Path) -> Iterator[Archivers]:
+    made = Archivers(pair, tmp_path, [])
+    yield made
+    for system in made.systems:
+        system.close()
 
 
 def test_with_min_replicas_an_acknowledgement_waits_for_the_replica(
-    pair: Pair, tmp_path: Path
+    pair: Pair, archivers: Archivers
 ) -> None:
-    system = System(
-        redis_url=pair.primary.url,
-        tmp=tmp_path,
-        sink_url=(tmp_path / "bucket").as_uri(),
-        env_overrides={
-            "ARCHIVER_REDIS_MIN_REPLICAS": "1",
-            "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5",
-        },
+    system = archivers.start(
+        {"ARCHIVER_REDIS_MIN_REPLICAS": "1", "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5"}
     )
     worker = system.start_worker()
     system.start_scheduler()
@@ -112,7 +136,7 @@ def test_with_min_replicas_an_acknowledgement_waits_for_the_replica(
     assert system.acks(1) == [1]  # but the producer was not told
     # The primary dies; the replica, which never saw commit 2, takes over.
     pair.fail_over()
-    system = _after_failover(system, pair)
+    system = archivers.after_failover(system)
     assert system.state(1)["acknowledged_lsn"] == 1
     assert system.acks(1) == [1]
     first_upload = system.sink.read(archive_key(system.storage, 1, 2))
@@ -125,15 +149,12 @@ def test_with_min_replicas_an_acknowledgement_waits_for_the_replica(
     assert system.sink.read(archive_key(system.storage, 1, 2)) == first_upload
     system.assert_archive_matches_source(1, 2)
     system.assert_invariants()
-    system.close()
 
 
 def test_without_min_replicas_a_commit_taken_back_is_redone_and_finds_its_object(
-    pair: Pair, tmp_path: Path
+    pair: Pair, archivers: Archivers
 ) -> None:
-    system = System(
-        redis_url=pair.primary.url, tmp=tmp_path, sink_url=(tmp_path / "bucket").as_uri()
-    )
+    system = archivers.start()
     system.start_worker()
     system.start_scheduler()
     system.write(1, 1)
@@ -146,7 +167,7 @@ def test_without_min_replicas_a_commit_taken_back_is_redone_and_finds_its_object
     system.wait_acked(1, 2)  # on the primary alone
     first_upload = system.sink.read(archive_key(system.storage, 1, 2))
     pair.fail_over()
-    system = _after_failover(system, pair)
+    system = archivers.after_failover(system)
     # The failover took commit 2 and its acknowledgement back.
     assert system.state(1)["acknowledged_lsn"] == 1
     assert system.acks(1) == [1]
@@ -163,17 +184,38 @@ def test_without_min_replicas_a_commit_taken_back_is_redone_and_finds_its_object
     system.assert_archive_matches_source(1, 2)
     system.assert_archive_matches_source(1, 3)
     system.assert_invariants()
-    system.close()
 
 
-def test_min_replicas_cannot_be_set_with_a_cluster() -> None:
-    from archiver.config import Settings
-    from archiver.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="Redis Cluster"):
-        Settings.from_env(
-            {
-                "ARCHIVER_REDIS_URL": "redis://127.0.0.1:7000/0?cluster=yes",
-                "ARCHIVER_REDIS_MIN_REPLICAS": "1",
-            }
-        )
+def test_a_held_acknowledgement_goes_out_once_the_replica_is_back(
+    pair: Pair, archivers: Archivers
+) -> None:
+    system = archivers.start(
+        {"ARCHIVER_REDIS_MIN_REPLICAS": "1", "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5"}
+    )
+    worker = system.start_worker()
+    scheduler = system.start_scheduler()
+    system.write(1, 1)
+    system.notify(1, 1, 1)
+    system.wait_acked(1, 1)
+    pair.cut_replica_off()
+    system.write(1, 2)
+    system.notify(1, 1, 2)
+    wait_for(
+        lambda: "acknowledgement held back" in worker.output(),
+        timeout=30,
+        what="the worker to hold the acknowledgement back",
+    )
+    # Announced again while the replica is away: the scheduler holds it back too.
+    system.notify(1, 1, 2)
+    wait_for(
+        lambda: "acknowledgements held back" in scheduler.output(),
+        timeout=30,
+        what="the scheduler to hold it back",
+    )
+    assert system.acks(1) == [1]
+    # The replica follows again; the next announcement is acknowledged by the scheduler.
+    pair.follow_again()
+    system.notify(1, 1, 2)
+    system.wait_acked(1, 2)
+    system.assert_archive_matches_source(1, 2)
+    system.assert_invariants()
