@@ -4,8 +4,9 @@ Redelivery settings, and why:
 - ``acks_late`` with ``reject_on_worker_lost``: a task message is only acknowledged once the
   attempt ended, so a worker killed mid-upload leaves the message to be delivered again.
 - prefetch 1: a worker holds no more messages than it runs, so a dead worker strands none.
-- ``visibility_timeout`` above the time limit plus the longest retry wait: Redis
-  redelivers unacknowledged messages after it, also while the first worker still runs them.
+- ``visibility_timeout`` above the longest a task can run (a chain's time, then one attempt
+  to its limit and grace) plus the longest retry wait: Redis redelivers unacknowledged
+  messages after it, also while the first worker still runs them.
 - no Celery time limits: the prefork pool keeps a timer entry per task in the worker's main
   process until the task's limit would have fired, ended or not, so that memory grows with
   rate times limit. Each attempt is bounded by the lease keeper instead (``LeaseKeeper``).
@@ -25,6 +26,7 @@ from celery import Celery
 from kombu import Producer
 
 from archiver.config import Settings
+from archiver.runtime import sentinel_broker
 from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.entry_archiver import overrun_grace
 from archiver.store.urls import is_sentinel_url, parse_sentinel_url
@@ -106,8 +108,11 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
     limit = settings.task_time_limit_seconds
     broker = settings.broker_url
     transport_options: dict[str, str] = {}
-    if is_sentinel_url(broker) and ";" not in broker:  # ours, in kombu's spelling
-        broker, transport_options = parse_sentinel_url(broker).as_kombu()
+    transport = None
+    if is_sentinel_url(broker):
+        transport = sentinel_broker.TRANSPORT
+        if ";" not in broker:  # ours, in kombu's spelling
+            broker, transport_options = parse_sentinel_url(broker).as_kombu()
     app = Celery(name, broker=broker)
     app.conf.update(
         task_serializer="json",
@@ -124,13 +129,18 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": int(
-                limit + overrun_grace(limit) + settings.retry_max_seconds + 300
+                settings.chain_seconds
+                + limit
+                + overrun_grace(limit)
+                + settings.retry_max_seconds
+                + 300
             ),
             # Sends fail rather than hang when the broker is unreachable.
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             **transport_options,
         },
+        broker_transport=transport,
         task_default_queue=queue_name("default"),
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

@@ -41,6 +41,7 @@ def test_the_fleet_carries_on_when_a_cluster_master_fails_over(
             "ARCHIVER_BROKER_URL": broker.url,
             "ARCHIVER_LEASE_SECONDS": "3",
             "ARCHIVER_LEADER_TTL_SECONDS": "3",
+            "ARCHIVER_DISPATCH_TIMEOUT_SECONDS": "10",
         },
     )
     load = SteadyLoad(system, PARTITIONS)
