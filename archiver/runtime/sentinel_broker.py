@@ -2,20 +2,21 @@
 
 When a worker's broker connection is lost while it holds unacknowledged messages (late
 acknowledgement: every task running), Celery closes the connection, and closing the channel
-hands those messages back through a new connection pool. kombu's Sentinel channel drops its
-pools on connection loss (to find the new master), and builds the new one from the
-connection's client, which the close has already cleared: an ``AttributeError``, which
-Celery takes for an unrecoverable error, and the worker exits (kombu 5.7). Here the channel
-builds it from what it was opened with: the messages go back to their queue on the master
-the Sentinels name now (or, with none named yet, the close fails as a connection error,
-which it ignores, and they come back after the broker's visibility timeout), and the worker
-reconnects.
+hands those messages back through a new connection pool. With several Sentinels, kombu has
+by then moved the connection on to the next one, which clears its client; the Sentinel
+channel has dropped its pools (to find the new master) and builds the new one from that
+client: an ``AttributeError``, which Celery takes for an unrecoverable error, and the worker
+exits (kombu 5.7). Here the channel builds it from what it was opened with: the messages go
+back to their queue on the master the Sentinels name now (with none named yet, the close
+fails as a connection error, which it ignores, and their partitions are dispatched again
+later), and the worker reconnects.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import kombu.transport
 import redis
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 
@@ -44,3 +45,10 @@ class Channel(SentinelChannel):
 
 class Transport(SentinelTransport):
     Channel = Channel
+
+
+# With several Sentinels, kombu moves a failing connection on to the next one's URL and takes
+# the transport from that URL's scheme again, whatever was given: ``sentinel`` must name this
+# one, in every process that imports the archiver's Celery settings.
+kombu.transport.TRANSPORT_ALIASES["sentinel"] = TRANSPORT
+getattr(kombu.transport, "_transport_cache", {}).pop("sentinel", None)

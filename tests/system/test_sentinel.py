@@ -161,6 +161,18 @@ def test_a_broker_channel_closed_after_its_connection_went_keeps_the_worker_aliv
         assert message.payload == {"n": 1}
 
 
+def test_a_broker_connection_moved_to_the_next_sentinel_keeps_the_repaired_transport() -> None:
+    # kombu takes the transport from the next URL's scheme when it moves on to another
+    # Sentinel, whatever transport the connection was made with.
+    url, options = parse_sentinel_url("sentinel://a:1,b:2/0?master=m").as_kombu()
+    connection = kombu.Connection(
+        url, transport=sentinel_broker.TRANSPORT, transport_options=options
+    )
+    assert isinstance(connection.transport, sentinel_broker.Transport)
+    connection.maybe_switch_next()
+    assert isinstance(connection.transport, sentinel_broker.Transport)
+
+
 @pytest.mark.timeout(300)
 def test_the_fleet_follows_a_sentinel_failover_under_load(
     sentinel_fleet: SentinelFleet, tmp_path: Path
