@@ -26,7 +26,7 @@ from celery import Celery
 from kombu import Producer
 
 from archiver.config import Settings
-from archiver.runtime import sentinel_broker
+from archiver.runtime import redis_broker
 from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.entry_archiver import overrun_grace
 from archiver.store.urls import is_sentinel_url, parse_sentinel_url
@@ -110,7 +110,7 @@ def make_celery(settings: Settings, name: str = "archiver") -> Celery:
     transport_options: dict[str, str] = {}
     transport = None
     if is_sentinel_url(broker):
-        transport = sentinel_broker.TRANSPORT
+        transport = redis_broker.SENTINEL
         if ";" not in broker:  # ours, in kombu's spelling
             broker, transport_options = parse_sentinel_url(broker).as_kombu()
     app = Celery(name, broker=broker)

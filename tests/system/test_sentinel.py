@@ -17,10 +17,10 @@ from typing import Any, cast
 import kombu
 import pytest
 import redis
-from kombu.transport.redis import SentinelTransport
+from kombu.transport.redis import SentinelTransport as StockSentinelTransport
 
 from archiver.dev.local_redis import LocalRedis, free_port, redis_server_binary
-from archiver.runtime import sentinel_broker
+from archiver.runtime import redis_broker
 from archiver.store.urls import parse_sentinel_url
 from tests.support import SteadyLoad, System, wait_for
 
@@ -138,7 +138,7 @@ def test_a_broker_channel_closed_after_its_connection_went_keeps_the_worker_aliv
     # the connection's client is gone when the channel, closing, hands the message back.
     # Set up by hand here (the moment is a race in a real failover); the servers are real.
     url, options = parse_sentinel_url(sentinel_fleet.url).as_kombu()
-    chosen = SentinelTransport if transport == "stock" else sentinel_broker.Transport
+    chosen = StockSentinelTransport if transport == "stock" else redis_broker.SentinelTransport
     with kombu.Connection(url, transport=chosen, transport_options=options) as connection:
         channel: Any = connection.default_channel
         queue = kombu.Queue("probe", channel=channel)
@@ -165,12 +165,10 @@ def test_a_broker_connection_moved_to_the_next_sentinel_keeps_the_repaired_trans
     # kombu takes the transport from the next URL's scheme when it moves on to another
     # Sentinel, whatever transport the connection was made with.
     url, options = parse_sentinel_url("sentinel://a:1,b:2/0?master=m").as_kombu()
-    connection = kombu.Connection(
-        url, transport=sentinel_broker.TRANSPORT, transport_options=options
-    )
-    assert isinstance(connection.transport, sentinel_broker.Transport)
+    connection = kombu.Connection(url, transport=redis_broker.SENTINEL, transport_options=options)
+    assert isinstance(connection.transport, redis_broker.SentinelTransport)
     connection.maybe_switch_next()
-    assert isinstance(connection.transport, sentinel_broker.Transport)
+    assert isinstance(connection.transport, redis_broker.SentinelTransport)
 
 
 @pytest.mark.timeout(300)
