@@ -20,6 +20,7 @@ from archiver.runtime.taskqueue import (
     queue_depths,
     queue_name,
 )
+from tests.broker_channels import close_after_the_connection_went, waiting_message
 from tests.support import wait_for
 
 
@@ -99,25 +100,13 @@ def test_a_channel_closed_after_its_connection_went_hands_its_messages_back(
     # hand here (the moment is a race); the server is real.
     chosen = StockRedisTransport if transport == "stock" else redis_broker.Transport
     queue_name = f"probe-{uuid.uuid4().hex[:8]}"
-    with kombu.Connection(redis_url, transport=chosen) as connection:
-        channel: Any = connection.default_channel
-        queue = kombu.Queue(queue_name, channel=channel)
-        queue.declare()
-        kombu.Producer(channel).publish({"n": 1}, routing_key=queue_name)
-        assert wait_for(lambda: queue.get(no_ack=False), what="the message") is not None
-        channel._disconnect_pools()
-        channel.connection.client = None
-        if transport == "stock":
-            # kombu 5.7: an AttributeError, which Celery's consumer takes for unrecoverable.
-            with pytest.raises(AttributeError):
-                connection.maybe_close_channel(channel)
-            return
-        connection.maybe_close_channel(channel)
-    with kombu.Connection(redis_url) as connection:
-        again = kombu.Queue(queue_name, channel=connection.default_channel)
-        message = again.get(no_ack=True)
-        assert message is not None
-        assert message.payload == {"n": 1}
+    if transport == "stock":
+        # kombu 5.7: an AttributeError, which Celery's consumer takes for unrecoverable.
+        with pytest.raises(AttributeError):
+            close_after_the_connection_went(redis_url, chosen, {}, queue_name)
+        return
+    close_after_the_connection_went(redis_url, chosen, {}, queue_name)
+    assert waiting_message(redis_url, chosen, {}, queue_name) == {"n": 1}
 
 
 def test_redis_brokers_use_the_repaired_transport(redis_url: str) -> None:

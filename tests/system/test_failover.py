@@ -18,7 +18,7 @@ import pytest
 from archiver.core.object_names import archive_key
 from archiver.dev.local_redis import LocalRedis
 from archiver.store.client import connect
-from tests.support import System, wait_for
+from tests.support import Process, System, wait_for
 
 
 @dataclass
@@ -111,27 +111,33 @@ def archivers(pair: Pair, tmp_path: Path) -> Iterator[Archivers]:
         system.close()
 
 
-def test_with_min_replicas_an_acknowledgement_waits_for_the_replica(
-    pair: Pair, archivers: Archivers
-) -> None:
+def _second_entry_held_back(pair: Pair, archivers: Archivers) -> tuple[System, Process]:
+    """With ARCHIVER_REDIS_MIN_REPLICAS=1: entry 1 acknowledged; then, the replica cut off,
+    entry 2 archived and committed on the primary alone, its acknowledgement held back.
+    Returns the archiver and its scheduler."""
     system = archivers.start(
         {"ARCHIVER_REDIS_MIN_REPLICAS": "1", "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5"}
     )
     worker = system.start_worker()
-    system.start_scheduler()
+    scheduler = system.start_scheduler()
     system.write(1, 1)
     system.notify(1, 1, 1)
     system.wait_acked(1, 1)
-    # The replica stops taking writes: entry 2 is archived and committed on the primary
-    # alone, and its acknowledgement is held back.
     pair.cut_replica_off()
     system.write(1, 2)
     system.notify(1, 1, 2)
     wait_for(
         lambda: "acknowledgement held back" in worker.output(),
         timeout=30,
-        what="the acknowledgement to be held back",
+        what="the worker to hold the acknowledgement back",
     )
+    return system, scheduler
+
+
+def test_with_min_replicas_an_acknowledgement_waits_for_the_replica(
+    pair: Pair, archivers: Archivers
+) -> None:
+    system, _ = _second_entry_held_back(pair, archivers)
     assert system.state(1)["acknowledged_lsn"] == 2  # committed, on the primary
     assert system.acks(1) == [1]  # but the producer was not told
     # The primary dies; the replica, which never saw commit 2, takes over.
@@ -189,22 +195,7 @@ def test_without_min_replicas_a_commit_taken_back_is_redone_and_finds_its_object
 def test_a_held_acknowledgement_goes_out_once_the_replica_is_back(
     pair: Pair, archivers: Archivers
 ) -> None:
-    system = archivers.start(
-        {"ARCHIVER_REDIS_MIN_REPLICAS": "1", "ARCHIVER_REDIS_REPLICA_TIMEOUT_SECONDS": "0.5"}
-    )
-    worker = system.start_worker()
-    scheduler = system.start_scheduler()
-    system.write(1, 1)
-    system.notify(1, 1, 1)
-    system.wait_acked(1, 1)
-    pair.cut_replica_off()
-    system.write(1, 2)
-    system.notify(1, 1, 2)
-    wait_for(
-        lambda: "acknowledgement held back" in worker.output(),
-        timeout=30,
-        what="the worker to hold the acknowledgement back",
-    )
+    system, scheduler = _second_entry_held_back(pair, archivers)
     # Announced again while the replica is away: the scheduler holds it back too.
     system.notify(1, 1, 2)
     wait_for(

@@ -22,6 +22,7 @@ from kombu.transport.redis import SentinelTransport as StockSentinelTransport
 from archiver.dev.local_redis import LocalRedis, free_port, redis_server_binary
 from archiver.runtime import redis_broker
 from archiver.store.urls import parse_sentinel_url
+from tests.broker_channels import close_after_the_connection_went, waiting_message
 from tests.support import SteadyLoad, System, wait_for
 
 MASTER = "archive"
@@ -139,26 +140,13 @@ def test_a_broker_channel_closed_after_its_connection_went_keeps_the_worker_aliv
     # Set up by hand here (the moment is a race in a real failover); the servers are real.
     url, options = parse_sentinel_url(sentinel_fleet.url).as_kombu()
     chosen = StockSentinelTransport if transport == "stock" else redis_broker.SentinelTransport
-    with kombu.Connection(url, transport=chosen, transport_options=options) as connection:
-        channel: Any = connection.default_channel
-        queue = kombu.Queue("probe", channel=channel)
-        queue.declare()
-        kombu.Producer(channel).publish({"n": 1}, routing_key="probe")
-        assert wait_for(lambda: queue.get(no_ack=False), what="the message") is not None
-        channel._disconnect_pools()
-        channel.connection.client = None
-        if transport == "stock":
-            # kombu 5.7: an AttributeError, which Celery's consumer takes for unrecoverable.
-            with pytest.raises(AttributeError):
-                connection.maybe_close_channel(channel)
-            return
-        connection.maybe_close_channel(channel)
-    # The message is back in its queue, for the next worker.
-    with kombu.Connection(url, transport=chosen, transport_options=options) as connection:
-        again = kombu.Queue("probe", channel=connection.default_channel)
-        message = again.get(no_ack=True)
-        assert message is not None
-        assert message.payload == {"n": 1}
+    if transport == "stock":
+        # kombu 5.7: an AttributeError, which Celery's consumer takes for unrecoverable.
+        with pytest.raises(AttributeError):
+            close_after_the_connection_went(url, chosen, options, "probe")
+        return
+    close_after_the_connection_went(url, chosen, options, "probe")
+    assert waiting_message(url, chosen, options, "probe") == {"n": 1}
 
 
 def test_a_broker_connection_moved_to_the_next_sentinel_keeps_the_repaired_transport() -> None:
