@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from archiver.core.encryption import Keyring, check_key_id
 from archiver.core.object_names import Compression, check_storage
 from archiver.errors import ConfigError, InvalidName
 from archiver.observability.logs import redact_secrets
@@ -140,6 +142,68 @@ def _storages(name: str, raw: str) -> Mapping[str, Path]:
     return parse_storages(raw)
 
 
+_MIRROR_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31})=(?=[a-z0-9]+://)")
+
+
+def parse_mirror_urls(name: str, raw: str) -> dict[str, str]:
+    """``[name=]url[,[name=]url...]``: each mirror's name (``mirror-<n>`` when not given) and
+    sink URL, checked in full."""
+    mirrors: dict[str, str] = {}
+    for number, item in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
+        match = _MIRROR_NAME.match(item)
+        mirror = match.group(1) if match else f"mirror-{number}"
+        url = item[match.end() :] if match else item
+        try:
+            parse_sink_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: mirror {mirror!r}: {exc}") from None
+        if mirror in mirrors:
+            raise ConfigError(f"{name} names mirror {mirror!r} twice")
+        if mirror == "primary":
+            raise ConfigError(f"{name}: 'primary' names the sink of ARCHIVER_SINK_URL")
+        if url in mirrors.values():
+            raise ConfigError(f"{name} gives {redact_url(url)!r} twice")
+        mirrors[mirror] = url
+    return mirrors
+
+
+def _mirrors(name: str, raw: str) -> Mapping[str, str]:
+    return parse_mirror_urls(name, raw)
+
+
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number (0 for off), got {raw!r}") from exc
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be zero or a positive number, got {raw!r}")
+    return value
+
+
+def _keyring(name: str, raw: str) -> Keyring:
+    try:
+        return Keyring.parse(raw, current=None, choose_current=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _keyring_file(name: str, raw: str) -> Path:
+    path = _absolute_path(name, raw)
+    try:
+        _keyring(name, path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+def _key_id(name: str, raw: str) -> str:
+    try:
+        return check_key_id(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _absolute_path(name: str, raw: str) -> Path:
     if not Path(raw).is_absolute():
         raise ConfigError(f"{name} must be an absolute path, got {raw!r}")
@@ -181,7 +245,7 @@ def setting(
         "shown_default": shown_default if shown_default is not None else default,
         "secret": secret,
     }
-    if read is _storages:  # a mapping: each instance gets its own
+    if read in (_storages, _mirrors):  # a mapping: each instance gets its own
         return field(default_factory=dict, metadata=metadata)
     return field(default=value, metadata=metadata, repr=not secret)
 
@@ -304,6 +368,60 @@ class Settings:
         _seconds,
         "scheduler leader lease; a standby takes over after it",
     )
+    encryption_keys: Keyring = setting(
+        "ARCHIVER_ENCRYPTION_KEYS",
+        None,
+        _keyring,
+        "`id:base64-key[,id:base64-key...]`: AES-256 key-encryption keys (`archiver keygen` "
+        "makes one). New entries are sealed with the current key and stored as "
+        "`<lsn>.tar.enc`; objects sealed with any key given still open. Shown by id only",
+        shown_default="none",
+    )
+    encryption_keys_file: Path | None = setting(
+        "ARCHIVER_ENCRYPTION_KEYS_FILE",
+        None,
+        _keyring_file,
+        "the keys in a file instead, one `id:base64-key` per line (a secret mount, a systemd "
+        "credential)",
+    )
+    encryption_key_id: str | None = setting(
+        "ARCHIVER_ENCRYPTION_KEY_ID",
+        None,
+        _key_id,
+        "the key new entries are sealed with; needed when several are given (with one, it is "
+        "that one). `none`: keys only open old objects, new ones are stored in the clear",
+    )
+    mirror_urls: Mapping[str, str] = setting(
+        "ARCHIVER_MIRROR_URLS",
+        None,
+        _mirrors,
+        "`[name=]url[,[name=]url...]`: mirrors (another region, another provider) that every "
+        "archive object is copied to, byte for byte, by the leading scheduler and any "
+        "`archiver mirror` processes. Each keeps its own progress per partition; one that is "
+        "down falls behind and catches up from the primary",
+        secret=True,
+    )
+    ack_policy: str = setting(
+        "ARCHIVER_ACK_POLICY",
+        "primary",
+        _choice("primary", "all"),
+        "`primary`: an entry is acknowledged once the primary holds it; `all`: only once "
+        "every mirror holds it too (a mirror that is down then holds acknowledgements back)",
+    )
+    scrub_bytes_per_second: float = setting(
+        "ARCHIVER_SCRUB_BYTES_PER_SECOND",
+        "0",
+        _rate,
+        "the leading scheduler re-reads archived objects at most this fast, checking "
+        "checksums, tars, decryption and holes (`0`: no scrubbing in the scheduler; "
+        "`archiver scrub` runs it by hand)",
+    )
+    scrub_requests_per_second: float = setting(
+        "ARCHIVER_SCRUB_REQUESTS_PER_SECOND",
+        "10",
+        _rate,
+        "...and with at most this many requests a second to the store",
+    )
     compression: Compression = setting(
         "ARCHIVER_COMPRESSION",
         "none",
@@ -385,6 +503,42 @@ class Settings:
             )
         if self.actor is None:
             object.__setattr__(self, "actor", _default_actor())
+        object.__setattr__(self, "encryption_keys", self._chosen_keyring())
+        if self.ack_policy == "all" and not self.mirror_urls:
+            raise ConfigError("ARCHIVER_ACK_POLICY=all needs mirrors (ARCHIVER_MIRROR_URLS)")
+        if self.sink_url and self.sink_url in self.mirror_urls.values():
+            raise ConfigError("ARCHIVER_MIRROR_URLS names the primary sink as a mirror")
+
+    def _chosen_keyring(self) -> Keyring:
+        keyring = self.encryption_keys or Keyring()
+        if self.encryption_keys_file is not None:
+            if keyring:
+                raise ConfigError(
+                    "give ARCHIVER_ENCRYPTION_KEYS or ARCHIVER_ENCRYPTION_KEYS_FILE, not both"
+                )
+            keyring = _keyring(
+                "ARCHIVER_ENCRYPTION_KEYS_FILE", self.encryption_keys_file.read_text()
+            )
+        current = self.encryption_key_id
+        if current == "none":
+            return keyring.choosing(None)
+        if current is None and len(keyring.ids) > 1 and keyring.current is None:
+            raise ConfigError(
+                "several encryption keys are given: ARCHIVER_ENCRYPTION_KEY_ID must name the "
+                "one new entries are sealed with (or `none`)"
+            )
+        if current is None:
+            current = keyring.current or (keyring.ids[0] if keyring.ids else None)
+        if current is not None and current not in keyring.ids:
+            raise ConfigError(
+                f"ARCHIVER_ENCRYPTION_KEY_ID {current!r} is not among the keys given "
+                f"({', '.join(keyring.ids) or 'none'})"
+            )
+        return keyring.choosing(current)
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.encryption_keys
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -416,6 +570,10 @@ class Settings:
                 text = None
             elif f.name == "storages":
                 text = ",".join(f"{name}={path}" for name, path in value.items())
+            elif f.name == "mirror_urls":
+                text = ",".join(f"{name}={url}" for name, url in value.items()) or None
+            elif isinstance(value, Keyring):
+                text = str(value) if value else None
             elif isinstance(value, float):
                 text = f"{value:g}"
             else:

@@ -75,6 +75,12 @@ class WriteUnderWay(NotYet):
     old enough to be an interrupted write's."""
 
 
+class MirrorBehind(NotYet):
+    """ARCHIVER_ACK_POLICY=all, and a mirror cannot take the entry now (its partition is
+    stopped by a conflict there): the acknowledgement waits, retried with the partition's
+    backoff, until an operator resumes the mirror."""
+
+
 class UnsafeEntry(EntryError):
     """Something other than regular files and directories; refused, never followed."""
 
@@ -110,12 +116,31 @@ class ArchiveConflict(ArchiverError):
     """The archive object exists with content other than the entry's; it is never replaced."""
 
 
+class MirrorConflict(ArchiverError):
+    """A mirror holds an object at an archive's name with other content: that mirror's
+    partition stops until an operator resumes it; the object is never replaced."""
+
+
+class MirrorSourceUnusable(ArchiverError):
+    """The primary's object cannot be copied to a mirror as it is: it fails its checksum."""
+
+
 class UnsafeArchive(ArchiverError):
     """An archive that is not what the archiver writes, or tries to write outside its entry."""
 
 
 class UndecodableArchive(ArchiverError):
     """The object is not what its name says: not zstd under a ``.zst`` name."""
+
+
+class DecryptionFailed(UndecodableArchive):
+    """An encrypted object does not open: altered, truncated, renamed, or sealed with a key of
+    the same id but other bytes."""
+
+
+class KeyUnavailable(ArchiverError):
+    """The key an object is sealed with is not among the keys given; the message names its id.
+    Nothing about the object is known from this: it is neither accepted nor called corrupt."""
 
 
 class RestoreError(ArchiverError):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import traceback
@@ -26,15 +27,16 @@ import pytest
 import redis
 
 from archiver.archive.entry_match import existing_archive
+from archiver.core.encryption import Keyring
 from archiver.core.lsn import format_lsn
 from archiver.core.notification import Notification
 from archiver.core.object_names import (
-    Compression,
+    ArchiveForm,
     PartitionId,
-    archive_key,
     archive_lsn,
     partition_prefix,
 )
+from archiver.core.object_stream import opened_tar
 from archiver.dev.local_redis import free_port
 from archiver.dev.producer import write_entry
 from archiver.errors import SinkError
@@ -248,7 +250,7 @@ class AckWatcher:
         while True:
             try:
                 stored = existing_archive(
-                    self.system.sink, self.system.storage, ack.partition, ack.lsn, Compression.NONE
+                    self.system.sink, self.system.storage, ack.partition, ack.lsn, ArchiveForm()
                 )
                 break
             except SinkError:  # the store under test failing for a moment: look again
@@ -311,7 +313,13 @@ class System:
         self.client = connect(self.redis_url)
         self.store = RedisStateStore(self.client, self.keys)
         self.streams = Streams(self.client, self.keys)
-        self.sink: Sink = open_sink(self.sink_url)
+        keys = self.env_overrides.get("ARCHIVER_ENCRYPTION_KEYS")
+        keyring = (
+            Keyring.parse(keys, self.env_overrides.get("ARCHIVER_ENCRYPTION_KEY_ID"))
+            if keys
+            else None
+        )
+        self.sink: Sink = open_sink(self.sink_url, keyring)
         if self.sink_url.startswith("file:"):
             Path(self.sink.describe()).mkdir(parents=True, exist_ok=True)
         self.watcher = AckWatcher(self)
@@ -484,9 +492,18 @@ class System:
             f"partition {partition} to acknowledge {lsn} (acks so far {self.acks(partition)})",
         )
 
+    def entry_tar(self, partition: int, lsn: int) -> bytes:
+        """The tar archived for an entry, under whichever name, opened with the system's keys."""
+        found = existing_archive(self.sink, self.storage, partition, lsn, ArchiveForm())
+        assert found is not None, f"LSN {lsn} of partition {partition} is not archived"
+        key, form = found
+        with tempfile.TemporaryFile() as spool:
+            download = self.sink.download(key, spool)
+            spool.seek(0)
+            return opened_tar(spool, key, form, download.metadata, self.sink.keyring).read()
+
     def assert_archive_matches_source(self, partition: int, lsn: int) -> None:
-        data = self.sink.read(archive_key(self.storage, partition, lsn))
-        members = read_tar(data)
+        members = read_tar(self.entry_tar(partition, lsn))
         name = format_lsn(lsn)
         expected: dict[str, bytes | None] = {f"{name}/": None}
         for path, content in self.written[(partition, lsn)].items():

@@ -6,7 +6,10 @@ from click.testing import CliRunner
 
 from archiver.cli import main
 from archiver.config import Settings, redact_url
+from archiver.core.encryption import new_key_text
 from archiver.errors import ConfigError
+
+KEY_A, KEY_B = new_key_text(), new_key_text()
 
 
 def test_defaults() -> None:
@@ -139,11 +142,70 @@ def test_every_setting_is_read_from_its_variable() -> None:
             "ARCHIVER_LOG_LEVEL": "debug",
             "ARCHIVER_LOG_FORMAT": "json",
             "ARCHIVER_ACTOR": "ops",
+            "ARCHIVER_ENCRYPTION_KEYS": f"a:{KEY_A},b:{KEY_B}",
+            "ARCHIVER_ENCRYPTION_KEY_ID": "b",
+            "ARCHIVER_MIRROR_URLS": "far=file:///srv/mirror",
+            "ARCHIVER_ACK_POLICY": "all",
+            "ARCHIVER_SCRUB_BYTES_PER_SECOND": "1000000",
+            "ARCHIVER_SCRUB_REQUESTS_PER_SECOND": "5",
         }
     )
     before, after = defaults.effective(), changed.effective()
-    assert [d.env for d in declared if before[d.env] == after[d.env]] == []
+    # The keys file is the other way to give the keys, tried on its own below.
+    assert [d.env for d in declared if before[d.env] == after[d.env]] == [
+        "ARCHIVER_ENCRYPTION_KEYS_FILE"
+    ]
     assert changed.log_level == "DEBUG"
+    assert after["ARCHIVER_ENCRYPTION_KEYS"] == "a, b (current: b)"
+
+
+def test_encryption_keys_come_from_a_file_and_never_show(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"old:{KEY_A}\nnew:{KEY_B}\n")
+    env = {"ARCHIVER_ENCRYPTION_KEYS_FILE": str(keys), "ARCHIVER_ENCRYPTION_KEY_ID": "new"}
+    settings = Settings.from_env(env)
+    assert (settings.keyring.ids, settings.keyring.current) == (["new", "old"], "new")
+    for shown in (
+        repr(settings),
+        CliRunner().invoke(main, ["config"], env=env).output,
+        CliRunner().invoke(main, ["config", "--json"], env=env).output,
+    ):
+        assert KEY_A not in shown
+        assert KEY_B not in shown
+    assert Settings.from_env({**env, "ARCHIVER_ENCRYPTION_KEY_ID": "none"}).keyring.current is None
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"ARCHIVER_ENCRYPTION_KEYS": f"a:{KEY_A},b:{KEY_B}"}, "ARCHIVER_ENCRYPTION_KEY_ID"),
+        ({"ARCHIVER_ENCRYPTION_KEYS": f"a:{KEY_A}", "ARCHIVER_ENCRYPTION_KEY_ID": "z"}, "'z'"),
+        ({"ARCHIVER_ENCRYPTION_KEYS": "a:short"}, "ARCHIVER_ENCRYPTION_KEYS"),
+        ({"ARCHIVER_ENCRYPTION_KEYS_FILE": "/nonexistent/keys"}, "cannot read"),
+        ({"ARCHIVER_MIRROR_URLS": "m=ftp://x"}, "mirror 'm'"),
+        ({"ARCHIVER_MIRROR_URLS": "a=file:///m,a=file:///n"}, "twice"),
+        ({"ARCHIVER_ACK_POLICY": "all"}, "needs mirrors"),
+        ({"ARCHIVER_ACK_POLICY": "some"}, "ARCHIVER_ACK_POLICY"),
+        ({"ARCHIVER_SCRUB_BYTES_PER_SECOND": "-1"}, "ARCHIVER_SCRUB_BYTES_PER_SECOND"),
+        (
+            {"ARCHIVER_SINK_URL": "file:///b", "ARCHIVER_MIRROR_URLS": "file:///b"},
+            "primary sink as a mirror",
+        ),
+    ],
+)
+def test_bad_encryption_and_mirror_settings_are_refused(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        Settings.from_env(env)
+
+
+def test_mirrors_are_named_or_numbered() -> None:
+    settings = Settings.from_env(
+        {"ARCHIVER_MIRROR_URLS": "far=s3://b/p?region=x&endpoint_url=http://h:1,file:///m"}
+    )
+    assert settings.mirror_urls == {
+        "far": "s3://b/p?region=x&endpoint_url=http://h:1",
+        "mirror-2": "file:///m",
+    }
 
 
 def test_config_shows_every_setting_with_passwords_masked() -> None:

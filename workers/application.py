@@ -20,7 +20,7 @@ from archiver.config import Settings
 from archiver.observability.logs import configure_logging
 from archiver.runtime.entry_archiver import EntryArchiver
 from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
-from archiver.sinks import open_sink, preload_sink
+from archiver.sinks import open_mirrors, open_sink, preload_sink
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
@@ -88,8 +88,9 @@ def entry_archiver() -> EntryArchiver:
             settings,
             RedisStateStore(client, keys),
             Streams(client, keys),
-            open_sink(settings.require_sink_url()),
+            open_sink(settings.require_sink_url(), settings.keyring),
             CeleryDispatcher(app),
+            open_mirrors(settings.mirror_urls, settings.keyring),
         )
         if _pool_process:
             archiver.keeper.end_overruns()

@@ -12,11 +12,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from archiver.archive.catalog import Archive
-from archiver.core.compression import decoded
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
+from archiver.core.object_stream import opened_tar, read_to_end
 from archiver.core.tarball import read_entry_tar
-from archiver.errors import SinkError, UnsafeArchive
+from archiver.errors import DecryptionFailed, KeyUnavailable, SinkError, UnsafeArchive
 from archiver.sinks import Sink
 
 
@@ -28,18 +28,23 @@ class ObjectCheck:
     problem: str | None = None
     # Why its bytes could not be checked against a recorded checksum.
     unverified: str | None = None
+    # Why it could not be opened to check its content: sealed with a key not given.
+    unopened: str | None = None
 
     def refusal(self, accept_unverified: bool = False) -> str | None:
         """Why the object may not be trusted, or None."""
         if self.problem is not None:
             return self.problem
+        if self.unopened is not None:
+            return self.unopened
         if self.unverified is not None and not accept_unverified:
             return f"cannot be verified: {self.unverified}"
         return None
 
 
 def check_archive(sink: Sink, archive: Archive) -> ObjectCheck:
-    """Checksum, then tar structure (checked also where there is no checksum).
+    """Checksum, then decryption and tar structure (checked also where there is no checksum);
+    the plaintext never reaches the disk.
 
     Raises SinkError when the store fails: that says nothing about the object."""
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
@@ -50,7 +55,19 @@ def check_archive(sink: Sink, archive: Archive) -> ObjectCheck:
         unverified = integrity.detail if integrity.verdict is Verdict.UNVERIFIABLE else None
         spool.seek(0)
         try:
-            read_entry_tar(decoded(spool, archive.compression), format_lsn(archive.lsn))  # type: ignore[arg-type]
+            tar = opened_tar(
+                spool,  # type: ignore[arg-type]
+                archive.key,
+                archive.form,
+                download.metadata,
+                sink.keyring,
+            )
+            read_entry_tar(tar, format_lsn(archive.lsn))
+            read_to_end(tar)
+        except KeyUnavailable as exc:
+            return ObjectCheck(unopened=str(exc), unverified=unverified)
+        except DecryptionFailed as exc:
+            return ObjectCheck(f"does not decrypt: {exc}", unverified)
         except UnsafeArchive as exc:
             return ObjectCheck(f"bad tar: {exc}", unverified)
         except Exception as exc:  # a broken zstd frame, for one

@@ -11,9 +11,9 @@ from pathlib import Path
 import zstandard
 
 from archiver.archive.catalog import Archive
-from archiver.core.compression import decoded
 from archiver.core.lsn import format_lsn
-from archiver.core.object_names import Compression, archive_key
+from archiver.core.object_names import FORMS, ArchiveForm, form_key
+from archiver.core.object_stream import opened_tar
 from archiver.core.tarball import entry_tar_chunks
 from archiver.errors import UndecodableArchive
 from archiver.sinks import Download, Sink
@@ -27,15 +27,15 @@ def entry_tar_sha256(path: Path, name: str) -> str:
     return digest.hexdigest()
 
 
-def stored_content(sink: Sink, key: str, compression: Compression) -> tuple[Download, str]:
+def stored_content(sink: Sink, key: str, form: ArchiveForm) -> tuple[Download, str]:
     """The download of an object (its bytes' SHA-256 and the one recorded) and the SHA-256 of
-    the tar inside it, read in bounded memory."""
+    the tar inside it, read in bounded memory: the plaintext is hashed, never stored."""
     with tempfile.TemporaryFile() as spool:
         download = sink.download(key, spool)
         spool.seek(0)
         digest = hashlib.sha256()
-        tar = decoded(spool, compression)
         try:
+            tar = opened_tar(spool, key, form, download.metadata, sink.keyring)
             while chunk := tar.read(1024 * 1024):
                 digest.update(chunk)
         except zstandard.ZstdError as exc:
@@ -49,7 +49,7 @@ def holds_entry(sink: Sink, archive: Archive, path: Path) -> bool:
     cannot be read."""
     ours = entry_tar_sha256(path, format_lsn(archive.lsn))
     try:
-        _download, tar_sha256 = stored_content(sink, archive.key, archive.compression)
+        _download, tar_sha256 = stored_content(sink, archive.key, archive.form)
     except UndecodableArchive:
         return False
     return tar_sha256 == ours
@@ -60,14 +60,14 @@ def existing_archive(
     storage: str,
     partition: int,
     lsn: int,
-    preferred: Compression,
+    preferred: ArchiveForm,
     other_names_only: bool = False,
-) -> tuple[str, Compression] | None:
-    """The archive object of ``lsn`` under either name, the preferred one looked up first
+) -> tuple[str, ArchiveForm] | None:
+    """The archive object of ``lsn`` under any of its names, the preferred one looked up first
     (or not at all, with ``other_names_only``)."""
-    names = [c for c in Compression if c is not preferred]
-    for compression in names if other_names_only else [preferred, *names]:
-        key = archive_key(storage, partition, lsn, compression)
+    others = [f for f in FORMS if f != preferred]
+    for form in others if other_names_only else [preferred, *others]:
+        key = form_key(storage, partition, lsn, form)
         if sink.exists(key):
-            return key, compression
+            return key, form
     return None

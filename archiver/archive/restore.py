@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from archiver.archive.catalog import Archive, partition_archives
-from archiver.core.compression import decoded
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
+from archiver.core.object_stream import opened_tar, read_to_end
 from archiver.core.tarball import extract_entry
 from archiver.errors import (
     ChecksumMismatch,
@@ -156,7 +156,15 @@ def _fetch_and_extract(
         spool.seek(0)
         temp.mkdir()
         try:
-            extract_entry(decoded(spool, archive.compression), name, temp)  # type: ignore[arg-type]
+            tar = opened_tar(
+                spool,  # type: ignore[arg-type]
+                archive.key,
+                archive.form,
+                download.metadata,
+                sink.keyring,
+            )
+            extract_entry(tar, name, temp)
+            read_to_end(tar)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise

@@ -29,7 +29,9 @@ class PartitionReport:
     bad: list[tuple[str, str]] = field(default_factory=list)
     # (key, why) for sound tars with no checksum to check their bytes against
     unverified: list[tuple[str, str]] = field(default_factory=list)
-    # LSNs stored under both names (.tar and .tar.zst)
+    # (key, why) for objects sealed with a key not given: neither passed nor called corrupt
+    unopened: list[tuple[str, str]] = field(default_factory=list)
+    # LSNs stored under two names (.tar and .tar.zst, say)
     duplicates: list[int] = field(default_factory=list)
     strays: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
@@ -46,7 +48,8 @@ class PartitionReport:
         ``accept_unverified``, objects with no checksum are not problems either."""
         gaps = len(self.unrecorded) if ignore_gaps else len(self.gaps)
         unverified = 0 if accept_unverified else len(self.unverified)
-        found = len(self.bad) + len(self.duplicates) + len(self.strays) + len(self.leftovers)
+        found = len(self.bad) + len(self.unopened) + len(self.duplicates)
+        found += len(self.strays) + len(self.leftovers)
         return gaps + unverified + found
 
     def check_gaps_against(self, record: PartitionRecord | None) -> None:
@@ -79,6 +82,7 @@ class PartitionReport:
             "state_checked": self.state_checked,
             "bad": [{"key": k, "problem": p} for k, p in self.bad],
             "unverified": [{"key": k, "reason": r} for k, r in self.unverified],
+            "unopened": [{"key": k, "reason": r} for k, r in self.unopened],
             "duplicates": self.duplicates,
             "strays": self.strays,
             "leftovers": self.leftovers,
@@ -118,7 +122,9 @@ def verify_partition(
     for obj in sink.list(partition_prefix(storage, partition)):
         parsed = parse_archive_name(obj.key)
         if parsed is not None:
-            archives.append(Archive(parsed.lsn, obj.key, obj.size, parsed.compression))
+            archives.append(
+                Archive(parsed.lsn, obj.key, obj.size, parsed.compression, parsed.encrypted)
+            )
         else:
             report.strays.append(obj.key)
     archives.sort(key=lambda a: (a.lsn, a.key))
@@ -142,6 +148,8 @@ def verify_partition(
                 report.bad.append((archive.key, found.problem))
             if found.unverified is not None:
                 report.unverified.append((archive.key, found.unverified))
+            if found.unopened is not None:
+                report.unopened.append((archive.key, found.unopened))
     return report
 
 

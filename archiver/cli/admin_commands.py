@@ -7,6 +7,7 @@ does not hold, and recorded in the partition's audit trail with who, when, what 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -162,3 +163,60 @@ def skip_to(
         partition,
         f"skipped {storage}/{partition} from {result.lsn} to {lsn} (manual gap recorded)",
     )
+
+
+@admin.command("mirror-resume")
+@click.argument("mirror")
+@_common
+@_reason_option(required=False)
+@clear_errors
+def mirror_resume(
+    mirror: str, storage: str, partition: int, actor: str | None, reason: str
+) -> None:
+    """Let a mirror's partition go on after a conflict, once the object in the way on the
+    mirror has been moved aside (it is never replaced), and drop its retry backoff."""
+    settings = current_settings()
+    if mirror not in settings.mirror_urls:
+        known = ", ".join(settings.mirror_urls) or "none are configured"
+        raise click.UsageError(f"no mirror is named {mirror!r} ({known})")
+    store = services(settings).store
+    pid = PartitionId(storage, partition)
+    before = store.mirrors.load(mirror, pid)
+    changed = store.mirrors.resume(mirror, pid)
+    logging.getLogger("archiver.admin").warning(
+        "mirror resumed mirror=%s partition=%s actor=%s reason=%s conflict=%s",
+        mirror,
+        pid,
+        _acting(actor),
+        reason,
+        before.conflict,
+    )
+    if changed:
+        click.echo(f"resumed mirror {mirror} on {storage}/{partition}")
+    else:
+        click.echo(f"mirror {mirror} was not stopped or backing off on {storage}/{partition}")
+
+
+@admin.command("clear-finding")
+@click.argument("subject")
+@click.option("--sink", "sink_name", default="primary", show_default=True, metavar="NAME")
+@click.option("--actor", help="Who is acting (default: ARCHIVER_ACTOR, else user@host).")
+@click.option("--reason", required=True, help="Why: how the problem was dealt with.")
+@clear_errors
+def clear_finding(subject: str, sink_name: str, actor: str | None, reason: str) -> None:
+    """Drop a problem the scrubber recorded (a key, or "<storage>/<partition> LSN a-b", as
+    `archiver inspect scrub` shows it), once it has been dealt with. Nothing in the archive
+    changes; the next cycle records it again if it is still there."""
+    from archiver.archive.scrub import ScrubState
+
+    store = services(current_settings()).store
+    if not ScrubState(store, sink_name).clear_finding(subject):
+        raise click.ClickException(f"the scrubber of {sink_name} recorded nothing for {subject!r}")
+    logging.getLogger("archiver.admin").warning(
+        "scrub finding cleared sink=%s subject=%s actor=%s reason=%s",
+        sink_name,
+        subject,
+        _acting(actor),
+        reason,
+    )
+    click.echo(f"cleared {subject} from the findings of {sink_name}")

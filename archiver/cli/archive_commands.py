@@ -13,15 +13,17 @@ from rich.table import Table
 from archiver.cli.common import (
     LSN,
     PARTITION,
+    SINK_OPTION,
     STORAGE,
     clear_errors,
     console,
     current_settings,
     main,
+    open_named_sink,
     services,
 )
 from archiver.core.object_names import PartitionId
-from archiver.errors import ArchiverError
+from archiver.errors import ArchiverError, InputError
 from archiver.sinks import open_sink
 
 PARALLEL = click.option(
@@ -91,7 +93,7 @@ def reconcile(
     if partition is not None and storage is None:
         raise click.UsageError("--partition needs --storage")
     settings = current_settings()
-    sink = open_sink(settings.require_sink_url())
+    sink = open_sink(settings.require_sink_url(), settings.keyring)
     connected = services(settings)
     store, streams = connected.store, connected.streams
     storages = [storage] if storage else list(storages_in(sink))
@@ -162,6 +164,7 @@ def reconcile(
 @PARALLEL
 @ACCEPT_UNVERIFIED
 @click.option("--json", "as_json", is_flag=True, help="End with a JSON summary on stdout.")
+@SINK_OPTION
 @clear_errors
 def restore(
     storage: str,
@@ -172,9 +175,11 @@ def restore(
     parallel: int,
     accept_unverified: bool,
     as_json: bool,
+    sink_name: str | None,
 ) -> None:
     """Restore a partition's entries, in LSN order, each checked against its recorded SHA-256
-    (or MD5, for objects the Go original wrote).
+    (or MD5, for objects the Go original wrote); encrypted ones are decrypted and
+    authenticated as they stream.
 
     Stops at the first discontinuity, corrupt object, or object with no checksum (unless
     --accept-unverified); entries before it stay restored. Run it again to resume: entries
@@ -184,7 +189,7 @@ def restore(
 
     if from_lsn is not None and to_lsn is not None and from_lsn > to_lsn:
         raise click.UsageError(f"--from ({from_lsn}) is above --to ({to_lsn})")
-    sink = open_sink(current_settings().require_sink_url())
+    sink = open_named_sink(current_settings(), sink_name)
     with _progress() as progress:
         task = progress.add_task("restoring", total=None)
         try:
@@ -238,6 +243,7 @@ def restore(
     "still listed, and their tar structure checked).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of partition reports.")
+@SINK_OPTION
 @clear_errors
 def verify(
     storage: str | None,
@@ -247,19 +253,22 @@ def verify(
     state: bool | None,
     accept_unverified: bool,
     as_json: bool,
+    sink_name: str | None,
 ) -> None:
     """Check the archive: ranges, gaps, checksums, tar structure, strays, partial uploads.
 
     Every object is downloaded and checked against its recorded SHA-256, or else the MD5 that
     objects of the Go original carry (a fileblob .attrs file, a single-part S3 ETag). Objects
-    with neither are listed as UNVERIFIED. Exits with status 1 when anything is wrong.
+    with neither are listed as UNVERIFIED. Encrypted objects are decrypted and authenticated
+    in memory (the plaintext never reaches the disk); one sealed with a key not given is
+    listed as UNOPENED, naming the key. Exits with status 1 when anything is wrong.
     """
     import os
 
     from archiver.archive.verify import partitions_to_verify, verify_partition
 
     settings = current_settings()
-    sink = open_sink(settings.require_sink_url())
+    sink = open_named_sink(settings, sink_name)
     store = None
     if state or (state is None and os.environ.get("ARCHIVER_REDIS_URL")):
         store = services(settings).store
@@ -299,7 +308,7 @@ def verify(
                 str(r.archives),
                 ", ".join(f"{a}-{b}" for a, b in r.ranges) or "-",
                 ", ".join(f"{g.expected}-{g.actual - 1}" for g in r.gaps) or "-",
-                str(len(r.bad)),
+                str(len(r.bad) + len(r.unopened)),
                 str(len(r.unverified)),
                 str(len(r.strays) + len(r.leftovers)),
             )
@@ -309,6 +318,8 @@ def verify(
                 click.echo(f"BAD {key}: {problem}")
             for key, why in r.unverified:
                 click.echo(f"UNVERIFIED {key}: {why}")
+            for key, why in r.unopened:
+                click.echo(f"UNOPENED {key}: {why}")
             for gap in r.unrecorded:
                 click.echo(
                     f"LOST {r.storage}/{r.partition} LSN {gap.expected} to {gap.actual - 1}: "
@@ -342,7 +353,7 @@ def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -
     from archiver.archive.prune import plan_prune
     from archiver.archive.prune import prune as delete_archives
 
-    sink = open_sink(current_settings().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url(), current_settings().keyring)
     doomed = plan_prune(sink, storage, partition, before)
     deleted = 0
     if yes and doomed:
@@ -389,7 +400,7 @@ def migrate_sidecars(storage: str | None, apply: bool, as_json: bool) -> None:
     from archiver.archive.migrate import migrate_sidecars as migrate
     from archiver.sinks.filesystem import FilesystemSink, LegacyMigration
 
-    sink = open_sink(current_settings().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url(), current_settings().keyring)
     if not isinstance(sink, FilesystemSink):
         raise click.UsageError(
             "migrate-sidecars works on filesystem buckets: S3 objects keep their checksum in "
@@ -419,4 +430,148 @@ def migrate_sidecars(storage: str | None, apply: bool, as_json: bool) -> None:
                 "they are; run again with --apply to do it"
             )
     if left:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--id", "key_id", default="key-1", show_default=True, help="The new key's id.")
+@clear_errors
+def keygen(key_id: str) -> None:
+    """Print a new random AES-256 key as `id:base64-key`, for ARCHIVER_ENCRYPTION_KEYS.
+
+    Keep it as a secret: whoever holds it can read every object sealed with it, and without
+    it they cannot be read at all. To rotate, add the new key beside the old ones, make it
+    current with ARCHIVER_ENCRYPTION_KEY_ID, then run `archiver rewrap --apply`.
+    """
+    from archiver.core.encryption import check_key_id, new_key_text
+
+    current_settings()  # as every command: bad settings are refused, not ignored
+    try:
+        check_key_id(key_id)
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"{key_id}:{new_key_text()}")
+
+
+@main.command()
+@click.option("--storage", type=STORAGE, help="Only this storage (default: every one).")
+@click.option("--partition", type=PARTITION, help="Only this partition (needs --storage).")
+@click.option("--apply", is_flag=True, help="Re-wrap. Without it, only show what would change.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option(
+    "--sink",
+    "sink_name",
+    metavar="NAME",
+    help="Re-wrap on this mirror instead of the primary: each sink keeps its own wrapping, so "
+    "run it once per sink before an old key is retired.",
+)
+@clear_errors
+def rewrap(
+    storage: str | None, partition: int | None, apply: bool, as_json: bool, sink_name: str | None
+) -> None:
+    """Re-wrap encrypted objects' data keys under the current key (a dry run unless --apply).
+
+    Only each object's metadata changes, never its bytes: on a filesystem bucket its .attrs
+    file is replaced, on S3 the store copies the object onto itself (up to 5 GiB each). Every
+    re-wrapped key is read back and opened. Objects whose key is not given are left and
+    reported (exit status 1). Safe to run while the fleet archives, and again after an
+    interruption; retire an old key only once a run leaves nothing under it.
+    """
+    from archiver.archive.rewrap import RewrapOutcome, rewrap_archives
+
+    if partition is not None and storage is None:
+        raise click.UsageError("--partition needs --storage")
+    settings = current_settings()
+    sink = open_named_sink(settings, sink_name)
+    with _progress() as progress:
+        task = progress.add_task("encrypted objects", total=None)
+        results = list(
+            rewrap_archives(sink, storage, partition, apply, lambda _r: progress.advance(task))
+        )
+    counts = {str(o): sum(r.outcome is o for r in results) for o in RewrapOutcome}
+    left = [r for r in results if r.outcome is RewrapOutcome.LEFT]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "dry_run": not apply,
+                    "current_key": settings.keyring.current,
+                    **counts,
+                    "objects": [
+                        r.to_json() for r in results if r.outcome is not RewrapOutcome.CURRENT
+                    ],
+                }
+            )
+        )
+    else:
+        for r in left:
+            click.echo(f"LEFT {r.key}: {r.detail}")
+        done = counts["rewrapped"]
+        if apply:
+            click.echo(f"{done} re-wrapped, {counts['current']} already current, {len(left)} left")
+        else:
+            click.echo(
+                f"would re-wrap {done}; {counts['current']} already current, {len(left)} would "
+                "be left; run again with --apply to do it"
+            )
+    if left:
+        raise SystemExit(1)
+
+
+@main.command()
+@SINK_OPTION
+@click.option(
+    "--bytes-per-second",
+    type=click.FloatRange(0),
+    help="Read at most this fast (default: ARCHIVER_SCRUB_BYTES_PER_SECOND; 0: no limit).",
+)
+@click.option(
+    "--requests-per-second",
+    type=click.FloatRange(0),
+    help="Send the store at most this many requests a second (default: "
+    "ARCHIVER_SCRUB_REQUESTS_PER_SECOND; 0: no limit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@clear_errors
+def scrub(
+    sink_name: str | None,
+    bytes_per_second: float | None,
+    requests_per_second: float | None,
+    as_json: bool,
+) -> None:
+    """Re-read the archive from where the scrubber stopped to its end, at a bounded rate.
+
+    Each object is checked like `verify` does (checksum, decryption, tar structure), and each
+    partition for holes below the LSN the sink should hold through. Problems are recorded
+    (`archiver inspect scrub`), logged and counted; nothing is deleted or rewritten. The place
+    is kept in Redis: the leading scheduler (ARCHIVER_SCRUB_BYTES_PER_SECOND) and this command
+    go on from it. Exits with status 1 when this run found a problem.
+    """
+    import signal
+    import threading
+
+    from archiver.runtime.background import scrubber
+
+    settings = current_settings()
+    state = services(settings)
+    sink = open_named_sink(settings, sink_name)
+    scrub_sink = scrubber(
+        settings, state.store, sink, sink_name or "primary", bytes_per_second, requests_per_second
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with _progress() as progress:
+        task = progress.add_task("scrubbing", total=None)
+        summary = scrub_sink.run_cycle(stop, lambda _a: progress.advance(task))
+    if as_json:
+        click.echo(json.dumps(summary.to_json()))
+    else:
+        for finding in summary.findings:
+            click.echo(f"{finding.kind.upper()} {finding.subject}: {finding.detail}")
+        end = "to the end of the archive" if summary.completed else "(interrupted)"
+        click.echo(
+            f"scrubbed {summary.objects} objects ({summary.bytes:,} bytes) {end}; "
+            f"{len(summary.findings)} problems"
+        )
+    if summary.findings:
         raise SystemExit(1)

@@ -15,6 +15,7 @@ from archiver.config import Settings
 from archiver.core.lsn import parse_decimal_lsn
 from archiver.core.object_names import check_storage, parse_partition
 from archiver.errors import ArchiverError, ConfigError, InputError, SinkError
+from archiver.sinks import Sink
 from archiver.store.client import connect
 from archiver.store.keys import RedisKeys
 from archiver.store.state_store import RedisStateStore
@@ -46,6 +47,30 @@ def services(settings: Settings) -> Services:
     client = connect(settings.redis_url)
     keys = RedisKeys(settings.redis_prefix)
     return Services(settings, RedisStateStore(client, keys), Streams(client, keys))
+
+
+PRIMARY = "primary"
+
+
+def open_named_sink(settings: Settings, name: str | None) -> Sink:
+    """The primary sink (``None`` or ``primary``) or the mirror of that name."""
+    from archiver.sinks import open_sink
+
+    if name in (None, PRIMARY):
+        return open_sink(settings.require_sink_url(), settings.keyring)
+    url = settings.mirror_urls.get(name)
+    if url is None:
+        known = ", ".join([PRIMARY, *settings.mirror_urls])
+        raise click.UsageError(f"no sink is named {name!r} (known: {known})")
+    return open_sink(url, settings.keyring)
+
+
+SINK_OPTION = click.option(
+    "--sink",
+    "sink_name",
+    metavar="NAME",
+    help="Read from this mirror of ARCHIVER_MIRROR_URLS instead of the primary sink.",
+)
 
 
 class SettingsError(click.ClickException):

@@ -23,6 +23,7 @@ from archiver.cli.common import (
     services,
 )
 from archiver.config import Settings
+from archiver.core.mirror_progress import MirrorProgress
 from archiver.core.object_names import PartitionId
 from archiver.core.partition import PartitionCondition
 from archiver.observability.overview import PartitionFilter, SortKey, select
@@ -239,6 +240,11 @@ def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
     detail = record.to_json()
     detail["now_ms"] = now
     detail["recent_acknowledgements"] = state.streams.recent_acks(storage, partition)
+    settings = current_settings()
+    detail["mirrors"] = {
+        name: _mirror_json(state.store.mirrors.load(name, PartitionId(storage, partition)), record)
+        for name in settings.mirror_urls
+    }
     if as_json:
         click.echo(json.dumps(detail))
         return
@@ -268,6 +274,8 @@ def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
         ("last error", f"{s.last_error} ({_ago(now, record.error_ms)})" if s.last_error else "-"),
         ("gaps", str(record.gaps_total)),
     ]
+    for name, mirror in detail["mirrors"].items():
+        rows.append((f"mirror {name}", _mirror_text(mirror)))
     table = Table(show_header=False, box=None)
     for name, value in rows:
         table.add_row(name, value)
@@ -299,6 +307,125 @@ def inspect_partition(storage: str, partition: int, as_json: bool) -> None:
                 json.dumps(entry.get("detail") or {}),
             )
         console.print(audit)
+
+
+def _mirror_json(progress: MirrorProgress, record: PartitionRecord | None) -> dict[str, Any]:
+    acknowledged = None if record is None else record.state.acknowledged_lsn
+    return {
+        "through": progress.through,
+        "lag_entries": progress.lag(acknowledged),
+        "attempts": progress.attempts,
+        "last_error": progress.last_error,
+        "retry_ms": progress.retry_ms,
+        "conflict": progress.conflict,
+        "copying": progress.holder is not None,
+    }
+
+
+def _mirror_text(mirror: dict[str, Any]) -> str:
+    text = f"through {mirror['through'] or '-'}, {mirror['lag_entries']} behind"
+    if mirror["conflict"]:
+        text += f"; STOPPED: {mirror['conflict']}"
+    elif mirror["attempts"]:
+        text += f"; {mirror['attempts']} failed copies: {mirror['last_error']}"
+    return text
+
+
+@inspect.command("mirrors")
+@click.option("--storage", type=STORAGE, help="Only this storage.")
+@click.option("--all", "show_all", is_flag=True, help="Every partition, not only those behind.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@clear_errors
+def inspect_mirrors(storage: str | None, show_all: bool, as_json: bool) -> None:
+    """How far each mirror of ARCHIVER_MIRROR_URLS is behind the acknowledged LSNs: totals,
+    then the partitions behind, failing or stopped by a conflict."""
+    settings = current_settings()
+    if not settings.mirror_urls:
+        raise click.UsageError("no mirrors are configured (ARCHIVER_MIRROR_URLS)")
+    state = services(settings)
+    records = list(state.store.records.all(storage))
+    pids = [PartitionId(r.storage, r.partition) for r in records]
+    report: dict[str, Any] = {}
+    for name in settings.mirror_urls:
+        progress = state.store.mirrors.load_many(name, pids)
+        rows = [
+            {"storage": r.storage, "partition": r.partition, **_mirror_json(p, r)}
+            for r, p in zip(records, progress, strict=True)
+        ]
+        shown = [
+            row
+            for row in rows
+            if show_all or row["lag_entries"] or row["conflict"] or row["attempts"]
+        ]
+        report[name] = {
+            "lag_entries": sum(row["lag_entries"] for row in rows),
+            "partitions": len(rows),
+            "behind": sum(1 for row in rows if row["lag_entries"]),
+            "failing": sum(1 for row in rows if row["attempts"]),
+            "conflicted": sum(1 for row in rows if row["conflict"]),
+            "detail": shown,
+        }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for name, mirror in report.items():
+        click.echo(
+            f"mirror {name}: {mirror['lag_entries']} entries behind over {mirror['behind']} of "
+            f"{mirror['partitions']} partitions; {mirror['failing']} failing, "
+            f"{mirror['conflicted']} stopped by a conflict"
+        )
+        if mirror["detail"]:
+            table = Table("partition", "through", "behind", "state")
+            for row in mirror["detail"]:
+                table.add_row(
+                    f"{row['storage']}/{row['partition']}",
+                    str(row["through"] if row["through"] is not None else "-"),
+                    str(row["lag_entries"]),
+                    _mirror_text(row).split("; ", 1)[1] if "; " in _mirror_text(row) else "ok",
+                )
+            console.print(table)
+
+
+@inspect.command("scrub")
+@click.option("--sink", "sink_name", default="primary", show_default=True, metavar="NAME")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@clear_errors
+def inspect_scrub(sink_name: str, as_json: bool) -> None:
+    """Where the scrubber is in its walk of a sink, and every problem it has found there."""
+    from archiver.archive.scrub import ScrubState
+
+    state = services(current_settings())
+    scrub = ScrubState(state.store, sink_name)
+    position = scrub.load()
+    findings = scrub.findings()
+    now = state.store.server_time_ms()
+    oldest = position.oldest_unscrubbed_ms()
+    detail = {
+        "sink": sink_name,
+        "cycle": position.cycle,
+        "at": None
+        if position.storage is None
+        else {"storage": position.storage, "partition": position.partition, "lsn": position.lsn},
+        "objects": position.objects,
+        "bytes": position.bytes,
+        "oldest_unscrubbed_age_seconds": None if oldest is None else (now - oldest) / 1000,
+        "findings": [f.to_json() for f in findings],
+    }
+    if as_json:
+        click.echo(json.dumps(detail))
+        return
+    where = (
+        "not started"
+        if position.cycle_started_ms is None
+        else f"cycle {position.cycle}, at {position.storage or '-'}/{position.partition or '-'} "
+        f"LSN {position.lsn or '-'}; {position.objects} objects ({position.bytes:,} bytes) so far"
+    )
+    click.echo(f"scrubber of {sink_name}: {where}")
+    click.echo(f"least recently scrubbed: {_age(None if oldest is None else now - oldest)} ago")
+    for finding in findings:
+        when = _ago(now, finding.found_ms)
+        click.echo(f"{finding.kind.upper()} {finding.subject}: {finding.detail} ({when})")
+    click.echo(f"{len(findings)} problems recorded")
 
 
 def _ago(now: int, then_ms: int | None) -> str:
@@ -405,7 +532,7 @@ def config(as_json: bool) -> None:
 @clear_errors
 def ls(storage: str, partition: int, from_lsn: int, as_json: bool) -> None:
     """List a partition's archives in LSN order (needs ARCHIVER_SINK_URL)."""
-    sink = open_sink(current_settings().require_sink_url())
+    sink = open_sink(current_settings().require_sink_url(), current_settings().keyring)
     rows: list[dict[str, Any]] = [
         {"lsn": a.lsn, "key": a.key, "size": a.size}
         for a in partition_archives(sink, storage, partition)

@@ -48,6 +48,7 @@ def scheduler() -> None:
     by to take over.
     """
     from archiver.observability.logs import configure_logging
+    from archiver.runtime.background import start_leader_duties
     from archiver.runtime.scheduler import Scheduler
     from archiver.runtime.taskqueue import CeleryDispatcher, make_celery
     from archiver.store.leadership import LeaderLease, scheduler_identity
@@ -74,6 +75,7 @@ def scheduler() -> None:
     scheduler = Scheduler(settings, state.store, state.streams, dispatcher, leader)
     if settings.metrics_port:
         _serve_scheduler_metrics(settings, state.store, scheduler, stop)
+    start_leader_duties(settings, state.store, lambda: scheduler.leading, stop)
     scheduler.run(stop)
 
 
@@ -99,8 +101,62 @@ def _serve_scheduler_metrics(
         )
         return
     StateMetricsRefresher(
-        store, collector, leading, settings.state_metrics_interval_seconds, stop
+        store,
+        collector,
+        leading,
+        settings.state_metrics_interval_seconds,
+        stop,
+        list(settings.mirror_urls),
     ).start()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass over every partition, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print a JSON summary.")
+@clear_errors
+def mirror(once: bool, as_json: bool) -> None:
+    """Copy archive objects to the mirrors of ARCHIVER_MIRROR_URLS until SIGTERM.
+
+    The leading scheduler does this too; run more of these for throughput (a lease per mirror
+    and partition keeps them apart). Each partition is copied up to its acknowledged LSN, in
+    order, byte for byte from the primary; a mirror that fails is tried again with backoff,
+    one with a conflicting object stops for that partition (`archiver inspect mirrors`).
+    """
+    import json as json_module
+
+    from archiver.observability.logs import configure_logging
+    from archiver.runtime.background import mirror_copier
+    from archiver.sinks import open_mirrors, open_sink
+
+    settings = current_settings()
+    if not settings.mirror_urls:
+        raise click.UsageError("no mirrors are configured (ARCHIVER_MIRROR_URLS)")
+    configure_logging(settings.log_level, settings.log_format)
+    state = services(settings)
+    copier = mirror_copier(
+        settings,
+        state.store,
+        open_sink(settings.require_sink_url(), settings.keyring),
+        open_mirrors(settings.mirror_urls, settings.keyring),
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set():
+        done = copier.run_pass(stop)
+        if once:
+            if as_json:
+                click.echo(json_module.dumps(done.to_json()))
+            else:
+                for name in settings.mirror_urls:
+                    click.echo(
+                        f"{name}: {done.copied[name]} copied, {done.failed[name]} partitions "
+                        f"failing, {done.conflicts[name]} conflicted"
+                    )
+            if any(done.failed.values()) or any(done.conflicts.values()):
+                raise SystemExit(1)
+            return
+        stop.wait(settings.sweep_interval_seconds)
 
 
 # Uploads one threads-pool process runs at once: the S3 client's connection pool.

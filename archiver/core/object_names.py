@@ -1,4 +1,5 @@
-"""Where an archived entry lives in a bucket: ``<storage>/<partition>/<lsn>.tar``."""
+"""Where an archived entry lives in a bucket: ``<storage>/<partition>/<lsn>.tar``, with
+``.zst`` after it when compressed and ``.enc`` last when encrypted."""
 
 from __future__ import annotations
 
@@ -76,28 +77,69 @@ class Compression(enum.StrEnum):
     ZSTD = "zstd"
 
 
-SUFFIXES = {Compression.NONE: ARCHIVE_SUFFIX, Compression.ZSTD: ARCHIVE_SUFFIX + ".zst"}
+ENCRYPTED_SUFFIX = ".enc"
+
+
+@dataclass(frozen=True)
+class ArchiveForm:
+    """How an entry's tar is stored: compressed or not, then encrypted or not."""
+
+    compression: Compression = Compression.NONE
+    encrypted: bool = False
+
+    @property
+    def suffix(self) -> str:
+        compressed = ".zst" if self.compression is Compression.ZSTD else ""
+        return ARCHIVE_SUFFIX + compressed + (ENCRYPTED_SUFFIX if self.encrypted else "")
+
+
+FORMS = tuple(ArchiveForm(c, e) for e in (False, True) for c in Compression)
 
 
 @dataclass(frozen=True)
 class ArchiveName:
     lsn: int
     compression: Compression
+    encrypted: bool = False
+
+    @property
+    def form(self) -> ArchiveForm:
+        return ArchiveForm(self.compression, self.encrypted)
 
 
 def archive_key(
-    storage: str, partition: int, lsn: int, compression: Compression = Compression.NONE
+    storage: str,
+    partition: int,
+    lsn: int,
+    compression: Compression = Compression.NONE,
+    encrypted: bool = False,
 ) -> str:
-    return f"{partition_prefix(storage, partition)}{format_lsn(lsn)}{SUFFIXES[compression]}"
+    suffix = ArchiveForm(compression, encrypted).suffix
+    return f"{partition_prefix(storage, partition)}{format_lsn(lsn)}{suffix}"
+
+
+def form_key(storage: str, partition: int, lsn: int, form: ArchiveForm) -> str:
+    return archive_key(storage, partition, lsn, form.compression, form.encrypted)
+
+
+def sealed_identity(key: str) -> str:
+    """What an encrypted object's data key is bound to: its name without the form's suffix,
+    the same under every form and in every bucket (a mirror's too)."""
+    for form in FORMS:
+        if form.encrypted and key.endswith(form.suffix):
+            return key[: -len(form.suffix)]
+    return key
 
 
 def parse_archive_name(key: str) -> ArchiveName | None:
     """What an archive object's name says, or None for anything else (temp files, strays)."""
     name = key.rsplit("/", 1)[-1]
-    for compression, suffix in SUFFIXES.items():
-        if name.endswith(suffix):
+    for form in FORMS:
+        if name.endswith(form.suffix):
             try:
-                return ArchiveName(parse_lsn(name[: -len(suffix)]), compression)
+                return ArchiveName(
+                    parse_lsn(name[: -len(form.suffix)]), form.compression, form.encrypted
+                )
             except InvalidLSN:
                 return None
     return None

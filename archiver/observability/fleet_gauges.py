@@ -11,18 +11,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from archiver.core.object_names import PartitionId
 from archiver.observability import metrics
 from archiver.observability.overview import Overview, summarize
+from archiver.store.records import PartitionRecord
 from archiver.store.state_store import RedisStateStore
 
 log = logging.getLogger("archiver.state_metrics")
+
+
+@dataclass
+class MirrorTotals:
+    lag_entries: int = 0
+    # Partitions by how the mirror stands on them: current, behind, failing, conflicted.
+    partitions: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("current", "behind", "failing", "conflicted"), 0)
+    )
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class Snapshot:
     now_ms: int
     fleet_backoff_seconds: float
     taken_at: float  # unix time
+    mirrors: dict[str, MirrorTotals] = field(default_factory=dict)
 
 
 class FleetStateCollector(Collector):
@@ -78,6 +90,23 @@ class FleetStateCollector(Collector):
                 partitions.add_metric([storage, condition.value], count)
             gaps.add_metric([storage], totals.gaps_total)
         yield from (backlog, age, partitions, gaps)
+        if snapshot.mirrors:
+            lag = GaugeMetricFamily(
+                metrics.MIRROR_LAG,
+                "Acknowledged entries a mirror may not hold yet, summed over partitions",
+                labels=["mirror"],
+            )
+            standing = GaugeMetricFamily(
+                metrics.MIRROR_PARTITIONS,
+                "Partitions by how a mirror stands on them: current, behind, failing (copies "
+                "failing, retried with backoff), conflicted (stopped for an operator)",
+                labels=["mirror", "state"],
+            )
+            for name, mirror in sorted(snapshot.mirrors.items()):
+                lag.add_metric([name], mirror.lag_entries)
+                for state, count in mirror.partitions.items():
+                    standing.add_metric([name, state], count)
+            yield from (lag, standing)
         yield GaugeMetricFamily(
             metrics.FLEET_BACKOFF,
             "Seconds left in the fleet-wide pause after failures; 0 when none",
@@ -90,9 +119,31 @@ class FleetStateCollector(Collector):
         )
 
 
-def take_snapshot(store: RedisStateStore) -> Snapshot:
-    overview = summarize(store.records.all())
-    return Snapshot(overview, store.server_time_ms(), store.fleet.left(), time.time())
+def take_snapshot(store: RedisStateStore, mirror_names: Sequence[str] = ()) -> Snapshot:
+    records = list(store.records.all())
+    overview = summarize(records)
+    mirrors = {name: mirror_totals(store, name, records) for name in mirror_names}
+    return Snapshot(overview, store.server_time_ms(), store.fleet.left(), time.time(), mirrors)
+
+
+def mirror_totals(
+    store: RedisStateStore, name: str, records: list[PartitionRecord]
+) -> MirrorTotals:
+    totals = MirrorTotals()
+    for start in range(0, len(records), 500):
+        batch = records[start : start + 500]
+        pids = [PartitionId(r.storage, r.partition) for r in batch]
+        for record, progress in zip(batch, store.mirrors.load_many(name, pids), strict=True):
+            lag = progress.lag(record.state.acknowledged_lsn)
+            totals.lag_entries += lag
+            if progress.conflict is not None:
+                state = "conflicted"
+            elif progress.attempts > 0:
+                state = "failing"
+            else:
+                state = "behind" if lag else "current"
+            totals.partitions[state] += 1
+    return totals
 
 
 class StateMetricsRefresher(threading.Thread):
@@ -105,8 +156,10 @@ class StateMetricsRefresher(threading.Thread):
         leading: Callable[[], bool],
         interval: float,
         stop: threading.Event,
+        mirror_names: Sequence[str] = (),
     ) -> None:
         super().__init__(name="state-metrics", daemon=True)
+        self.mirror_names = list(mirror_names)
         self.store = store
         self.collector = collector
         self.leading = leading
@@ -122,7 +175,7 @@ class StateMetricsRefresher(threading.Thread):
                 continue
             started = time.monotonic()
             try:
-                self.collector.update(take_snapshot(self.store))
+                self.collector.update(take_snapshot(self.store, self.mirror_names))
             except redis.RedisError as exc:
                 # The last snapshot stays; its timestamp shows how old it is.
                 log.warning("could not refresh state metrics: %s", exc)

@@ -60,6 +60,37 @@ TASKS_RUNNING = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Updated where mirrors are copied to (the leading scheduler, `archiver mirror`, and workers
+# under ARCHIVER_ACK_POLICY=all).
+MIRROR_COPIED = Counter("archiver_mirror_copied", "Archive objects copied to a mirror", ["mirror"])
+MIRROR_FAILURES = Counter(
+    "archiver_mirror_copy_failures",
+    "Failed catch-ups of a mirror's partition (retried with backoff)",
+    ["mirror"],
+)
+
+# Updated by the scrubber (the leading scheduler, `archiver scrub`).
+SCRUBBED_OBJECTS = Counter(
+    "archiver_scrubbed_objects", "Archive objects re-read and checked by the scrubber", ["sink"]
+)
+SCRUBBED_BYTES = Counter("archiver_scrubbed_bytes", "Bytes re-read by the scrubber", ["sink"])
+SCRUB_FINDINGS = Counter(
+    "archiver_scrub_findings",
+    "Problems the scrubber found, by kind: corrupt (fails its checksum, tar or decryption), "
+    "missing (a hole below the acknowledged LSN), unopened (sealed with a key not given)",
+    ["sink", "kind"],
+)
+SCRUB_OLDEST_UNSCRUBBED_AGE = Gauge(
+    "archiver_scrub_oldest_unscrubbed_age_seconds",
+    "Seconds since the least recently scrubbed object was last checked (or since the "
+    "scrubber started on objects it has not reached yet)",
+    ["sink"],
+    multiprocess_mode="max",
+)
+SCRUB_CYCLES = Counter(
+    "archiver_scrub_cycles", "Complete walks of the archive by the scrubber", ["sink"]
+)
+
 # Updated by every process that talks to Redis (archiver/store/client.py).
 REDIS_ROUND_TRIPS = Counter(
     "archiver_redis_round_trips",
@@ -74,6 +105,8 @@ PARTITIONS = "archiver_partitions"
 GAPS = "archiver_gaps"
 FLEET_BACKOFF = "archiver_fleet_backoff_seconds"
 STATE_REFRESHED = "archiver_state_refresh_timestamp_seconds"
+MIRROR_LAG = "archiver_mirror_lag_entries"
+MIRROR_PARTITIONS = "archiver_mirror_partitions"
 
 # Every family as Prometheus shows it (counters with their "_total").
 EXPORTED_METRICS = frozenset(
@@ -88,6 +121,13 @@ EXPORTED_METRICS = frozenset(
         "archiver_fenced_attempts_total",
         "archiver_tasks_running",
         "archiver_redis_round_trips_total",
+        "archiver_mirror_copied_total",
+        "archiver_mirror_copy_failures_total",
+        "archiver_scrubbed_objects_total",
+        "archiver_scrubbed_bytes_total",
+        "archiver_scrub_findings_total",
+        "archiver_scrub_oldest_unscrubbed_age_seconds",
+        "archiver_scrub_cycles_total",
         SCHEDULER_LEADER,
         BACKLOG,
         OLDEST_UNARCHIVED_AGE,
@@ -95,6 +135,8 @@ EXPORTED_METRICS = frozenset(
         GAPS + "_total",
         FLEET_BACKOFF,
         STATE_REFRESHED,
+        MIRROR_LAG,
+        MIRROR_PARTITIONS,
     }
 )
 

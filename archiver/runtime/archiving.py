@@ -20,10 +20,11 @@ from pathlib import Path
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import archive_problem
 from archiver.archive.entry_match import entry_tar_sha256, existing_archive, stored_content
-from archiver.core.compression import encode
+from archiver.core.encryption import new_sealed_stream
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
-from archiver.core.object_names import Compression, archive_key
+from archiver.core.object_names import ArchiveForm, Compression, form_key, sealed_identity
+from archiver.core.object_stream import encoded
 from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
 from archiver.errors import (
@@ -52,16 +53,17 @@ def _unguarded(chunks: Iterator[bytes]) -> Iterator[bytes]:
     return chunks
 
 
-def _accept_existing(sink: Sink, key: str, compression: Compression, path: Path, name: str) -> None:
+def _accept_existing(sink: Sink, key: str, form: ArchiveForm, path: Path, name: str) -> None:
     """Accept the object at ``key`` as the entry's archive if it holds the entry's tar and
     its bytes match the checksum recorded for them, making it durable and its SHA-256
     recorded (where it was written elsewhere, without one); raise ArchiveConflict if it holds
     anything else. The object is read whole: a recorded checksum equal to the entry's says
     nothing of bytes damaged since."""
     ours = entry_tar_sha256(path, name)
-    # Compare content, not bytes: zstd's output may differ between library versions.
+    # Compare content, not bytes: zstd's output may differ between library versions, and
+    # each encryption of an entry differs from every other.
     try:
-        download, tar_sha256 = stored_content(sink, key, compression)
+        download, tar_sha256 = stored_content(sink, key, form)
     except UndecodableArchive as exc:  # not what the entry gives
         raise ArchiveConflict(f"{exc}; it is not replaced") from exc
     if tar_sha256 != ours:
@@ -83,7 +85,7 @@ def _accept_without_entry(
     storage: str,
     partition: int,
     lsn: int,
-    compression: Compression,
+    form: ArchiveForm,
     path: Path,
     acknowledged_through: AcknowledgedThrough,
 ) -> ArchivedEntry:
@@ -91,7 +93,7 @@ def _accept_without_entry(
     deleted it, and an object at its name is accepted if it verifies on its own. If it never
     was, the entry is still the producer's and this host cannot see it (a disk not mounted
     here): an object at its name cannot be told from someone else's, and is not accepted."""
-    existing = existing_archive(sink, storage, partition, lsn, compression)
+    existing = existing_archive(sink, storage, partition, lsn, form)
     if existing is None:
         raise EntryMissing(
             f"entry directory {path} does not exist on this host, and LSN {lsn} is not archived"
@@ -103,7 +105,9 @@ def _accept_without_entry(
             f"entry directory {path} is missing on this host and LSN {lsn} was never "
             f"acknowledged, so {key} cannot be compared with it; not accepted as its archive"
         )
-    problem = archive_problem(sink, Archive(lsn, key, 0, stored_as))
+    problem = archive_problem(
+        sink, Archive(lsn, key, 0, stored_as.compression, stored_as.encrypted)
+    )
     if problem is not None:
         raise UnverifiableArchive(
             f"entry directory {path} is missing, and {key} does not verify ({problem}); "
@@ -124,6 +128,7 @@ def copy_entry(
     guard: Guard = _unguarded,
     fresh: bool = False,
     acknowledged_through: AcknowledgedThrough = lambda: None,
+    encrypt: bool = False,
 ) -> ArchivedEntry:
     """``guard`` sees every chunk on its way to the sink and may abort the write by raising.
 
@@ -132,31 +137,34 @@ def copy_entry(
     first looked for under the other name, so that an entry is never stored under both; and
     under both when the entry is gone from disk and there is nothing to write.
     ``acknowledged_through`` tells, when the entry is not on disk, the newest LSN of the
-    partition ever acknowledged to the producer."""
+    partition ever acknowledged to the producer. With ``encrypt``, the entry is sealed with
+    the sink's current key (a fresh data key each call)."""
+    form = ArchiveForm(compression, encrypt)
     path = entry_path(storage_root, partition, lsn)
     name = format_lsn(lsn)
     on_disk = os.path.lexists(path)
     if not on_disk:
         return _accept_without_entry(
-            sink, storage, partition, lsn, compression, path, acknowledged_through
+            sink, storage, partition, lsn, form, path, acknowledged_through
         )
     existing = None
     if not fresh:
-        existing = existing_archive(
-            sink, storage, partition, lsn, compression, other_names_only=True
-        )
+        existing = existing_archive(sink, storage, partition, lsn, form, other_names_only=True)
     if existing is not None:
         key, stored_as = existing
         _accept_existing(sink, key, stored_as, path, name)
         return ArchivedEntry(key, uploaded=False, size=None)
 
-    def source() -> Iterator[bytes]:
-        return guard(encode(entry_tar_chunks(path, name), compression))
+    key = form_key(storage, partition, lsn, form)
+    # One data key for every read of the source: each yields the same bytes.
+    sealed = new_sealed_stream(sink.keyring, sealed_identity(key)) if encrypt else None
 
-    key = archive_key(storage, partition, lsn, compression)
-    result = sink.write(key, source)
+    def source() -> Iterator[bytes]:
+        return guard(encoded(entry_tar_chunks(path, name), form, sealed))
+
+    result = sink.write(key, source, sealed.metadata if sealed else None)
     if result.outcome is WriteOutcome.ALREADY_EXISTS:
         # An earlier attempt wrote it, or another worker raced us.
-        _accept_existing(sink, key, compression, path, name)
+        _accept_existing(sink, key, form, path, name)
         return ArchivedEntry(key, uploaded=False, size=result.size)
     return ArchivedEntry(key, uploaded=True, size=result.size)

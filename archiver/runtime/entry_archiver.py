@@ -16,21 +16,25 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 import redis
 
+from archiver.archive.catalog import Archive
+from archiver.archive.mirroring import mirror_object
 from archiver.config import Settings
-from archiver.core.object_names import PartitionId
+from archiver.core.object_names import PartitionId, parse_archive_name
 from archiver.core.partition import Claim
 from archiver.errors import (
     ArchiveConflict,
     AttemptOverran,
     EntryError,
     LeaseLost,
+    MirrorBehind,
+    MirrorConflict,
     NotYet,
     StorageUnavailable,
 )
@@ -342,11 +346,14 @@ class EntryArchiver:
         streams: Streams,
         sink: Sink,
         dispatch: Dispatch,
+        mirrors: Mapping[str, Sink] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.streams = streams
         self.sink = sink
+        # Copied to before each acknowledgement only with ARCHIVER_ACK_POLICY=all.
+        self.mirrors = dict(mirrors or {}) if settings.ack_policy == "all" else {}
         self.dispatch = dispatch
         self.keeper = LeaseKeeper(store, settings.lease_seconds, settings.task_time_limit_seconds)
         self.replicas = ReplicaWait(
@@ -426,7 +433,9 @@ class EntryArchiver:
                     guard=held.guard,
                     fresh=started.fresh,
                     acknowledged_through=lambda: self.streams.newest_published(storage, partition),
+                    encrypt=self.settings.keyring.encrypting,
                 )
+                previous = self._copy_to_mirrors(storage, partition, lsn, archived.key)
         except ArchiveConflict as exc:
             return self._conflict(storage, partition, claim, exc, fields)
         except AttemptInterrupted:  # by the lease keeper, at the time limit
@@ -444,6 +453,8 @@ class EntryArchiver:
         )
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
+        for name in self.mirrors:
+            self.store.mirrors.extend(name, PartitionId(storage, partition), lsn, previous)
         if not commit.replicated:
             log.warning(
                 "acknowledgement held back: the commit is on fewer than %d replicas; the "
@@ -483,6 +494,28 @@ class EntryArchiver:
             next_started=next_started,
             claim=claim,
         )
+
+    def _copy_to_mirrors(self, storage: str, partition: int, lsn: int, key: str) -> int | None:
+        """With ARCHIVER_ACK_POLICY=all, the archive goes to every mirror before it is
+        acknowledged; returns the partition's newest acknowledged LSN before this one."""
+        if not self.mirrors:
+            return None
+        pid = PartitionId(storage, partition)
+        previous = self.streams.newest_published(storage, partition)
+        name_parts = parse_archive_name(key)
+        assert name_parts is not None, key
+        archive = Archive(lsn, key, 0, name_parts.compression, name_parts.encrypted)
+        for name, mirror in self.mirrors.items():
+            stopped = self.store.mirrors.load(name, pid).conflict
+            if stopped is not None:
+                raise MirrorBehind(f"mirror {name!r} is stopped on this partition: {stopped}")
+            try:
+                if mirror_object(self.sink, mirror, archive):
+                    metrics.MIRROR_COPIED.labels(name).inc()
+            except MirrorConflict as exc:
+                self.store.mirrors.stop(name, pid, str(exc))
+                raise MirrorBehind(f"mirror {name!r}: {exc}") from exc
+        return previous
 
     def _send(self, storage: str, partition: int, claim: Claim) -> None:
         try:

@@ -40,7 +40,7 @@ def check_sink(settings: Settings, tries: int = 3, wait: float = 1.0) -> None:
     A store that fails is tried again a few times, since a blip at start is no reason to
     exit; one that ignores create-once writes is refused at once."""
     url = settings.require_sink_url()
-    sink = open_sink(url)  # checked with the settings already
+    sink = open_sink(url, settings.keyring)  # checked with the settings already
     for attempt in range(1, tries + 1):
         try:
             sink.probe()

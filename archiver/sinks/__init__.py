@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from archiver.core.encryption import Keyring
 from archiver.errors import SinkError, SinkUnusable
 from archiver.sinks.base import (
     Download,
@@ -28,19 +30,26 @@ __all__ = [
     "WriteOutcome",
     "WriteResult",
     "computed_sha256",
+    "open_mirrors",
     "open_sink",
     "preload_sink",
 ]
 
 
-def open_sink(url: str) -> Sink:
-    """``file:///absolute/path`` or ``s3://bucket[/prefix]?endpoint_url=...&region=...``."""
+def open_sink(url: str, keyring: Keyring | None = None) -> Sink:
+    """``file:///absolute/path`` or ``s3://bucket[/prefix]?endpoint_url=...&region=...``;
+    ``keyring`` opens its encrypted objects."""
     location = parse_sink_url(url)
     if isinstance(location, FileLocation):
-        return FilesystemSink(location.root)
+        return FilesystemSink(location.root, keyring)
     from archiver.sinks.s3 import S3Sink  # boto3 is only loaded when S3 is used
 
-    return S3Sink.at(location)
+    return S3Sink.at(location, keyring)
+
+
+def open_mirrors(urls: Mapping[str, str], keyring: Keyring | None = None) -> dict[str, Sink]:
+    """The mirrors of ``ARCHIVER_MIRROR_URLS`` by name."""
+    return {name: open_sink(url, keyring) for name, url in urls.items()}
 
 
 def preload_sink(url: str) -> None:

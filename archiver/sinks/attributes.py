@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from archiver.core.integrity import Recorded
@@ -20,7 +21,11 @@ ATTRIBUTES_SUFFIX = ".attrs"
 # Where the SHA-256 goes: a key of ``user.metadata`` (on S3, ``x-amz-meta-sha256``).
 CHECKSUM_METADATA = "sha256"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CONTENT_TYPES = {".tar": "application/x-tar", ".zst": "application/zstd"}
+_CONTENT_TYPES = {
+    ".tar": "application/x-tar",
+    ".zst": "application/zstd",
+    ".enc": "application/octet-stream",
+}
 
 
 def content_type(key: str) -> str:
@@ -30,18 +35,43 @@ def content_type(key: str) -> str:
     return "application/octet-stream"
 
 
-def new_attributes(key: str, sha256: str, md5: str) -> bytes:
-    """The file for a new object, with every field fileblob writes, in its order."""
+def new_attributes(
+    key: str, sha256: str, md5: str, metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """The file for a new object, with every field fileblob writes, in its order; ``metadata``
+    goes into ``user.metadata`` beside the SHA-256."""
     fields = {
         "user.cache_control": "",
         "user.content_disposition": "",
         "user.content_encoding": "",
         "user.content_language": "",
         "user.content_type": content_type(key),
-        "user.metadata": {CHECKSUM_METADATA: sha256},
+        "user.metadata": {**(metadata or {}), CHECKSUM_METADATA: sha256},
         "md5": _encode_md5(md5),
     }
     return _dump(fields)
+
+
+def with_metadata(existing: bytes, updates: Mapping[str, str]) -> bytes:
+    """``existing`` with ``updates`` in its ``user.metadata``; the checksums and all else kept."""
+    fields = _load(existing)
+    metadata = fields.get("user.metadata")
+    merged = {**(metadata if isinstance(metadata, dict) else {}), **updates}
+    if metadata and metadata.get(CHECKSUM_METADATA) is not None:
+        merged[CHECKSUM_METADATA] = metadata[CHECKSUM_METADATA]
+    fields["user.metadata"] = merged
+    return _dump(fields)
+
+
+def metadata_in(data: bytes) -> dict[str, str]:
+    """The ``user.metadata`` string map of an ``.attrs`` file; empty if there is none."""
+    try:
+        metadata = _load(data).get("user.metadata")
+    except ValueError:
+        return {}
+    if not isinstance(metadata, dict):
+        return {}
+    return {str(k): v for k, v in metadata.items() if isinstance(v, str)}
 
 
 def with_checksums(existing: bytes, key: str, sha256: str, md5: str) -> bytes:

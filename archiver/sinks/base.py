@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from archiver.core.encryption import Keyring
 from archiver.core.integrity import Integrity, Recorded, judge
 
 # Objects per delete request: the S3 limit.
@@ -56,21 +57,38 @@ class Download:
     md5: str | None
     # What the store recorded when the object was written.
     recorded: Recorded
+    # The object's user metadata (an encrypted object's wrapped data key is there).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     def integrity(self) -> Integrity:
         return judge(self.recorded, self.sha256, self.md5)
 
 
 class Sink(Protocol):
+    # The keys that open the encrypted objects here, and seal new ones.
+    keyring: Keyring
+
     def exists(self, key: str) -> bool: ...
 
-    def write(self, key: str, source: Source) -> WriteResult:
+    def write(
+        self, key: str, source: Source, metadata: Mapping[str, str] | None = None
+    ) -> WriteResult:
         """Store the bytes of ``source()`` under ``key`` unless an object is already there.
 
-        Either the whole object appears, with its SHA-256 recorded, or none does: a failed or
-        aborted write leaves nothing. ``source`` may be called more than once; every call must
-        yield the same bytes.
+        Either the whole object appears, with its SHA-256 and ``metadata`` recorded, or none
+        does: a failed or aborted write leaves nothing. ``source`` may be called more than
+        once; every call must yield the same bytes.
         """
+        ...
+
+    def metadata(self, key: str) -> Mapping[str, str]:
+        """The object's user metadata (the SHA-256 among it)."""
+        ...
+
+    def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
+        """Set ``updates`` in the object's metadata, atomically, keeping its bytes and its
+        recorded checksum: where the store cannot change metadata alone, by a copy of the
+        object onto itself made by the store, never by uploading its bytes again."""
         ...
 
     def list(self, prefix: str) -> Iterator[StoredObject]:

@@ -25,10 +25,11 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from archiver.core.encryption import Keyring
 from archiver.core.integrity import Recorded
 from archiver.errors import (
     ConfigError,
@@ -39,9 +40,11 @@ from archiver.errors import (
 )
 from archiver.sinks.attributes import (
     ATTRIBUTES_SUFFIX,
+    metadata_in,
     new_attributes,
     recorded_in,
     with_checksums,
+    with_metadata,
 )
 from archiver.sinks.base import (
     DELETE_BATCH,
@@ -111,12 +114,13 @@ class _Claim(enum.Enum):
 
 
 class FilesystemSink:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keyring | None = None) -> None:
         if not root.is_absolute():
             raise ConfigError(
                 f"ARCHIVER_SINK_URL: a filesystem bucket path must be absolute: {root}"
             )
         self.root = root
+        self.keyring = keyring or Keyring()
 
     def describe(self) -> str:
         return str(self.root)
@@ -133,7 +137,9 @@ class FilesystemSink:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def write(self, key: str, source: Source) -> WriteResult:
+    def write(
+        self, key: str, source: Source, metadata: Mapping[str, str] | None = None
+    ) -> WriteResult:
         final = self._path(key)
         digests = Digests(md5=True)
         self._require_root()
@@ -144,7 +150,8 @@ class FilesystemSink:
             try:
                 if os.path.lexists(final):
                     return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
-                claim = self._claim_attributes(final, new_attributes(key, sha256, md5), sha256)
+                attributes = new_attributes(key, sha256, md5, metadata)
+                claim = self._claim_attributes(final, attributes, sha256)
                 if claim is _Claim.OBJECT_EXISTS:
                     return WriteResult(WriteOutcome.ALREADY_EXISTS, final.stat().st_size, sha256)
                 try:
@@ -161,7 +168,7 @@ class FilesystemSink:
             ):
                 # Replaced meanwhile by a write that took ours for an interrupted one: the
                 # object is ours, and so are its attributes.
-                _replace_small_file(_attributes_path(final), new_attributes(key, sha256, md5))
+                _replace_small_file(_attributes_path(final), attributes)
             # Both names are durable before anything can acknowledge the object.
             _fsync_directory(final.parent)
             if claim is _Claim.SHARED:
@@ -385,8 +392,31 @@ class FilesystemSink:
             if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TEMP_PREFIX):
                 yield entry.name
 
+    def metadata(self, key: str) -> Mapping[str, str]:
+        try:
+            return metadata_in(_read_or_none(_attributes_path(self._path(key))) or b"")
+        except OSError as exc:
+            raise SinkError(f"reading the attributes of {key}: {exc}") from exc
+
+    def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
+        final = self._path(key)
+        path = _attributes_path(final)
+        try:
+            if not final.is_file():
+                raise SinkError(f"{key} is not there")
+            existing = _read_or_none(path)
+            if existing is None:
+                raise SinkError(f"{key} has no attributes to update")
+            _replace_small_file(path, with_metadata(existing, updates))
+            _fsync_directory(final.parent)
+        except OSError as exc:
+            raise SinkError(f"updating the attributes of {key}: {exc}") from exc
+        except ValueError as exc:
+            raise SinkError(f"the attributes of {key} cannot be read: {exc}") from exc
+
     def download(self, key: str, out: Writable) -> Download:
         recorded = self.recorded(key)
+        metadata = self.metadata(key)
         digests = Digests(md5=recorded.needs_md5)
         size = 0
         try:
@@ -397,7 +427,7 @@ class FilesystemSink:
                     size += len(chunk)
         except OSError as exc:
             raise SinkError(f"reading {key}: {exc}") from exc
-        return Download(size, digests.sha256, digests.md5, recorded)
+        return Download(size, digests.sha256, digests.md5, recorded, metadata)
 
     def read(self, key: str) -> bytes:
         try:

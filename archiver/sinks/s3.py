@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -23,6 +23,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, DataNotFoundError
 
+from archiver.core.encryption import Keyring
 from archiver.core.integrity import Recorded
 from archiver.errors import (
     EntryChanged,
@@ -132,8 +133,11 @@ def _error_code(exc: ClientError) -> str:
 
 
 class S3Sink:
-    def __init__(self, client: S3Client, location: S3Location) -> None:
+    def __init__(
+        self, client: S3Client, location: S3Location, keyring: Keyring | None = None
+    ) -> None:
         self.client = client
+        self.keyring = keyring or Keyring()
         self.bucket = location.bucket
         self.prefix = location.prefix + "/" if location.prefix else ""
         self.part_size = location.part_size
@@ -147,7 +151,7 @@ class S3Sink:
         client.meta.events.register_first("before-sign.s3.PutObject", _send_body_at_once)
 
     @classmethod
-    def at(cls, location: S3Location) -> S3Sink:
+    def at(cls, location: S3Location, keyring: Keyring | None = None) -> S3Sink:
         """Credentials come from boto3's usual chain."""
         overrides = Config(
             s3=cast(Any, {"addressing_style": location.addressing_style}),
@@ -161,7 +165,7 @@ class S3Sink:
             region_name=location.region,
             config=CLIENT_CONFIG.merge(overrides),
         )
-        return cls(client, location)
+        return cls(client, location, keyring)
 
     def describe(self) -> str:
         endpoint = self.client.meta.endpoint_url
@@ -180,7 +184,9 @@ class S3Sink:
                 raise
         return True
 
-    def write(self, key: str, source: Source) -> WriteResult:
+    def write(
+        self, key: str, source: Source, metadata: Mapping[str, str] | None = None
+    ) -> WriteResult:
         stream = source()
         first = _take(stream, self.part_size)
         sha256 = None
@@ -192,7 +198,7 @@ class S3Sink:
                     Key=self._key(key),
                     Body=first,
                     IfNoneMatch="*",
-                    Metadata={CHECKSUM_METADATA: sha256},
+                    Metadata={**(metadata or {}), CHECKSUM_METADATA: sha256},
                     **self.encryption_args,
                 )
                 return WriteResult(WriteOutcome.CREATED, len(first), sha256)
@@ -205,7 +211,7 @@ class S3Sink:
             # Not worth uploading a large object only to be refused at the end.
             if self.exists(key):
                 return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
-            return self._write_multipart(key, source, sha256)
+            return self._write_multipart(key, source, sha256, metadata or {})
         except ClientError as exc:
             if _error_code(exc) in _PRECONDITION_FAILED and sha256 is not None:
                 return WriteResult(WriteOutcome.ALREADY_EXISTS, None, sha256)
@@ -217,12 +223,14 @@ class S3Sink:
         except BotoCoreError as exc:
             raise _translated(f"writing {key}", exc) from exc
 
-    def _write_multipart(self, key: str, source: Source, sha256: str) -> WriteResult:
+    def _write_multipart(
+        self, key: str, source: Source, sha256: str, metadata: Mapping[str, str]
+    ) -> WriteResult:
         s3_key = self._key(key)
         upload_id = self.client.create_multipart_upload(
             Bucket=self.bucket,
             Key=s3_key,
-            Metadata={CHECKSUM_METADATA: sha256},
+            Metadata={**metadata, CHECKSUM_METADATA: sha256},
             **self.encryption_args,
         )["UploadId"]
         completed = False
@@ -297,7 +305,35 @@ class S3Sink:
                 digests.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-        return Download(size, digests.sha256, digests.md5, recorded)
+        return Download(size, digests.sha256, digests.md5, recorded, response.get("Metadata", {}))
+
+    def metadata(self, key: str) -> Mapping[str, str]:
+        with _failures(f"checking {key}"):
+            response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        return dict(response.get("Metadata", {}))
+
+    def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
+        """A copy of the object onto itself, made by S3 (objects up to 5 GiB), only if it is
+        still the object whose metadata was read."""
+        s3_key = self._key(key)
+        with _failures(f"updating the metadata of {key}"):
+            head = self.client.head_object(Bucket=self.bucket, Key=s3_key)
+            metadata = {**head.get("Metadata", {}), **updates}
+            if CHECKSUM_METADATA in head.get("Metadata", {}):
+                metadata[CHECKSUM_METADATA] = head["Metadata"][CHECKSUM_METADATA]
+            extra: dict[str, Any] = {}
+            if head.get("ContentType"):
+                extra["ContentType"] = head["ContentType"]
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=s3_key,
+                CopySource={"Bucket": self.bucket, "Key": s3_key},
+                CopySourceIfMatch=head["ETag"],
+                Metadata=metadata,
+                MetadataDirective="REPLACE",
+                **extra,
+                **self.encryption_args,
+            )
 
     def recorded(self, key: str) -> Recorded:
         with _failures(f"checking {key}"):

@@ -81,12 +81,12 @@ def _counted(client: redis.Redis) -> redis.Redis:
 
 
 def _sentinel_master(address: SentinelAddress, decode_responses: bool) -> redis.Redis:
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         list(address.sentinels),
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         address.master,
         db=address.db,
         password=address.password,

@@ -36,6 +36,10 @@ class RedisKeys:
         key = self.partition(pid)
         return [key, key + _GAPS, key + _MARKS]
 
+    def mirror(self, name: str, pid: PartitionId) -> str:
+        """A mirror's progress on the partition, in the partition's slot."""
+        return f"{self.prefix}:mirror:{name}:{{{self.partition_id(pid)}}}"
+
     def audit(self, pid: PartitionId) -> str:
         """Operators' actions on the partition, newest last."""
         return self.partition(pid) + ":audit"

@@ -14,6 +14,7 @@ from archiver.store.counters import Counters
 from archiver.store.due_index import DueIndex
 from archiver.store.fleet_pause import FleetPause
 from archiver.store.keys import RedisKeys
+from archiver.store.mirrors import MirrorProgressStore
 from archiver.store.records import PartitionRecords
 from archiver.store.scripts import LuaScripts
 from archiver.store.streams import STREAM_SCRIPTS
@@ -36,6 +37,7 @@ SCRIPTS = (
     "admin_release",
     "admin_requeue",
     "admin_skip_to",
+    "mirror_progress",
     *STREAM_SCRIPTS,
 )
 
@@ -56,6 +58,7 @@ class RedisStateStore:
         self.counters = Counters(client, keys)
         self.admin = AdminOperations(self.scripts, keys, self.due, self.server_time_ms)
         self.records = PartitionRecords(client, keys)
+        self.mirrors = MirrorProgressStore(client, self.scripts, keys)
 
     def server_time_ms(self) -> int:
         """Redis's clock, which every stored time was read from."""

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from archiver.cli import main
+from archiver.core.encryption import new_key_text
 from archiver.dev.local_redis import free_port
 from tests.archive_factory import new_bucket
 
@@ -39,14 +40,23 @@ VALID: dict[str, list[str]] = {
     "produce": ["--storage", "s", "--rounds", "1"],
     "notify": ["s", "1", "1", "2"],
     "demo": [],
+    "keygen": [],
+    "rewrap": [],
+    "scrub": [],
+    "mirror": ["--once"],
+    "inspect mirrors": [],
+    "inspect scrub": [],
+    "admin mirror-resume": ["m", "s", "1"],
+    "admin clear-finding": ["s/1/0000000000001.tar", "--reason", "r"],
 }
 # Daemons: they wait for Redis to come back rather than exit (see the README's recovery table).
 WAIT_FOR_SERVERS = {"scheduler", "worker"}
 # The demo brings its own Redis and bucket; config reads nothing; reconcile of an empty bucket
 # has nothing to ask Redis; migrate-sidecars works on a filesystem bucket alone.
-NO_SERVERS = {"demo", "config", "reconcile", "migrate-sidecars"}
-OPEN_THE_SINK = {"reconcile", "restore", "verify", "prune", "ls", "worker"}
-BUCKET_ONLY = {"restore", "prune", "ls"}
+# keygen only makes a key; rewrap works on the bucket alone.
+NO_SERVERS = {"demo", "config", "reconcile", "migrate-sidecars", "keygen"}
+OPEN_THE_SINK = {"reconcile", "restore", "verify", "prune", "ls", "worker", "rewrap"}
+BUCKET_ONLY = {"restore", "prune", "ls", "rewrap"}
 
 
 def _commands(group: click.Group, path: str = "") -> Iterator[str]:
@@ -64,8 +74,11 @@ def test_the_table_names_every_command() -> None:
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     new_bucket(tmp_path / "bucket")
+    new_bucket(tmp_path / "mirror")
     (tmp_path / "storage").mkdir()
     return {
+        "ARCHIVER_MIRROR_URLS": f"m={(tmp_path / 'mirror').as_uri()}",
+        "ARCHIVER_ENCRYPTION_KEYS": f"k1:{new_key_text()}",
         # Nothing listens here: a command that reaches for Redis fails at once.
         "ARCHIVER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "ARCHIVER_SINK_URL": (tmp_path / "bucket").as_uri(),

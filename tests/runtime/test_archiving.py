@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from archiver.archive.catalog import Archive
+from archiver.archive.checks import ObjectCheck, check_archive
+from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
@@ -61,13 +64,18 @@ def test_a_retried_attempt_looks_only_under_the_other_name(tmp_path: Path) -> No
     sink = LookupsCounted(tmp_path / "bucket")
     sink.looked_up = []
     write_entry(tmp_path / "wal", 1, 1, {"f": b"data"})
+    others = [
+        archive_key("s", 1, 1, Compression.ZSTD),
+        archive_key("s", 1, 1, encrypted=True),
+        archive_key("s", 1, 1, Compression.ZSTD, encrypted=True),
+    ]
     assert copy_entry(sink, "s", tmp_path / "wal", 1, 1).uploaded
-    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    assert sink.looked_up == others
     # An earlier attempt archived it and crashed before committing: found by the write.
     sink.looked_up = []
     again = copy_entry(sink, "s", tmp_path / "wal", 1, 1)
     assert (again.uploaded, again.key) == (False, archive_key("s", 1, 1))
-    assert sink.looked_up == [archive_key("s", 1, 1, Compression.ZSTD)]
+    assert sink.looked_up == others
     # The entry is gone (acknowledged, then deleted): found by looking under both names, and
     # accepted because it verifies on its own.
     shutil.rmtree(entry_path(tmp_path / "wal", 1, 1))
@@ -111,3 +119,53 @@ def test_an_object_the_original_wrote_is_accepted_by_its_md5(tmp_path: Path) -> 
     (sink.root / (archive_key("s", 1, 2) + ".attrs")).unlink()
     with pytest.raises(UnverifiableArchive, match="cannot be verified"):
         copy_entry(sink, "s", wal, 1, 2, acknowledged_through=lambda: 2)
+
+
+def test_an_encrypted_retry_compares_plaintext_and_keeps_the_first_object(tmp_path: Path) -> None:
+    """Each attempt seals with a fresh data key, so the bytes differ every time: the object
+    already there is compared by its plaintext, accepted, and never replaced."""
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    sink = FilesystemSink(new_bucket(tmp_path / "bucket").root, keyring)
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"secret data" * 500})
+    first = copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD, encrypt=True)
+    key = archive_key("s", 1, 1, Compression.ZSTD, encrypted=True)
+    assert (first.uploaded, first.key) == (True, key)
+    stored = sink.read(key)
+    assert b"secret data" not in stored
+    again = copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD, encrypt=True)
+    assert (again.uploaded, again.key) == (False, key)
+    assert sink.read(key) == stored
+    # Encryption switched off since: the sealed archive still counts, nothing is added.
+    plain = copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.NONE)
+    assert (plain.uploaded, plain.key) == (False, key)
+    assert [o.key for o in sink.list("s/1/")] == [key]
+    # The entry changed: a conflict, compared through the decryption.
+    (tmp_path / "wal" / "1" / "wal" / "0000000000001" / "f").write_bytes(b"other")
+    with pytest.raises(ArchiveConflict):
+        copy_entry(sink, "s", tmp_path / "wal", 1, 1, Compression.ZSTD, encrypt=True)
+    assert sink.read(key) == stored
+
+
+def test_an_encrypted_object_is_checked_through_its_decryption(tmp_path: Path) -> None:
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    sink = FilesystemSink(new_bucket(tmp_path / "bucket").root, keyring)
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"x" * 5000})
+    archived = copy_entry(sink, "s", tmp_path / "wal", 1, 1, encrypt=True)
+    archive = Archive(1, archived.key, 0, Compression.NONE, encrypted=True)
+    assert check_archive(sink, archive) == ObjectCheck()
+    other_keys = FilesystemSink(sink.root, Keyring.parse(f"k2:{new_key_text()}"))
+    found = check_archive(other_keys, archive)
+    assert found.problem is None
+    assert found.refusal() is not None
+    assert "'k1', which is not among the keys given" in (found.unopened or "")
+    # Re-sealed by someone holding the bucket, its checksum recorded anew: the checksum
+    # passes, the decryption does not.
+    metadata = dict(sink.metadata(archived.key))
+    path = sink.root / archived.key
+    data = bytearray(path.read_bytes())
+    data[200] ^= 1
+    path.unlink()
+    (sink.root / (archived.key + ".attrs")).unlink()
+    sink.write(archived.key, lambda: iter([bytes(data)]), metadata)
+    found = check_archive(sink, archive)
+    assert "chunk 0 does not authenticate" in (found.problem or ""), found

@@ -1,0 +1,94 @@
+"""Copying to mirrors: real filesystem buckets and a real Redis; the copier as the leading
+scheduler and ``archiver mirror`` run it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from archiver.archive.catalog import partition_archives
+from archiver.archive.mirroring import MirrorCopier
+from archiver.core.encryption import Keyring, new_key_text
+from archiver.core.object_names import PartitionId
+from archiver.sinks import FilesystemSink
+from archiver.store.state_store import RedisStateStore
+from tests.archive_factory import new_bucket
+from tests.store_calls import archive_and_acknowledge
+
+PID = PartitionId("s", 1)
+
+
+def copier(store: RedisStateStore, primary: FilesystemSink, mirror: FilesystemSink) -> MirrorCopier:
+    return MirrorCopier(
+        primary, {"far": mirror}, store, lease_ms=60_000, retry_delay_ms=lambda n: 0
+    )
+
+
+def test_a_mirror_gets_the_primary_bytes_and_metadata_up_to_the_acknowledged_lsn(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    primary = FilesystemSink(new_bucket(tmp_path / "primary").root, keyring)
+    mirror = FilesystemSink(new_bucket(tmp_path / "mirror").root, keyring)
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 6))
+    done = copier(store, primary, mirror).run_pass()
+    assert done.copied == {"far": 5}
+    for archive in partition_archives(primary, "s", 1):
+        assert archive.encrypted
+        assert mirror.read(archive.key) == primary.read(archive.key)
+        assert mirror.metadata(archive.key) == primary.metadata(archive.key)
+    assert store.mirrors.load("far", PID).through == 5
+    # Nothing more to do: a second pass copies nothing.
+    assert copier(store, primary, mirror).run_pass().copied == {"far": 0}
+
+
+def test_a_mirror_that_is_down_falls_behind_then_catches_up(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 4))
+    moved = tmp_path / "unmounted"
+    mirror.root.rename(moved)  # the mirror's volume is gone
+    done = copier(store, primary, mirror).run_pass()
+    assert done.failed == {"far": 1}
+    progress = store.mirrors.load("far", PID)
+    assert (progress.through, progress.attempts) == (None, 1)
+    assert "does not exist" in (progress.last_error or "") or progress.last_error
+    # Archiving and acknowledging went on meanwhile.
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(4, 7))
+    moved.rename(mirror.root)
+    done = copier(store, primary, mirror).run_pass()
+    assert done.copied == {"far": 6}
+    progress = store.mirrors.load("far", PID)
+    assert (progress.through, progress.attempts, progress.last_error) == (6, 0, None)
+
+
+def test_a_conflict_stops_only_that_mirrors_partition(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 4))
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 2, range(1, 3))
+    key = partition_archives(primary, "s", 1)[1].key
+    mirror.write(key, lambda: iter([b"someone else's bytes"]))
+    done = copier(store, primary, mirror).run_pass()
+    assert done.conflicts == {"far": 1}
+    stopped = store.mirrors.load("far", PID)
+    assert stopped.through == 1
+    assert "other content" in (stopped.conflict or "") or "does not open" in (
+        stopped.conflict or ""
+    )
+    assert mirror.read(key) == b"someone else's bytes"  # never replaced
+    assert store.mirrors.load("far", PartitionId("s", 2)).through == 2  # the other partition
+    # Nothing is tried while stopped; once the object is moved aside and the mirror resumed,
+    # it catches up.
+    assert copier(store, primary, mirror).run_pass().copied == {"far": 0}
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    shutil.move(mirror.root / key, aside / "object")
+    shutil.move(mirror.root / (key + ".attrs"), aside / "object.attrs")
+    assert store.mirrors.resume("far", PID)
+    assert copier(store, primary, mirror).run_pass().copied == {"far": 2}
+    assert store.mirrors.load("far", PID).through == 3
