@@ -28,11 +28,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from archiver.core.encryption import new_key_text
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import PartitionId, archive_key, partition_prefix
 from archiver.dev.local_redis import LocalRedis
 from archiver.dev.producer import ReferenceLogManager, write_entry
 from archiver.errors import SinkError
+from archiver.sinks import open_sink
 from archiver.sinks.urls import MIN_PART_SIZE
 from archiver.store.client import connect
 from archiver.store.streams import Streams
@@ -56,6 +58,26 @@ SCHEDULER_PAUSE = "SIGSTOP leading scheduler past its lease"
 REDIS_RESTART = "Redis restart (AOF)"
 
 
+def _assert_mirror_caught_up(system: System, mirror_url: str) -> None:
+    """Once the faults stop, the mirror catches up: every entry there, the primary's bytes and
+    metadata exactly (so the same data key), its progress at the last LSN."""
+    mirror = open_sink(mirror_url, system.sink.keyring)
+
+    def caught_up() -> bool:
+        return all(
+            system.store.mirrors.load("far", PartitionId(system.storage, p)).through == ENTRIES
+            for p in range(1, PARTITIONS + 1)
+        )
+
+    wait_for(caught_up, timeout=180, interval=0.5, what="the mirror to catch up")
+    for partition in range(1, PARTITIONS + 1):
+        prefix = partition_prefix(system.storage, partition)
+        assert [o.key for o in mirror.list(prefix)] == [o.key for o in system.sink.list(prefix)]
+        for obj in mirror.list(prefix):
+            assert mirror.read(obj.key) == system.sink.read(obj.key), obj.key
+            assert mirror.metadata(obj.key) == system.sink.metadata(obj.key), obj.key
+
+
 def entry_files(partition: int, lsn: int) -> dict[str, bytes]:
     """Deterministic contents, so the archive can be checked after the producer pruned them."""
     rng = random.Random(partition * 1_000_003 + lsn)
@@ -73,9 +95,10 @@ def entry_files(partition: int, lsn: int) -> dict[str, bytes]:
 class Watcher(threading.Thread):
     """Samples every partition's acknowledged LSN and checks it against the archive."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, encrypted: bool = False) -> None:
         super().__init__(daemon=True)
         self.system = system
+        self.encrypted = encrypted
         self.violations: list[str] = []
         self.samples = 0
         # Looks that were not counted, and why: Redis being restarted, the bucket not answering.
@@ -89,7 +112,7 @@ class Watcher(threading.Thread):
         """Extend the known contiguous archived prefix of ``partition`` towards ``ack``."""
         n = self.prefix[partition]
         while n < ack and self.system.sink.exists(
-            archive_key(self.system.storage, partition, n + 1)
+            archive_key(self.system.storage, partition, n + 1, encrypted=self.encrypted)
         ):
             n += 1
         self.prefix[partition] = n
@@ -267,11 +290,30 @@ class Chaos:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize(
+    ("pool", "sealed_and_mirrored"),
+    [("prefork", False), ("threads", True)],
+    ids=["prefork", "threads-encrypted-mirrored"],
+)
 def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
-    tmp_path: Path, s3_endpoint: S3Endpoint, s3_bucket: str, proxy: FaultProxy, pool: str
+    tmp_path: Path,
+    s3_endpoint: S3Endpoint,
+    s3_bucket: str,
+    proxy: FaultProxy,
+    pool: str,
+    sealed_and_mirrored: bool,
 ) -> None:
+    """The threads run also seals every entry (ARCHIVER_ENCRYPTION_KEYS) and copies it to a
+    mirror in a second bucket, which must end up holding every entry, byte for byte."""
     redis_server = [LocalRedis(tmp_path / "redis", appendonly=True).start()]
+    extra: dict[str, str] = {}
+    mirror_bucket = s3_bucket + "-mirror"
+    if sealed_and_mirrored:
+        s3_endpoint.client().create_bucket(Bucket=mirror_bucket)
+        extra = {
+            "ARCHIVER_ENCRYPTION_KEYS": f"chaos:{new_key_text()}",
+            "ARCHIVER_MIRROR_URLS": f"far={s3_endpoint.sink_url(mirror_bucket, 'chaos')}",
+        }
     system = System(
         redis_url=redis_server[0].url,
         tmp=tmp_path,
@@ -288,9 +330,10 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
                 s3_endpoint.url, proxy.url
             )
             + f"&part_size={MIN_PART_SIZE}&connect_timeout=1&read_timeout=2&max_attempts=1",
+            **extra,
         },
     )
-    watcher = Watcher(system)
+    watcher = Watcher(system, encrypted=sealed_and_mirrored)
     chaos = Chaos(system, proxy, redis_server, pool)
     stop_chaos = threading.Event()
     started = time.monotonic()
@@ -336,7 +379,8 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
         for partition in range(1, PARTITIONS + 1):
             keys = [o.key for o in system.sink.list(partition_prefix(system.storage, partition))]
             assert keys == [
-                archive_key(system.storage, partition, n) for n in range(1, ENTRIES + 1)
+                archive_key(system.storage, partition, n, encrypted=sealed_and_mirrored)
+                for n in range(1, ENTRIES + 1)
             ]
             state = system.state(partition)
             assert state["acknowledged_lsn"] == ENTRIES
@@ -345,15 +389,19 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
             assert state["gaps"] == []
         for partition in range(1, PARTITIONS + 1):
             for lsn in range(1, ENTRIES + 1):
-                members = read_tar(system.sink.read(archive_key(system.storage, partition, lsn)))
+                members = read_tar(system.entry_tar(partition, lsn))
                 name = format_lsn(lsn)
                 for path, content in entry_files(partition, lsn).items():
                     assert members[f"{name}/{path}"] == content, (partition, lsn, path)
+
+        if sealed_and_mirrored:
+            _assert_mirror_caught_up(system, s3_endpoint.sink_url(mirror_bucket, "chaos"))
 
         counters = system.store.counters.read()
         uploads = system.sink.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])  # type: ignore[attr-defined]
         report = {
             "pool": pool,
+            "encrypted and mirrored": sealed_and_mirrored,
             "entries": PARTITIONS * ENTRIES,
             "seconds": round(time.monotonic() - started, 1),
             "faults injected": dict(chaos.injected)
@@ -387,8 +435,9 @@ def test_no_entry_is_lost_duplicated_or_acknowledged_early_under_chaos(
         ]
         assert big
         for partition, lsn in big:
+            key = archive_key(system.storage, partition, lsn, encrypted=sealed_and_mirrored)
             head = system.sink.client.head_object(  # type: ignore[attr-defined]
-                Bucket=s3_bucket, Key=f"chaos/{archive_key(system.storage, partition, lsn)}"
+                Bucket=s3_bucket, Key=f"chaos/{key}"
             )
             assert "-" in head["ETag"], (partition, lsn, head["ETag"])
         # What the faults cost, bounded: a killed pool process leaves at most its own upload
