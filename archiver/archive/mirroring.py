@@ -21,7 +21,13 @@ from archiver.archive.entry_match import stored_content
 from archiver.archive.scrub import Stop
 from archiver.core.integrity import Verdict
 from archiver.core.object_names import PartitionId
-from archiver.errors import ArchiverError, MirrorConflict, MirrorSourceUnusable, SinkError
+from archiver.errors import (
+    ArchiverError,
+    MirrorConflict,
+    MirrorSourceUnusable,
+    SinkError,
+    UndecodableArchive,
+)
 from archiver.observability import metrics
 from archiver.sinks import Sink, WriteOutcome
 from archiver.sinks.attributes import CHECKSUM_METADATA
@@ -68,10 +74,10 @@ def _compare_existing(primary: Sink, mirror: Sink, archive: Archive, sha256: str
     if computed_sha256(mirror, archive.key) == sha256:
         mirror.confirm_archived(archive.key, None)
         return
+    _download, ours = stored_content(primary, archive.key, archive.form)
     try:
         _download, theirs = stored_content(mirror, archive.key, archive.form)
-        _download, ours = stored_content(primary, archive.key, archive.form)
-    except ArchiverError as exc:
+    except UndecodableArchive as exc:  # DecryptionFailed too; a missing key is not a conflict
         raise MirrorConflict(f"{archive.key} on the mirror does not open ({exc})") from exc
     if theirs != ours:
         raise MirrorConflict(
@@ -114,6 +120,7 @@ class MirrorCopier:
         # attempts -> ms to wait before the next try
         self.retry_delay_ms = retry_delay_ms
         self.batch = batch
+        self._probed: set[str] = set()
 
     def run_pass(self, stop: Stop | None = None) -> CopyPass:
         done = CopyPass(
@@ -147,6 +154,11 @@ class MirrorCopier:
             return
         released = False
         try:
+            if name not in self._probed:
+                # A store that does not refuse a second create could let a copy replace an
+                # archive: nothing is copied to it (WriteOnceUnsupported, retried and alerted).
+                sink.probe()
+                self._probed.add(name)
             through = mirrors.load(name, pid).through or 0
             todo = [
                 a

@@ -54,9 +54,16 @@ def rewrap_one(sink: Sink, key: str, apply: bool) -> RewrapResult:
             return RewrapResult(key, RewrapOutcome.CURRENT, was)
         data_key = keyring.open_key(metadata, identity)
         if apply:
-            sink.replace_metadata(key, keyring.seal_key(data_key, identity))
-            # Read back: what is stored now must open to the same data key.
-            if keyring.open_key(sink.metadata(key), identity) != data_key:
+            wrapping = keyring.seal_key(data_key, identity)
+            sink.replace_metadata(key, wrapping)
+            # Read back: the store must hold the new wrapping (not the old one, which the old
+            # key still opens), and it must open to the same data key.
+            stored = sink.metadata(key)
+            if any(stored.get(k) != v for k, v in wrapping.items()):
+                return RewrapResult(
+                    key, RewrapOutcome.LEFT, was, "read back, the old wrapping is still there"
+                )
+            if keyring.open_key(stored, identity) != data_key:
                 return RewrapResult(key, RewrapOutcome.LEFT, was, "read back, it did not open")
     except SinkError as exc:
         return RewrapResult(key, RewrapOutcome.LEFT, was, f"the store: {exc}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import io
 import os
 import re
@@ -49,9 +51,10 @@ def _chunk_nonce(index: int, last: bool) -> bytes:
 
 def check_key_id(key_id: str) -> str:
     if not _KEY_ID.fullmatch(key_id):
+        # Not shown: it may be a key written where its id belongs.
         raise ConfigError(
-            f"encryption key id {key_id!r} must be 1 to 64 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
+            "an encryption key id must be 1 to 64 letters, digits, '_', '.', '-', starting "
+            "with a letter or digit (items are id:base64-key)"
         )
     return key_id
 
@@ -195,9 +198,27 @@ class SealedStream:
     salt: bytes
 
 
+def _salt(data_key: bytes) -> bytes:
+    # Derived from the data key: the same key seals the same plaintext to the same bytes.
+    return hmac.new(data_key, b"archiver stream salt v1", hashlib.sha256).digest()[:16]
+
+
 def new_sealed_stream(keyring: Keyring, identity: str) -> SealedStream:
     data_key = AESGCM.generate_key(bit_length=256)
-    return SealedStream(data_key, keyring.seal_key(data_key, identity), os.urandom(16))
+    return SealedStream(data_key, keyring.seal_key(data_key, identity), _salt(data_key))
+
+
+def resumed_sealed_stream(
+    keyring: Keyring, identity: str, metadata: Mapping[str, str]
+) -> SealedStream | None:
+    """The stream of an earlier write of ``identity`` whose wrapped key ``metadata`` holds, if
+    this keyring opens it: sealing the same plaintext again gives that write's bytes."""
+    try:
+        data_key = keyring.open_key(metadata, identity)
+    except (DecryptionFailed, KeyUnavailable):
+        return None
+    kept = {k: metadata[k] for k in (KEY_ID_METADATA, WRAPPED_KEY_METADATA)}
+    return SealedStream(data_key, kept, _salt(data_key))
 
 
 def seal(

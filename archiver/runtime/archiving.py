@@ -20,7 +20,7 @@ from pathlib import Path
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import archive_problem
 from archiver.archive.entry_match import entry_tar_sha256, existing_archive, stored_content
-from archiver.core.encryption import new_sealed_stream
+from archiver.core.encryption import new_sealed_stream, resumed_sealed_stream
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import ArchiveForm, Compression, form_key, sealed_identity
@@ -156,8 +156,14 @@ def copy_entry(
         return ArchivedEntry(key, uploaded=False, size=None)
 
     key = form_key(storage, partition, lsn, form)
-    # One data key for every read of the source: each yields the same bytes.
-    sealed = new_sealed_stream(sink.keyring, sealed_identity(key)) if encrypt else None
+    # One data key for every read of the source: each yields the same bytes. An earlier
+    # attempt cut off after making its attributes is taken up with its data key.
+    sealed = None
+    if encrypt:
+        pending = None if fresh else sink.pending_metadata(key)
+        if pending:
+            sealed = resumed_sealed_stream(sink.keyring, sealed_identity(key), pending)
+        sealed = sealed or new_sealed_stream(sink.keyring, sealed_identity(key))
 
     def source() -> Iterator[bytes]:
         return guard(encoded(entry_tar_chunks(path, name), form, sealed))

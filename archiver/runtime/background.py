@@ -60,6 +60,8 @@ class LeaderDuty(threading.Thread):
                     log.warning(
                         "%s failed; trying again in %.0fs: %s", self.name, self.interval, exc
                     )
+                except Exception:
+                    log.exception("%s failed; trying again in %.0fs", self.name, self.interval)
             self.stop.wait(self.interval)
 
 

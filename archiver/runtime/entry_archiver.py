@@ -32,6 +32,7 @@ from archiver.errors import (
     ArchiveConflict,
     AttemptOverran,
     EntryError,
+    KeyUnavailable,
     LeaseLost,
     MirrorBehind,
     MirrorConflict,
@@ -354,6 +355,7 @@ class EntryArchiver:
         self.sink = sink
         # Copied to before each acknowledgement only with ARCHIVER_ACK_POLICY=all.
         self.mirrors = dict(mirrors or {}) if settings.ack_policy == "all" else {}
+        self._probed_mirrors: set[str] = set()
         self.dispatch = dispatch
         self.keeper = LeaseKeeper(store, settings.lease_seconds, settings.task_time_limit_seconds)
         self.replicas = ReplicaWait(
@@ -453,8 +455,7 @@ class EntryArchiver:
         )
         if not commit.committed:
             return self._fenced("after archiving; not acknowledging", fields)
-        for name in self.mirrors:
-            self.store.mirrors.extend(name, PartitionId(storage, partition), lsn, previous)
+        mirrored = self._mirrors_hold(storage, partition, lsn, previous, fields)
         if not commit.replicated:
             log.warning(
                 "acknowledgement held back: the commit is on fewer than %d replicas; the "
@@ -468,7 +469,7 @@ class EntryArchiver:
             lsn,
             fields,
             commit.next_claim if go_on else None,
-            acknowledge=commit.replicated,
+            acknowledge=commit.replicated and mirrored,
         )
         seconds = time.monotonic() - begun
         outcome = AttemptOutcome.ARCHIVED if archived.uploaded else AttemptOutcome.SKIPPED
@@ -497,11 +498,11 @@ class EntryArchiver:
 
     def _copy_to_mirrors(self, storage: str, partition: int, lsn: int, key: str) -> int | None:
         """With ARCHIVER_ACK_POLICY=all, the archive goes to every mirror before it is
-        acknowledged; returns the partition's newest acknowledged LSN before this one."""
+        acknowledged; returns the partition's acknowledged LSN before this commit."""
         if not self.mirrors:
             return None
         pid = PartitionId(storage, partition)
-        previous = self.streams.newest_published(storage, partition)
+        previous = self.store.records.acknowledged(pid)
         name_parts = parse_archive_name(key)
         assert name_parts is not None, key
         archive = Archive(lsn, key, 0, name_parts.compression, name_parts.encrypted)
@@ -509,6 +510,7 @@ class EntryArchiver:
             stopped = self.store.mirrors.load(name, pid).conflict
             if stopped is not None:
                 raise MirrorBehind(f"mirror {name!r} is stopped on this partition: {stopped}")
+            self._probe_mirror(name, mirror)
             try:
                 if mirror_object(self.sink, mirror, archive):
                     metrics.MIRROR_COPIED.labels(name).inc()
@@ -516,6 +518,43 @@ class EntryArchiver:
                 self.store.mirrors.stop(name, pid, str(exc))
                 raise MirrorBehind(f"mirror {name!r}: {exc}") from exc
         return previous
+
+    def _probe_mirror(self, name: str, mirror: Sink) -> None:
+        """Once per process: a mirror must refuse a second create of a name, as the primary
+        must, or a late copy could replace an archive there."""
+        if name not in self._probed_mirrors:
+            mirror.probe()
+            self._probed_mirrors.add(name)
+
+    def _mirrors_hold(
+        self, storage: str, partition: int, lsn: int, previous: int | None, fields: LogFields
+    ) -> bool:
+        """After the commit, with ARCHIVER_ACK_POLICY=all: move each mirror's progress over the
+        entry where it held everything before it, and tell whether every mirror now holds
+        everything through ``lsn``. If not (it missed earlier entries: state rebuilt by
+        reconcile, a mirror added late), the acknowledgement is held back until the mirror
+        copier catches the mirror up; the scheduler then acknowledges again."""
+        if not self.mirrors:
+            return True
+        pid = PartitionId(storage, partition)
+        try:
+            for name in self.mirrors:
+                self.store.mirrors.extend(name, pid, lsn, previous)
+            (held,) = self.store.mirrors.held_through(list(self.mirrors), [pid])
+        except redis.RedisError as exc:
+            log.warning(
+                "acknowledgement held back: mirror progress unreadable: %s", exc, extra=fields
+            )
+            return False
+        if held is None or held < lsn:
+            log.warning(
+                "acknowledgement held back: a mirror holds this partition only through %s; "
+                "it is acknowledged once the mirror catches up",
+                held,
+                extra=fields,
+            )
+            return False
+        return True
 
     def _send(self, storage: str, partition: int, claim: Claim) -> None:
         try:
@@ -561,7 +600,7 @@ class EntryArchiver:
         metrics.RETRIES.labels(storage).inc()
         pause = 0.0
         sink_lost = None
-        if not isinstance(exc, (EntryError, StorageUnavailable)):
+        if not isinstance(exc, (EntryError, StorageUnavailable, KeyUnavailable)):
             pause = self.store.fleet.failure(
                 self.settings.retry_min_seconds, self.settings.retry_max_seconds
             )

@@ -226,12 +226,24 @@ class Scheduler:
         )
         if reacknowledge and self.replicas.enabled:
             reacknowledge = self._replicated(reacknowledge)
+        if reacknowledge and self.settings.ack_policy == "all":
+            reacknowledge = self._mirrored(reacknowledge)
         if reacknowledge:
             self.streams.publish_acks(reacknowledge)
             metrics.ACKNOWLEDGEMENTS.inc(len(reacknowledge))
         if dispatch_claims(self.store, self.dispatch, claims) < len(claims):
             # Leave the notifications pending: they are applied again once sending works.
             raise DispatchFailed(f"could not dispatch {len(claims)} claimed entries")
+
+    def _mirrored(self, acks: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """With ARCHIVER_ACK_POLICY=all, no LSN above what every mirror holds (after a
+        reconcile, the partition's state may be ahead of a mirror)."""
+        held = self.store.mirrors.held_through(
+            list(self.settings.mirror_urls), [PartitionId(s, p) for s, p, _ in acks]
+        )
+        return [
+            (s, p, min(lsn, h)) for (s, p, lsn), h in zip(acks, held, strict=True) if h is not None
+        ]
 
     def _replicated(self, acks: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """What of ``acks`` the replicas hold: none if they could not confirm in time, and no

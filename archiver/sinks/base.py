@@ -85,6 +85,11 @@ class Sink(Protocol):
         """The object's user metadata (the SHA-256 among it)."""
         ...
 
+    def pending_metadata(self, key: str) -> Mapping[str, str] | None:
+        """The metadata of a write of ``key`` cut off before its object appeared, where the
+        store keeps it (a filesystem bucket's attributes, linked first); None elsewhere."""
+        ...
+
     def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
         """Set ``updates`` in the object's metadata, atomically, keeping its bytes and its
         recorded checksum: where the store cannot change metadata alone, by a copy of the

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from archiver.core.encryption import Keyring
+from archiver.core.encryption import WRAPPED_KEY_METADATA, Keyring
 from archiver.core.integrity import Recorded
 from archiver.errors import (
     ConfigError,
@@ -227,11 +227,15 @@ class FilesystemSink:
     def _describe_what_is_there(self, final: Path, key: str) -> None:
         """This write made the attributes, but the object's name went to a writer that makes
         none (an earlier release, another tool): make them describe the object that is there."""
+        path = _attributes_path(final)
+        if WRAPPED_KEY_METADATA in metadata_in(_read_or_empty(path)):
+            # Attributes made for an encrypted object: only its own writer knows its data key,
+            # and rewrites them once its object is linked. Made anew, they could not open it.
+            return
         digests = Digests(md5=True)
         with open(final, "rb") as f:
             while chunk := f.read(READ_SIZE):
                 digests.update(chunk)
-        path = _attributes_path(final)
         if recorded_in(_read_or_empty(path)).sha256 != digests.sha256:
             _replace_small_file(path, new_attributes(key, digests.sha256, digests.md5 or ""))
             _fsync_directory(final.parent)
@@ -397,6 +401,16 @@ class FilesystemSink:
             return metadata_in(_read_or_none(_attributes_path(self._path(key))) or b"")
         except OSError as exc:
             raise SinkError(f"reading the attributes of {key}: {exc}") from exc
+
+    def pending_metadata(self, key: str) -> Mapping[str, str] | None:
+        final = self._path(key)
+        try:
+            if os.path.lexists(final):
+                return None
+            attributes = _read_or_none(_attributes_path(final))
+        except OSError as exc:
+            raise SinkError(f"reading the attributes of {key}: {exc}") from exc
+        return None if attributes is None else metadata_in(attributes)
 
     def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
         final = self._path(key)

@@ -312,6 +312,10 @@ class S3Sink:
             response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return dict(response.get("Metadata", {}))
 
+    def pending_metadata(self, key: str) -> Mapping[str, str] | None:
+        """An S3 upload leaves nothing behind until it completes."""
+        return None
+
     def replace_metadata(self, key: str, updates: Mapping[str, str]) -> None:
         """A copy of the object onto itself, made by S3 (objects up to 5 GiB), only if it is
         still the object whose metadata was read."""
@@ -321,9 +325,10 @@ class S3Sink:
             metadata = {**head.get("Metadata", {}), **updates}
             if CHECKSUM_METADATA in head.get("Metadata", {}):
                 metadata[CHECKSUM_METADATA] = head["Metadata"][CHECKSUM_METADATA]
-            extra: dict[str, Any] = {}
-            if head.get("ContentType"):
-                extra["ContentType"] = head["ContentType"]
+            extra: dict[str, Any] = dict(self.encryption_args)
+            for field in ("ContentType", "StorageClass", "ServerSideEncryption", "SSEKMSKeyId"):
+                if head.get(field) and not (field == "StorageClass" and head[field] == "STANDARD"):
+                    extra[field] = head[field]
             self.client.copy_object(
                 Bucket=self.bucket,
                 Key=s3_key,
@@ -332,7 +337,6 @@ class S3Sink:
                 Metadata=metadata,
                 MetadataDirective="REPLACE",
                 **extra,
-                **self.encryption_args,
             )
 
     def recorded(self, key: str) -> Recorded:

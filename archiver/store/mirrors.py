@@ -49,6 +49,17 @@ class MirrorProgressStore:
     def load(self, name: str, pid: PartitionId) -> MirrorProgress:
         return progress_from(self.client.hgetall(self.keys.mirror(name, pid)))
 
+    def held_through(self, names: list[str], pids: list[PartitionId]) -> list[int | None]:
+        """Per partition, the newest LSN up to which every mirror named holds everything."""
+        lows: list[int | None] = [None] * len(pids) if not names else [2**64] * len(pids)
+        for name in names:
+            for i, progress in enumerate(self.load_many(name, pids)):
+                low = lows[i]
+                lows[i] = (
+                    None if low is None or progress.through is None else min(low, progress.through)
+                )
+        return lows
+
     def load_many(self, name: str, pids: list[PartitionId]) -> list[MirrorProgress]:
         def fill(pipe: Any) -> None:
             for pid in pids:

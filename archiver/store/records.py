@@ -100,6 +100,11 @@ class PartitionRecords:
         self.client = client
         self.keys = keys
 
+    def acknowledged(self, pid: PartitionId) -> int | None:
+        """The partition's acknowledged LSN alone."""
+        value = self.client.hget(self.keys.partition(pid), "acked")
+        return None if value is None else int(value)
+
     def load(self, pid: PartitionId) -> PartitionRecord | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.partition(pid))

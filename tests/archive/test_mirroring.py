@@ -10,6 +10,7 @@ from archiver.archive.catalog import partition_archives
 from archiver.archive.mirroring import MirrorCopier
 from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import PartitionId
+from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink
 from archiver.store.state_store import RedisStateStore
 from tests.archive_factory import new_bucket
@@ -92,3 +93,36 @@ def test_a_conflict_stops_only_that_mirrors_partition(
     assert store.mirrors.resume("far", PID)
     assert copier(store, primary, mirror).run_pass().copied == {"far": 2}
     assert store.mirrors.load("far", PID).through == 3
+
+
+def test_a_workers_extend_never_jumps_over_what_the_mirror_lacks(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    """State rebuilt by reconcile: the partition is acknowledged through 3, the mirror's
+    progress is gone. A worker that copied LSN 4 may not mark the mirror as holding 1 to 4."""
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 4))
+    assert not store.mirrors.extend("far", PID, 4, previous=3)
+    assert store.mirrors.load("far", PID).through is None
+    assert copier(store, primary, mirror).run_pass().copied == {"far": 3}
+    assert store.mirrors.extend("far", PID, 4, previous=3)
+    assert store.mirrors.load("far", PID).through == 4
+
+
+def test_an_object_on_the_mirror_sealed_with_a_key_not_given_is_retried_not_a_conflict(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    """Whether it holds the entry cannot be told without its key: not a conflict, which would
+    stop the mirror's partition until an operator came, but a failure retried with backoff."""
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    primary = FilesystemSink(new_bucket(tmp_path / "primary").root, keyring)
+    mirror = FilesystemSink(new_bucket(tmp_path / "mirror").root, keyring)
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 3))
+    elsewhere = FilesystemSink(mirror.root, Keyring.parse(f"other:{new_key_text()}"))
+    copy_entry(elsewhere, "s", tmp_path / "wal", 1, 1, encrypt=True)
+    done = copier(store, primary, mirror).run_pass()
+    assert (done.failed, done.conflicts) == ({"far": 1}, {"far": 0})
+    progress = store.mirrors.load("far", PID)
+    assert progress.conflict is None
+    assert "'other'" in (progress.last_error or "")

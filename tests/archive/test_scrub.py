@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from archiver.archive.catalog import Archive, partition_archives
 from archiver.archive.scrub import RateLimit, Scrubber, ScrubState
 from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import PartitionId
+from archiver.dev.producer import write_entry
+from archiver.errors import SinkError
+from archiver.runtime.archiving import copy_entry
 from archiver.runtime.background import acknowledged_through
 from archiver.sinks import FilesystemSink
 from archiver.store.state_store import RedisStateStore
@@ -146,3 +152,33 @@ def test_holes_recorded_as_gaps_are_not_findings(store: RedisStateStore, tmp_pat
     archive_and_acknowledge(store, sink, tmp_path / "wal", "s", 1, range(6, 8))
     summary = scrubber(store, sink).run_cycle(threading.Event())
     assert summary.findings == []
+
+
+class Unreachable(FilesystemSink):
+    """A real bucket whose reads fail, as a store that does not answer."""
+
+    def download(self, key: str, out: Any) -> Any:
+        raise SinkError(f"reading {key}: timed out")
+
+
+def test_a_store_that_fails_is_not_a_finding_and_the_walk_goes_on_later(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    sink = new_bucket(tmp_path / "bucket")
+    archive_and_acknowledge(store, sink, tmp_path / "wal", "s", 1, range(1, 4))
+    with pytest.raises(SinkError):
+        scrubber(store, Unreachable(sink.root)).run_cycle(threading.Event())
+    assert ScrubState(store, "primary").findings() == []
+    summary = scrubber(store, sink).run_cycle(threading.Event())
+    assert (summary.completed, summary.objects, summary.findings) == (True, 3, [])
+
+
+def test_a_partition_pruned_to_objects_not_yet_acknowledged_is_not_missing(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    sink = new_bucket(tmp_path / "bucket")
+    archive_and_acknowledge(store, sink, tmp_path / "wal", "s", 1, range(1, 4))
+    write_entry(tmp_path / "wal", 1, 4, {"f": b"not acknowledged yet"})
+    copy_entry(sink, "s", tmp_path / "wal", 1, 4)
+    sink.delete([a.key for a in partition_archives(sink, "s", 1)[:3]])  # a prune
+    assert scrubber(store, sink).run_cycle(threading.Event()).findings == []

@@ -152,6 +152,13 @@ def test_bad_keys_are_refused_clearly(text: str, problem: str) -> None:
         Keyring.parse(text)
 
 
+def test_a_key_written_where_its_id_belongs_is_not_shown() -> None:
+    key = new_key_text()
+    with pytest.raises(ConfigError) as refused:
+        Keyring.parse(f"{key}:k1")
+    assert key not in str(refused.value)
+
+
 def test_memory_stays_flat_for_a_large_stream() -> None:
     """128 MiB sealed and opened in real 1 MiB chunks with a few MiB traced at most."""
     ring = keyring("k1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import Compression, archive_key
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
-from archiver.errors import ArchiveConflict, UnsafeEntry, UnverifiableArchive
+from archiver.errors import ArchiveConflict, SinkError, UnsafeEntry, UnverifiableArchive
 from archiver.runtime.archiving import copy_entry
 from archiver.sinks import FilesystemSink
 from tests.archive_factory import new_bucket
@@ -169,3 +171,35 @@ def test_an_encrypted_object_is_checked_through_its_decryption(tmp_path: Path) -
     sink.write(archived.key, lambda: iter([bytes(data)]), metadata)
     found = check_archive(sink, archive)
     assert "chunk 0 does not authenticate" in (found.problem or ""), found
+
+
+def test_an_encrypted_write_cut_off_before_its_object_is_taken_up_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed after linking an object's attributes and before linking the object
+    leaves the attributes. (The kill is stood in for by a failing link of the object: a
+    process cannot be killed at that exact point from a test.) The retry seals with the data
+    key those attributes hold, so its bytes are the same and it goes on at once, rather than
+    wait for the attributes to age into an interrupted write's."""
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    sink = FilesystemSink(new_bucket(tmp_path / "bucket").root, keyring)
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"sealed" * 1000})
+    key = archive_key("s", 1, 1, encrypted=True)
+    real_link = os.link
+
+    def killed_before_the_object(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        if str(dst).endswith(key.rsplit("/", 1)[-1]):
+            raise OSError(errno.EIO, "killed")
+        real_link(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", killed_before_the_object)
+    with pytest.raises(SinkError):
+        copy_entry(sink, "s", tmp_path / "wal", 1, 1, encrypt=True)
+    monkeypatch.setattr(os, "link", real_link)
+    assert not sink.exists(key)
+    assert sink.pending_metadata(key)
+    again = copy_entry(sink, "s", tmp_path / "wal", 1, 1, encrypt=True)
+    assert (again.uploaded, again.key) == (True, key)
+    assert (
+        check_archive(sink, Archive(1, key, 0, Compression.NONE, encrypted=True)) == ObjectCheck()
+    )

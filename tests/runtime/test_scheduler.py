@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -20,7 +21,8 @@ from archiver.runtime.dispatch import ArchiveTask
 from archiver.runtime.scheduler import Scheduler
 from archiver.store.state_store import RedisStateStore
 from archiver.store.streams import Streams
-from tests.store_calls import apply_notification, mark_dispatched
+from tests.archive_factory import new_bucket
+from tests.store_calls import apply_notification, archive_and_acknowledge, mark_dispatched
 from tests.support import recording_dispatch, stream_entries, wait_for
 
 
@@ -229,3 +231,36 @@ def test_the_sweep_looks_only_at_what_is_due_and_learns_when_to_look_again(
         sweeps += 1
         assert sweeps <= 30, "the resync should come within 30 sweeps"
     assert dispatched == [("default", 2, 1, 3)]
+
+
+def test_with_ack_policy_all_a_reacknowledgement_waits_for_the_mirrors(
+    store: RedisStateStore, streams: Streams, tmp_path: Path
+) -> None:
+    """After a reconcile the partition's state may be ahead of a mirror: the scheduler's
+    acknowledgement of what is archived goes no further than every mirror holds."""
+    settings = Settings.from_env(
+        {
+            "ARCHIVER_STORAGES": "default=/srv/default",
+            "ARCHIVER_MIRROR_URLS": f"far={(tmp_path / 'mirror').as_uri()}",
+            "ARCHIVER_ACK_POLICY": "all",
+        }
+    )
+    scheduler = Scheduler(settings, store, streams, recording_dispatch([]))
+    archive_and_acknowledge(
+        store, new_bucket(tmp_path / "primary"), tmp_path / "wal", "default", 1, range(1, 4)
+    )
+    pid = PartitionId("default", 1)
+    assert store.mirrors.claim("far", pid, "copier", 60_000)
+    assert store.mirrors.advance("far", pid, "copier", 1, 60_000)
+
+    def acknowledged() -> list[int]:
+        _, acks = streams.read_acks("0", count=100)
+        return [a.lsn for a in acks]
+
+    streams.publish_notification(Notification("default", 1, 1, 3))
+    _drain(scheduler, streams)
+    assert acknowledged() == [1]
+    assert store.mirrors.advance("far", pid, "copier", 3, 60_000)
+    streams.publish_notification(Notification("default", 1, 1, 3))
+    _drain(scheduler, streams)
+    assert acknowledged() == [1, 3]

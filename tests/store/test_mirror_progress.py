@@ -81,3 +81,16 @@ def test_through_only_moves_forward_for_the_lease_holder(store: RedisStateStore)
     assert mirrors.resume("m", PID)
     assert mirrors.claim("m", PID, "b", 60_000)
     assert mirrors.load("m", PID).through == 5
+
+
+def test_extend_needs_the_mirror_to_hold_what_was_acknowledged_before(
+    store: RedisStateStore,
+) -> None:
+    """A worker's copy of one entry says nothing of the entries before it: ``through`` moves
+    over it only where the mirror held everything acknowledged before that commit."""
+    mirrors = store.mirrors
+    assert mirrors.extend("m", PID, 1, previous=None)  # the partition's first entry
+    assert not mirrors.extend("m", PID, 9, previous=None)  # "nothing acknowledged" is stale
+    assert not mirrors.extend("m", PID, 9, previous=5)  # the mirror lacks 2 to 5
+    assert mirrors.extend("m", PID, 2, previous=1)
+    assert mirrors.load("m", PID).through == 2
