@@ -434,18 +434,27 @@ def migrate_sidecars(storage: str | None, apply: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--id", "key_id", default="key-1", show_default=True, help="The new key's id.")
+@click.option(
+    "--id",
+    "key_id",
+    help="The new key's id (default: key-<date>-<random>, so that no two keys share one).",
+)
 @clear_errors
-def keygen(key_id: str) -> None:
+def keygen(key_id: str | None) -> None:
     """Print a new random AES-256 key as `id:base64-key`, for ARCHIVER_ENCRYPTION_KEYS.
 
     Keep it as a secret: whoever holds it can read every object sealed with it, and without
     it they cannot be read at all. To rotate, add the new key beside the old ones, make it
     current with ARCHIVER_ENCRYPTION_KEY_ID, then run `archiver rewrap --apply`.
     """
+    import datetime
+    import secrets
+
     from archiver.core.encryption import check_key_id, new_key_text
 
     current_settings()  # as every command: bad settings are refused, not ignored
+    if key_id is None:
+        key_id = f"key-{datetime.date.today():%Y%m%d}-{secrets.token_hex(3)}"
     try:
         check_key_id(key_id)
     except InputError as exc:

@@ -40,6 +40,8 @@ HEADER_SIZE = _HEADER.size
 # Metadata fields (S3 ``x-amz-meta-*``; the ``user.metadata`` map of an ``.attrs`` file).
 KEY_ID_METADATA = "archiver-key-id"
 WRAPPED_KEY_METADATA = "archiver-wrapped-key"
+# A short fingerprint of the key-encryption key: two keys given the same id are told apart.
+KEY_CHECK_METADATA = "archiver-key-check"
 _WRAP_CONTEXT = b"archiver wrapped data key v1\x00"
 _KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -166,6 +168,7 @@ class Keyring:
         return {
             KEY_ID_METADATA: key_id,
             WRAPPED_KEY_METADATA: base64.b64encode(nonce + wrapped).decode(),
+            KEY_CHECK_METADATA: key_check(self._key(key_id, identity)),
         }
 
     def open_key(self, metadata: Mapping[str, str], identity: str) -> bytes:
@@ -175,6 +178,14 @@ class Keyring:
         if not key_id or not wrapped_text:
             raise DecryptionFailed(f"{identity} is encrypted but its metadata holds no wrapped key")
         kek = self._key(key_id, identity)
+        check = metadata.get(KEY_CHECK_METADATA)
+        if check is not None and not hmac.compare_digest(check, key_check(kek)):
+            # The key is not there, though one of its id is: a host given other bytes under
+            # the same id. Retried on a host that has it, never taken for damage.
+            raise KeyUnavailable(
+                f"{identity} is sealed with encryption key {key_id!r}, and the key given under "
+                "that id here is another one (its fingerprint differs)"
+            )
         try:
             wrapped = base64.b64decode(wrapped_text, validate=True)
             return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], _wrap_context(key_id, identity))
@@ -183,6 +194,11 @@ class Keyring:
                 f"the data key of {identity} does not open with encryption key {key_id!r}: the "
                 "key differs from the one it was sealed with, or the metadata or name changed"
             ) from None
+
+
+def key_check(kek: bytes) -> str:
+    """A fingerprint of a key-encryption key that reveals nothing of it (an HMAC of a label)."""
+    return hmac.new(kek, b"archiver key check v1", hashlib.sha256).hexdigest()[:16]
 
 
 def _wrap_context(key_id: str, identity: str) -> bytes:
@@ -217,7 +233,11 @@ def resumed_sealed_stream(
         data_key = keyring.open_key(metadata, identity)
     except (DecryptionFailed, KeyUnavailable):
         return None
-    kept = {k: metadata[k] for k in (KEY_ID_METADATA, WRAPPED_KEY_METADATA)}
+    kept = {
+        k: metadata[k]
+        for k in (KEY_ID_METADATA, WRAPPED_KEY_METADATA, KEY_CHECK_METADATA)
+        if k in metadata
+    }
     return SealedStream(data_key, kept, _salt(data_key))
 
 
