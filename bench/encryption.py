@@ -121,10 +121,55 @@ def run_sink(name: str, make_sink: Any, wal: Path, rounds: int) -> list[dict[str
     return rows
 
 
+def one_gib_entry() -> None:
+    """Peak RSS while one 1 GiB entry is sealed into a bucket on the disk, then verified."""
+    import resource
+
+    keyring = Keyring.parse(f"bench:{new_key_text()}")
+    with tempfile.TemporaryDirectory(dir=Path.cwd(), prefix=".bench-encryption-") as tmp:
+        wal = Path(tmp) / "wal"
+        block = os.urandom(1024 * 1024)
+        entry = wal / "1" / "wal" / "0000000000001"
+        entry.mkdir(parents=True)
+        with open(entry / "data", "wb") as f:
+            for _ in range(1024):
+                f.write(block)
+        root = Path(tmp) / "bucket"
+        root.mkdir()
+        sink = FilesystemSink(root, keyring)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.monotonic()
+        copy_entry(sink, "bench", wal, 1, 1, fresh=True, encrypt=True)
+        sealed = time.monotonic() - started
+        after_seal = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        (archive,) = partition_archives(sink, "bench", 1)
+        started = time.monotonic()
+        assert check_archive(sink, archive).refusal() is None
+        verified = time.monotonic() - started
+        after_verify = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {
+        "scenario": "encryption-1gib",
+        "machine": machine(),
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_growth_sealing_mib": round((after_seal - before) / 1024, 1),
+        "rss_growth_verifying_mib": round((after_verify - before) / 1024, 1),
+        "seal_seconds": round(sealed, 1),
+        "verify_seconds": round(verified, 1),
+    }
+    print(result)
+    print(f"saved {save('encryption-1gib', result)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--one-gib", action="store_true", help="Only the peak RSS of one 1 GiB entry, sealed."
+    )
     args = parser.parse_args()
+    if args.one_gib:
+        one_gib_entry()
+        return
     keyring = Keyring.parse(f"bench:{new_key_text()}")
     rows: list[dict[str, Any]] = []
     # A real disk, not tmpfs: where a filesystem bucket lives.
