@@ -101,6 +101,8 @@ def test_round_trip_rotation_and_rewrap(sealed: System, tmp_path: Path) -> None:
 
     # Re-wrapping: a dry run, then the data keys of 1-3 under the new key, bytes untouched.
     before = {lsn: hashlib.sha256(raw(system, lsn)).hexdigest() for lsn in range(1, 6)}
+    # What each object recorded of its bytes when it was written.
+    assert {lsn: head(system, lsn)["Metadata"]["sha256"] for lsn in range(1, 6)} == before
     dry = archiver(system, "rewrap", "--json")
     assert dry.exit_code == 0, dry.output
     assert (json.loads(dry.stdout)["rewrapped"], json.loads(dry.stdout)["current"]) == (3, 2)
@@ -109,6 +111,7 @@ def test_round_trip_rotation_and_rewrap(sealed: System, tmp_path: Path) -> None:
     assert applied.exit_code == 0, applied.output
     assert "3 re-wrapped, 2 already current, 0 left" in applied.output
     assert {lsn: hashlib.sha256(raw(system, lsn)).hexdigest() for lsn in range(1, 6)} == before
+    assert {lsn: head(system, lsn)["Metadata"]["sha256"] for lsn in range(1, 6)} == before
     assert {head(system, lsn)["Metadata"][KEY_ID_METADATA] for lsn in range(1, 6)} == {"new"}
 
     # The old key retired: everything still verifies and restores, byte for byte.
