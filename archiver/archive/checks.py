@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from archiver.archive.catalog import Archive
+from archiver.archive.catalog import Archive, opened_archive
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
-from archiver.core.object_stream import opened_tar, read_to_end
+from archiver.core.object_stream import read_to_end
 from archiver.core.tarball import read_entry_tar
 from archiver.errors import DecryptionFailed, KeyUnavailable, SinkError, UnsafeArchive
 from archiver.sinks import Sink
@@ -55,13 +55,7 @@ def check_archive(sink: Sink, archive: Archive) -> ObjectCheck:
         unverified = integrity.detail if integrity.verdict is Verdict.UNVERIFIABLE else None
         spool.seek(0)
         try:
-            tar = opened_tar(
-                spool,  # type: ignore[arg-type]
-                archive.key,
-                archive.form,
-                download.metadata,
-                sink.keyring,
-            )
+            tar = opened_archive(sink, archive, spool, download)
             read_entry_tar(tar, format_lsn(archive.lsn))
             read_to_end(tar)
         except KeyUnavailable as exc:

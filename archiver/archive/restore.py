@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archiver.archive.catalog import Archive, partition_archives
+from archiver.archive.catalog import Archive, opened_archive, partition_archives
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
-from archiver.core.object_stream import opened_tar, read_to_end
+from archiver.core.object_stream import read_to_end
 from archiver.core.tarball import extract_entry
 from archiver.errors import (
     ChecksumMismatch,
@@ -156,13 +156,7 @@ def _fetch_and_extract(
         spool.seek(0)
         temp.mkdir()
         try:
-            tar = opened_tar(
-                spool,  # type: ignore[arg-type]
-                archive.key,
-                archive.form,
-                download.metadata,
-                sink.keyring,
-            )
+            tar = opened_archive(sink, archive, spool, download)
             extract_entry(tar, name, temp)
             read_to_end(tar)
         except BaseException:
