@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -112,6 +112,7 @@ class MirrorCopier:
         lease_ms: int,
         retry_delay_ms: Any,
         batch: int = 200,
+        publish_held: Callable[[PartitionId, int], None] | None = None,
     ) -> None:
         self.primary = primary
         self.mirrors = dict(mirrors)
@@ -120,6 +121,9 @@ class MirrorCopier:
         # attempts -> ms to wait before the next try
         self.retry_delay_ms = retry_delay_ms
         self.batch = batch
+        # With ARCHIVER_ACK_POLICY=all: told of each partition's acknowledged LSN once the
+        # mirrors were looked at, to publish what they hold and was held back for them.
+        self.publish_held = publish_held
         self._probed: set[str] = set()
 
     def run_pass(self, stop: Stop | None = None) -> CopyPass:
@@ -146,6 +150,8 @@ class MirrorCopier:
             if progress.conflict is not None or (progress.through or 0) >= acked:
                 continue
             self.catch_up(name, sink, pid, acked, done)
+        if self.publish_held is not None:
+            self.publish_held(pid, acked)
 
     def catch_up(self, name: str, sink: Sink, pid: PartitionId, acked: int, done: CopyPass) -> None:
         token = uuid.uuid4().hex

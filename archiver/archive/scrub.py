@@ -25,6 +25,7 @@ from archiver.archive.checks import check_archive
 from archiver.archive.reconcile import holes_in, partitions_in, storages_in
 from archiver.archive.verify import PartitionReport
 from archiver.core.object_names import PartitionId
+from archiver.errors import SinkError
 from archiver.observability import metrics
 from archiver.sinks import Sink
 
@@ -39,7 +40,9 @@ class Stop(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-FINDING_KINDS = ("corrupt", "missing", "unopened")
+FINDING_KINDS = ("corrupt", "missing", "unopened", "unreadable")
+# Passes that may stop at one object the store fails to read before it is a finding.
+UNREADABLE_AFTER = 3
 # Findings kept in Redis at most (the newest replace nothing: beyond this, only counted).
 MAX_FINDINGS = 10_000
 
@@ -99,6 +102,9 @@ class ScrubPosition:
     previous_cycle_started_ms: int | None = None
     objects: int = 0
     bytes: int = 0
+    # The object the store failed to read, and how many passes in a row it stopped at it.
+    failing_key: str | None = None
+    failures: int = 0
 
     def to_fields(self) -> dict[str, str]:
         """Every field, an empty string for none: written whole, in one command."""
@@ -109,9 +115,10 @@ class ScrubPosition:
         fields = {_text(k): _text(v) for k, v in raw.items() if _text(v) != ""}
         numbers = ("partition", "lsn", "cycle", "cycle_started_ms", "previous_cycle_started_ms")
         values: dict[str, Any] = {k: int(fields[k]) for k in numbers if k in fields}
-        values.update({k: int(fields[k]) for k in ("objects", "bytes") if k in fields})
-        if "storage" in fields:
-            values["storage"] = fields["storage"]
+        values.update({k: int(fields[k]) for k in ("objects", "bytes", "failures") if k in fields})
+        for name in ("storage", "failing_key"):
+            if name in fields:
+                values[name] = fields[name]
         return cls(**values)
 
     def oldest_unscrubbed_ms(self) -> int | None:
@@ -279,16 +286,22 @@ class Scrubber:
             if stop.is_set() or not self.limit.wait_for(archive.size, 1, stop):
                 return False
             # A store failure says nothing of the object: the pass stops, and goes on from
-            # here next time.
-            found = check_archive(self.sink, archive)
+            # here next time; one that fails there pass after pass is recorded and passed.
+            try:
+                found = check_archive(self.sink, archive)
+            except SinkError as exc:
+                if not self._unreadable(position, archive, exc, summary):
+                    raise
+                found = None
             summary.objects += 1
             summary.bytes += archive.size
             metrics.SCRUBBED_OBJECTS.labels(self.sink_name).inc()
             metrics.SCRUBBED_BYTES.labels(self.sink_name).inc(archive.size)
-            if found.problem is not None:
+            if found is not None and found.problem is not None:
                 self._found(summary, "corrupt", archive.key, found.problem)
-            elif found.unopened is not None:
+            elif found is not None and found.unopened is not None:
                 self._found(summary, "unopened", archive.key, found.unopened)
+            position.failing_key, position.failures = None, 0
             position.storage, position.partition, position.lsn = storage, partition, archive.lsn
             position.objects += 1
             position.bytes += archive.size
@@ -300,14 +313,33 @@ class Scrubber:
         self.state.save(position)
         return True
 
+    def _unreadable(
+        self, position: ScrubPosition, archive: Archive, exc: SinkError, summary: CycleSummary
+    ) -> bool:
+        """Count a failed read of ``archive``; True once it is to be recorded and passed."""
+        if position.failing_key == archive.key:
+            position.failures += 1
+        else:
+            position.failing_key, position.failures = archive.key, 1
+        self.state.save(position)
+        if position.failures < UNREADABLE_AFTER:
+            return False
+        self._found(
+            summary,
+            "unreadable",
+            archive.key,
+            f"the store failed {position.failures} times in a row: {exc}",
+        )
+        return True
+
     def _look_for_holes(
         self, pid: PartitionId, through: int | None, archives: list[Archive], summary: CycleSummary
     ) -> None:
         if through is None:
             return
         lsns = sorted({a.lsn for a in archives if a.lsn <= through})
-        if not lsns and archives:
-            return  # pruned below objects not acknowledged yet: nothing to compare with
+        if not lsns and archives and self.sink_name == "primary":
+            return  # pruned below objects not acknowledged yet (a mirror is never pruned)
         if not lsns:
             self._found(
                 summary,

@@ -229,6 +229,10 @@ def resumed_sealed_stream(
 ) -> SealedStream | None:
     """The stream of an earlier write of ``identity`` whose wrapped key ``metadata`` holds, if
     this keyring opens it: sealing the same plaintext again gives that write's bytes."""
+    # Only under the current key, and only a wrapping with its key's fingerprint (an earlier
+    # release's streams had a random salt, so would not seal to the same bytes).
+    if metadata.get(KEY_ID_METADATA) != keyring.current or KEY_CHECK_METADATA not in metadata:
+        return None
     try:
         data_key = keyring.open_key(metadata, identity)
     except (DecryptionFailed, KeyUnavailable):

@@ -57,12 +57,11 @@ def advance(
 def extend(p: MirrorProgress, lsn: int, previous: int | None) -> tuple[MirrorProgress, bool]:
     """A worker copied ``lsn`` to the mirror before acknowledging it (ARCHIVER_ACK_POLICY=all),
     and ``previous`` was the partition's acknowledged LSN before that commit: if the mirror
-    held everything through ``previous`` (with none, if it never held anything), it now holds
-    everything through ``lsn``. Needs no lease: like every advance, it only moves ``through``
-    forward over archives the mirror holds."""
-    if previous is None and p.through is not None:
-        return p, False
-    if previous is not None and (p.through is None or p.through < previous):
+    held everything through ``previous``, it now holds everything through ``lsn``. With
+    nothing acknowledged before, the primary may still hold older objects (state lost and not
+    reconciled): the copier, which lists them, moves ``through`` then. Needs no lease: like
+    every advance, it only moves ``through`` forward over archives the mirror holds."""
+    if previous is None or p.through is None or p.through < previous:
         return p, False
     if p.through is not None and p.through >= lsn:
         return p, False

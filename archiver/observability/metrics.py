@@ -77,7 +77,8 @@ SCRUBBED_BYTES = Counter("archiver_scrubbed_bytes", "Bytes re-read by the scrubb
 SCRUB_FINDINGS = Counter(
     "archiver_scrub_findings",
     "Problems the scrubber found, by kind: corrupt (fails its checksum, tar or decryption), "
-    "missing (a hole below the acknowledged LSN), unopened (sealed with a key not given)",
+    "missing (a hole below the acknowledged LSN), unopened (sealed with a key not given), "
+    "unreadable (the store failed to read it pass after pass)",
     ["sink", "kind"],
 )
 SCRUB_OLDEST_UNSCRUBBED_AGE = Gauge(

@@ -11,16 +11,17 @@ and a sound tar of exactly this entry; one with no checksum is not accepted).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import archive_problem
 from archiver.archive.entry_match import entry_tar_sha256, existing_archive, stored_content
-from archiver.core.encryption import new_sealed_stream, resumed_sealed_stream
+from archiver.core.encryption import SealedStream, new_sealed_stream, resumed_sealed_stream
 from archiver.core.integrity import Verdict
 from archiver.core.lsn import format_lsn
 from archiver.core.object_names import ArchiveForm, Compression, form_key, sealed_identity
@@ -34,6 +35,7 @@ from archiver.errors import (
     UnverifiableArchive,
 )
 from archiver.sinks import Sink, WriteOutcome
+from archiver.sinks.attributes import CHECKSUM_METADATA
 
 log = logging.getLogger("archiver.archiving")
 
@@ -118,6 +120,26 @@ def _accept_without_entry(
     return ArchivedEntry(key, uploaded=False, size=None)
 
 
+def _resumable(
+    sink: Sink,
+    key: str,
+    form: ArchiveForm,
+    pending: Mapping[str, str],
+    sealing: Callable[[SealedStream], Iterator[bytes]],
+) -> SealedStream | None:
+    """The data key of an earlier write of ``key`` cut off after its attributes, if sealing
+    the entry with it again gives exactly the bytes they record: hashed here, in memory, and
+    nothing written. Else None, and a fresh key: one data key never seals two plaintexts."""
+    resumed = resumed_sealed_stream(sink.keyring, sealed_identity(key), pending)
+    recorded = pending.get(CHECKSUM_METADATA)
+    if resumed is None or recorded is None or not form.encrypted:
+        return None
+    digest = hashlib.sha256()
+    for chunk in sealing(resumed):
+        digest.update(chunk)
+    return resumed if digest.hexdigest() == recorded else None
+
+
 def copy_entry(
     sink: Sink,
     storage: str,
@@ -162,7 +184,13 @@ def copy_entry(
     if encrypt:
         pending = None if fresh else sink.pending_metadata(key)
         if pending:
-            sealed = resumed_sealed_stream(sink.keyring, sealed_identity(key), pending)
+            sealed = _resumable(
+                sink,
+                key,
+                form,
+                pending,
+                lambda s: guard(encoded(entry_tar_chunks(path, name), form, s)),
+            )
         sealed = sealed or new_sealed_stream(sink.keyring, sealed_identity(key))
 
     def source() -> Iterator[bytes]:

@@ -15,8 +15,11 @@ from archiver.archive.scrub import RateLimit, Scrubber, Stop
 from archiver.config import Settings
 from archiver.core.object_names import PartitionId
 from archiver.errors import ArchiverError
+from archiver.observability import metrics
 from archiver.sinks import Sink
+from archiver.store.replication import ReplicaWait
 from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Streams
 
 log = logging.getLogger("archiver.scheduler")
 
@@ -74,7 +77,50 @@ def mirror_copier(
         store,
         lease_ms=int(4 * settings.lease_seconds * 1000),
         retry_delay_ms=lambda attempts: int(settings.retry_delay(attempts) * 1000),
+        publish_held=held_acknowledgements(settings, store)
+        if settings.ack_policy == "all"
+        else None,
     )
+
+
+def held_acknowledgements(
+    settings: Settings, store: RedisStateStore
+) -> Callable[[PartitionId, int], None]:
+    """With ARCHIVER_ACK_POLICY=all, an acknowledgement a worker held back because a mirror
+    lacked earlier entries is published once every mirror holds them: the newest LSN both
+    acknowledged and on every mirror (and, with ARCHIVER_REDIS_MIN_REPLICAS, on the replicas),
+    if it is newer than what was published. Without this an idle partition's would wait for
+    the producer to notify again."""
+    streams = Streams(store.client, store.keys)
+    replicas = ReplicaWait(
+        store.client,
+        store.keys,
+        settings.redis_min_replicas,
+        settings.redis_replica_timeout_seconds,
+    )
+    names = list(settings.mirror_urls)
+
+    def publish(pid: PartitionId, acked: int) -> None:
+        (held,) = store.mirrors.held_through(names, [pid])
+        if held is None:
+            return
+        lsn = min(acked, held)
+        if replicas.enabled:
+            on_replicas = replicas.acknowledged_on_replicas([pid])
+            if on_replicas is None:
+                return
+            lsn = min(lsn, on_replicas[0])
+        published = streams.newest_published(pid.storage, pid.partition)
+        if lsn > 0 and (published is None or lsn > published):
+            log.info(
+                "publishing an acknowledgement held back for the mirrors partition=%s lsn=%d",
+                pid,
+                lsn,
+            )
+            streams.publish_acks([(pid.storage, pid.partition, lsn)])
+            metrics.ACKNOWLEDGEMENTS.inc()
+
+    return publish
 
 
 def acknowledged_through(store: RedisStateStore) -> Callable[[PartitionId], int | None]:

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from archiver.archive.catalog import partition_archives
 from archiver.archive.mirroring import MirrorCopier
+from archiver.config import Settings
 from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import PartitionId
 from archiver.runtime.archiving import copy_entry
+from archiver.runtime.background import held_acknowledgements
 from archiver.sinks import FilesystemSink
 from archiver.store.state_store import RedisStateStore
+from archiver.store.streams import Streams
 from tests.archive_factory import new_bucket
 from tests.store_calls import archive_and_acknowledge
 
@@ -126,3 +129,28 @@ def test_an_object_on_the_mirror_sealed_with_a_key_not_given_is_retried_not_a_co
     progress = store.mirrors.load("far", PID)
     assert progress.conflict is None
     assert "'other'" in (progress.last_error or "")
+
+
+def test_with_ack_policy_all_the_copier_publishes_what_was_held_back(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    """Entries acknowledged in the state but held back from the producer while a mirror
+    lacked them (here: none was ever published) are published once the copier caught the
+    mirror up, with no notification needed."""
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 4))
+    settings = Settings.from_env(
+        {"ARCHIVER_MIRROR_URLS": f"far={mirror.root.as_uri()}", "ARCHIVER_ACK_POLICY": "all"}
+    )
+    streams = Streams(store.client, store.keys)
+    assert streams.newest_published("s", 1) is None
+    MirrorCopier(
+        primary,
+        {"far": mirror},
+        store,
+        lease_ms=60_000,
+        retry_delay_ms=lambda n: 0,
+        publish_held=held_acknowledgements(settings, store),
+    ).run_pass()
+    assert streams.newest_published("s", 1) == 3

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from archiver.archive.catalog import Archive, partition_archives
-from archiver.archive.scrub import RateLimit, Scrubber, ScrubState
+from archiver.archive.scrub import UNREADABLE_AFTER, RateLimit, Scrubber, ScrubState
 from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import PartitionId
 from archiver.dev.producer import write_entry
@@ -182,3 +182,29 @@ def test_a_partition_pruned_to_objects_not_yet_acknowledged_is_not_missing(
     copy_entry(sink, "s", tmp_path / "wal", 1, 4)
     sink.delete([a.key for a in partition_archives(sink, "s", 1)[:3]])  # a prune
     assert scrubber(store, sink).run_cycle(threading.Event()).findings == []
+
+
+class OneBadSector(FilesystemSink):
+    """A real bucket where one object cannot be read at all (an I/O error on its sector)."""
+
+    bad: str = ""
+
+    def download(self, key: str, out: Any) -> Any:
+        if key == self.bad:
+            raise SinkError(f"reading {key}: [Errno 5] Input/output error")
+        return super().download(key, out)
+
+
+def test_an_object_the_store_never_reads_is_recorded_after_a_few_passes(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    sink = new_bucket(tmp_path / "bucket")
+    archive_and_acknowledge(store, sink, tmp_path / "wal", "s", 1, range(1, 4))
+    failing = OneBadSector(sink.root)
+    failing.bad = partition_archives(sink, "s", 1)[1].key
+    for _ in range(UNREADABLE_AFTER - 1):
+        with pytest.raises(SinkError):
+            scrubber(store, failing).run_cycle(threading.Event())
+    summary = scrubber(store, failing).run_cycle(threading.Event())
+    assert summary.completed
+    assert [(f.kind, f.subject) for f in summary.findings] == [("unreadable", failing.bad)]

@@ -49,7 +49,8 @@ def test_round_trip_at_every_boundary(size: int) -> None:
     plain = os.urandom(size)
     data, metadata = sealed_bytes(plain, ring)
     assert open_all(data, metadata, ring) == plain
-    assert plain[:64] not in data or size == 0
+    if size >= 16:  # a shorter run could turn up in random ciphertext by chance
+        assert plain[:64] not in data
 
 
 def test_the_same_stream_seals_the_same_bytes_each_read() -> None:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from archiver.archive.catalog import Archive
 from archiver.archive.checks import ObjectCheck, check_archive
-from archiver.core.encryption import Keyring, new_key_text
-from archiver.core.object_names import Compression, archive_key
+from archiver.core.encryption import Keyring, SealedStream, new_key_text, new_sealed_stream
+from archiver.core.object_names import ArchiveForm, Compression, archive_key, sealed_identity
+from archiver.core.object_stream import encoded
+from archiver.core.tarball import entry_tar_chunks
 from archiver.core.wal_layout import entry_path
 from archiver.dev.producer import write_entry
 from archiver.errors import ArchiveConflict, SinkError, UnsafeEntry, UnverifiableArchive
-from archiver.runtime.archiving import copy_entry
+from archiver.runtime.archiving import _resumable, copy_entry
 from archiver.sinks import FilesystemSink
 from tests.archive_factory import new_bucket
 from tests.original_bucket import archive_as_original
@@ -203,3 +207,28 @@ def test_an_encrypted_write_cut_off_before_its_object_is_taken_up_at_once(
     assert (
         check_archive(sink, Archive(1, key, 0, Compression.NONE, encrypted=True)) == ObjectCheck()
     )
+
+
+def test_a_cut_off_write_is_taken_up_with_its_data_key_only_for_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    """One data key must never seal two plaintexts (AES-GCM with its nonces used twice): if
+    the entry is not what the cut-off write sealed, the retry gets a fresh key."""
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    sink = FilesystemSink(new_bucket(tmp_path / "bucket").root, keyring)
+    write_entry(tmp_path / "wal", 1, 1, {"f": b"first" * 1000})
+    path = entry_path(tmp_path / "wal", 1, 1)
+    key = archive_key("s", 1, 1, encrypted=True)
+    form = ArchiveForm(Compression.NONE, encrypted=True)
+    stream = new_sealed_stream(keyring, sealed_identity(key))
+    sealed = b"".join(encoded(entry_tar_chunks(path, "0000000000001"), form, stream))
+    pending = {**stream.metadata, "sha256": hashlib.sha256(sealed).hexdigest()}
+
+    def sealing(s: SealedStream) -> Iterator[bytes]:
+        return encoded(entry_tar_chunks(path, "0000000000001"), form, s)
+
+    resumed = _resumable(sink, key, form, pending, sealing)
+    assert resumed is not None
+    assert resumed.data_key == stream.data_key
+    (path / "f").write_bytes(b"changed since")
+    assert _resumable(sink, key, form, pending, sealing) is None

@@ -114,6 +114,6 @@ def test_ack_policy_all_holds_acks_until_the_mirror_has_the_entry(
     proxy.start_accepting()
     system.wait_acked(1, 3, timeout=60)
     assert same_objects(system, range(1, 4))
-    # The worker moved the mirror's progress along with each acknowledgement.
+    # The copier moved the mirror's progress over the first entries, and published them.
     assert mirrors(system)["detail"][0]["through"] == 3
     system.assert_invariants()

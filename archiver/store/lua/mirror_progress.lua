@@ -43,10 +43,7 @@ elseif op == 'advance' then
 elseif op == 'extend' then
   local lsn, previous = ARGV[2], ARGV[3]
   local through = redis.call('HGET', key, 'through')
-  if previous == '' and through then
-    return 0
-  end
-  if previous ~= '' and (not through or lsn_less(through, previous)) then
+  if previous == '' or not through or lsn_less(through, previous) then
     return 0
   end
   if through and not lsn_less(through, lsn) then
