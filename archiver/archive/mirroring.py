@@ -141,8 +141,7 @@ class MirrorCopier:
                 return done
 
     def _partition(self, pid: PartitionId, done: CopyPass) -> None:
-        record = self.store.records.load(pid)
-        acked = None if record is None else record.state.acknowledged_lsn
+        acked = self.store.records.acknowledged(pid)
         if acked is None:
             return
         for name, sink in self.mirrors.items():

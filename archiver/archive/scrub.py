@@ -236,9 +236,8 @@ class Scrubber:
             if position.storage is not None and storage < position.storage:
                 continue
             for partition in sorted(partitions_in(self.sink, storage)):
-                done_before = position.storage == storage and position.partition is not None
-                if done_before and partition < (position.partition or 0):
-                    continue
+                if position.storage == storage and partition < (position.partition or 0):
+                    continue  # done earlier in this cycle
                 if stop.is_set():
                     return summary
                 if not self._partition(storage, partition, position, summary, stop, on_object):

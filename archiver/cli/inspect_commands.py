@@ -322,13 +322,18 @@ def _mirror_json(progress: MirrorProgress, record: PartitionRecord | None) -> di
     }
 
 
-def _mirror_text(mirror: dict[str, Any]) -> str:
-    text = f"through {mirror['through'] or '-'}, {mirror['lag_entries']} behind"
+def _mirror_trouble(mirror: dict[str, Any]) -> str | None:
     if mirror["conflict"]:
-        text += f"; STOPPED: {mirror['conflict']}"
-    elif mirror["attempts"]:
-        text += f"; {mirror['attempts']} failed copies: {mirror['last_error']}"
-    return text
+        return f"STOPPED: {mirror['conflict']}"
+    if mirror["attempts"]:
+        return f"{mirror['attempts']} failed copies: {mirror['last_error']}"
+    return None
+
+
+def _mirror_text(mirror: dict[str, Any]) -> str:
+    trouble = _mirror_trouble(mirror)
+    text = f"through {mirror['through'] or '-'}, {mirror['lag_entries']} behind"
+    return text if trouble is None else f"{text}; {trouble}"
 
 
 @inspect.command("mirrors")
@@ -381,7 +386,7 @@ def inspect_mirrors(storage: str | None, show_all: bool, as_json: bool) -> None:
                     f"{row['storage']}/{row['partition']}",
                     str(row["through"] if row["through"] is not None else "-"),
                     str(row["lag_entries"]),
-                    _mirror_text(row).split("; ", 1)[1] if "; " in _mirror_text(row) else "ok",
+                    _mirror_trouble(row) or "ok",
                 )
             console.print(table)
 

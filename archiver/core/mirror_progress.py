@@ -25,6 +25,15 @@ class MirrorProgress:
     holder: str | None = None
     lease_until: int | None = None
 
+    def standing(self, acknowledged: int | None) -> str:
+        """How the mirror stands on the partition: conflicted (stopped for an operator),
+        failing (copies failing, retried with backoff), behind or current."""
+        if self.conflict is not None:
+            return "conflicted"
+        if self.attempts > 0:
+            return "failing"
+        return "behind" if self.lag(acknowledged) else "current"
+
     def lag(self, acknowledged: int | None) -> int:
         """Acknowledged entries the mirror may not hold yet (at most; gaps count too)."""
         if acknowledged is None:

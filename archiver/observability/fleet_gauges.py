@@ -134,15 +134,9 @@ def mirror_totals(
         batch = records[start : start + 500]
         pids = [PartitionId(r.storage, r.partition) for r in batch]
         for record, progress in zip(batch, store.mirrors.load_many(name, pids), strict=True):
-            lag = progress.lag(record.state.acknowledged_lsn)
-            totals.lag_entries += lag
-            if progress.conflict is not None:
-                state = "conflicted"
-            elif progress.attempts > 0:
-                state = "failing"
-            else:
-                state = "behind" if lag else "current"
-            totals.partitions[state] += 1
+            acknowledged = record.state.acknowledged_lsn
+            totals.lag_entries += progress.lag(acknowledged)
+            totals.partitions[progress.standing(acknowledged)] += 1
     return totals
 
 

@@ -124,11 +124,7 @@ def held_acknowledgements(
 
 
 def acknowledged_through(store: RedisStateStore) -> Callable[[PartitionId], int | None]:
-    def through(pid: PartitionId) -> int | None:
-        record = store.records.load(pid)
-        return None if record is None else record.state.acknowledged_lsn
-
-    return through
+    return store.records.acknowledged
 
 
 def mirrored_through(store: RedisStateStore, name: str) -> Callable[[PartitionId], int | None]:

@@ -532,8 +532,8 @@ class EntryArchiver:
         """After the commit, with ARCHIVER_ACK_POLICY=all: move each mirror's progress over the
         entry where it held everything before it, and tell whether every mirror now holds
         everything through ``lsn``. If not (it missed earlier entries: state rebuilt by
-        reconcile, a mirror added late), the acknowledgement is held back until the mirror
-        copier catches the mirror up; the scheduler then acknowledges again."""
+        reconcile, a mirror added late, the partition's first entries), the acknowledgement is
+        held back: the mirror copier publishes it once it caught the mirror up."""
         if not self.mirrors:
             return True
         pid = PartitionId(storage, partition)

@@ -51,7 +51,7 @@ class MirrorProgressStore:
 
     def held_through(self, names: list[str], pids: list[PartitionId]) -> list[int | None]:
         """Per partition, the newest LSN up to which every mirror named holds everything."""
-        lows: list[int | None] = [None] * len(pids) if not names else [2**64] * len(pids)
+        lows: list[int | None] = [2**64 if names else None] * len(pids)
         for name in names:
             for i, progress in enumerate(self.load_many(name, pids)):
                 low = lows[i]

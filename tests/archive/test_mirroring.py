@@ -58,7 +58,7 @@ def test_a_mirror_that_is_down_falls_behind_then_catches_up(
     assert done.failed == {"far": 1}
     progress = store.mirrors.load("far", PID)
     assert (progress.through, progress.attempts) == (None, 1)
-    assert "does not exist" in (progress.last_error or "") or progress.last_error
+    assert "is not a directory" in (progress.last_error or "")
     # Archiving and acknowledging went on meanwhile.
     archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(4, 7))
     moved.rename(mirror.root)
@@ -81,9 +81,7 @@ def test_a_conflict_stops_only_that_mirrors_partition(
     assert done.conflicts == {"far": 1}
     stopped = store.mirrors.load("far", PID)
     assert stopped.through == 1
-    assert "other content" in (stopped.conflict or "") or "does not open" in (
-        stopped.conflict or ""
-    )
+    assert "other content" in (stopped.conflict or "")
     assert mirror.read(key) == b"someone else's bytes"  # never replaced
     assert store.mirrors.load("far", PartitionId("s", 2)).through == 2  # the other partition
     # Nothing is tried while stopped; once the object is moved aside and the mirror resumed,
