@@ -22,7 +22,7 @@ from archiver.core.encryption import Keyring, check_key_id
 from archiver.core.object_names import Compression, check_storage
 from archiver.errors import ConfigError, InvalidName
 from archiver.observability.logs import redact_secrets
-from archiver.sinks.urls import parse_sink_url
+from archiver.sinks.urls import location_fingerprint, parse_sink_url
 from archiver.store.urls import cluster_requested, is_sentinel_url, parse_sentinel_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -535,6 +535,12 @@ class Settings:
                 f"({', '.join(keyring.ids) or 'none'})"
             )
         return keyring.choosing(current)
+
+    @property
+    def mirror_targets(self) -> dict[str, str]:
+        """Each mirror's name and the fingerprint of where it is, which its progress in Redis
+        is kept under."""
+        return {name: location_fingerprint(url) for name, url in self.mirror_urls.items()}
 
     @property
     def keyring(self) -> Keyring:

@@ -86,7 +86,7 @@ def entry_archiver() -> EntryArchiver:
         keys = RedisKeys(settings.redis_prefix)
         archiver = EntryArchiver(
             settings,
-            RedisStateStore(client, keys),
+            RedisStateStore(client, keys, mirror_targets=settings.mirror_targets),
             Streams(client, keys),
             open_sink(settings.require_sink_url(), settings.keyring),
             CeleryDispatcher(app),

@@ -20,18 +20,19 @@ from archiver.archive.catalog import Archive, partition_archives
 from archiver.archive.entry_match import stored_content
 from archiver.archive.scrub import Stop
 from archiver.core.integrity import Verdict
-from archiver.core.object_names import PartitionId
+from archiver.core.object_names import PartitionId, sealed_identity
 from archiver.errors import (
     ArchiverError,
+    DecryptionFailed,
     MirrorConflict,
     MirrorSourceUnusable,
     SinkError,
     UndecodableArchive,
 )
 from archiver.observability import metrics
-from archiver.sinks import Sink, WriteOutcome
+from archiver.sinks import Download, Sink, WriteOutcome
 from archiver.sinks.attributes import CHECKSUM_METADATA
-from archiver.sinks.base import computed_sha256
+from archiver.sinks.base import hashed_download
 
 log = logging.getLogger("archiver.mirror")
 
@@ -71,8 +72,10 @@ def mirror_object(primary: Sink, mirror: Sink, archive: Archive) -> bool:
 def _compare_existing(primary: Sink, mirror: Sink, archive: Archive, sha256: str) -> None:
     """The mirror holds an object at the name: the same bytes, or the same entry (sealed with
     another data key, compressed by another zstd), or a conflict."""
-    if computed_sha256(mirror, archive.key) == sha256:
-        mirror.confirm_archived(archive.key, None)
+    there = hashed_download(mirror, archive.key)
+    if there.sha256 == sha256:
+        _check_record(mirror, archive, there)
+        mirror.confirm_archived(archive.key, there)
         return
     _download, ours = stored_content(primary, archive.key, archive.form)
     try:
@@ -85,6 +88,25 @@ def _compare_existing(primary: Sink, mirror: Sink, archive: Archive, sha256: str
             f"primary's {ours}); it is not replaced"
         )
     mirror.confirm_archived(archive.key, None)
+
+
+def _check_record(mirror: Sink, archive: Archive, there: Download) -> None:
+    """The mirror's object has the primary's bytes: its record must describe them, and a
+    sealed one's metadata must open, or the object could not be trusted or read later (its
+    attributes lost in a crash, say). It is not replaced: a conflict, for an operator."""
+    if there.integrity().verdict is Verdict.CORRUPT:
+        raise MirrorConflict(
+            f"{archive.key} is on the mirror with the primary's bytes, but its record does not "
+            f"match them ({there.integrity().detail}); it is not replaced"
+        )
+    if archive.encrypted:
+        try:
+            mirror.keyring.open_key(there.metadata, sealed_identity(archive.key))
+        except DecryptionFailed as exc:
+            raise MirrorConflict(
+                f"{archive.key} is on the mirror with the primary's bytes, but its metadata "
+                f"does not open ({exc}); it is not replaced"
+            ) from exc
 
 
 @dataclass
@@ -165,11 +187,8 @@ class MirrorCopier:
                 sink.probe()
                 self._probed.add(name)
             through = mirrors.load(name, pid).through or 0
-            todo = [
-                a
-                for a in partition_archives(self.primary, pid.storage, pid.partition)
-                if through < a.lsn <= acked
-            ]
+            listed = partition_archives(self.primary, pid.storage, pid.partition)
+            todo = [a for a in listed if through < a.lsn <= acked]
             for archive in todo[: self.batch]:
                 if mirror_object(self.primary, sink, archive):
                     done.copied[name] += 1
@@ -177,8 +196,9 @@ class MirrorCopier:
                 if not mirrors.advance(name, pid, token, archive.lsn, self.lease_ms):
                     released = True  # another copier took over
                     return
-            if len(todo) <= self.batch:
-                # Every archive the primary holds up to the acknowledged LSN is there.
+            if len(todo) <= self.batch and todo and todo[-1].lsn == acked:
+                # Done through the acknowledged LSN, whose archive the listing showed: an
+                # empty or partial listing (a bucket root not mounted here) moves nothing.
                 mirrors.advance(name, pid, token, acked, self.lease_ms)
         except MirrorConflict as exc:
             log.error(

@@ -349,13 +349,26 @@ def prune(storage: str, partition: int, before: int, yes: bool, as_json: bool) -
     """Delete a partition's archives below an LSN (a dry run unless --yes).
 
     The newest archive of a partition is never deleted. Deletes go in batches of 1000 keys.
+    With mirrors (ARCHIVER_MIRROR_URLS), nothing a mirror does not hold yet is deleted: a
+    mirror copies from the primary, and would never get it.
     """
     from archiver.archive.prune import plan_prune
     from archiver.archive.prune import prune as delete_archives
 
-    sink = open_sink(current_settings().require_sink_url(), current_settings().keyring)
+    settings = current_settings()
+    sink = open_sink(settings.require_sink_url(), settings.keyring)
     doomed = plan_prune(sink, storage, partition, before)
     deleted = 0
+    if yes and doomed and settings.mirror_urls:
+        (held,) = services(settings).store.mirrors.held_through(
+            list(settings.mirror_urls), [PartitionId(storage, partition)]
+        )
+        if held is None or doomed[-1].lsn > held:
+            raise click.ClickException(
+                f"the mirrors hold {storage}/{partition} only through LSN {held or 'none'}: "
+                f"prune with --before {held + 1 if held else 1} at most, or once they catch "
+                "up (archiver inspect mirrors)"
+            )
     if yes and doomed:
         with _progress() as progress:
             task = progress.add_task("deleting", total=len(doomed))

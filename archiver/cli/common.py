@@ -46,7 +46,8 @@ def current_settings() -> Settings:
 def services(settings: Settings) -> Services:
     client = connect(settings.redis_url)
     keys = RedisKeys(settings.redis_prefix)
-    return Services(settings, RedisStateStore(client, keys), Streams(client, keys))
+    store = RedisStateStore(client, keys, mirror_targets=settings.mirror_targets)
+    return Services(settings, store, Streams(client, keys))
 
 
 PRIMARY = "primary"

@@ -147,8 +147,13 @@ class _HashOnly:
         return len(data)
 
 
+def hashed_download(sink: Sink, key: str) -> Download:
+    """An object read whole and only hashed: its digests, record and metadata."""
+    return sink.download(key, _HashOnly())
+
+
 def computed_sha256(sink: Sink, key: str) -> str:
-    return sink.download(key, _HashOnly()).sha256
+    return hashed_download(sink, key).sha256
 
 
 class Digests:

@@ -3,6 +3,7 @@ process refuses a bad one when it reads its settings, before it starts anything.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,17 @@ def _number(query: dict[str, str], name: str, default: float, whole: bool) -> fl
     if not value > 0 or not math.isfinite(value):
         raise _refused(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def location_fingerprint(url: str) -> str:
+    """Where a sink's objects are (a root; an endpoint, bucket and prefix), as a short digest:
+    the same for URLs that differ only in their timeouts and the like."""
+    location = parse_sink_url(url)
+    if isinstance(location, FileLocation):
+        where = f"file:{location.root}"
+    else:
+        where = f"s3:{location.endpoint_url or ''}/{location.bucket}/{location.prefix}"
+    return hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
 def parse_sink_url(url: str) -> FileLocation | S3Location:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from archiver.core.mirror_progress import MirrorProgress
@@ -14,13 +15,28 @@ _ERROR_CHARS = 500
 
 
 class MirrorProgressStore:
-    def __init__(self, client: Any, scripts: LuaScripts, keys: RedisKeys) -> None:
+    """``targets`` binds each mirror's progress to where the mirror is (its name and the
+    fingerprint of its location): a name given to another bucket, or a list of unnamed
+    mirrors renumbered, starts from nothing rather than from another bucket's progress."""
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: LuaScripts,
+        keys: RedisKeys,
+        targets: Mapping[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.scripts = scripts
         self.keys = keys
+        self.targets = dict(targets or {})
+
+    def _key(self, name: str, pid: PartitionId) -> str:
+        target = self.targets.get(name)
+        return self.keys.mirror(name if target is None else f"{name}~{target}", pid)
 
     def _run(self, name: str, pid: PartitionId, *args: Any) -> bool:
-        return bool(self.scripts("mirror_progress", [self.keys.mirror(name, pid)], list(args)))
+        return bool(self.scripts("mirror_progress", [self._key(name, pid)], list(args)))
 
     def claim(self, name: str, pid: PartitionId, token: str, ttl_ms: int) -> bool:
         return self._run(name, pid, "claim", token, ttl_ms)
@@ -47,7 +63,7 @@ class MirrorProgressStore:
         return self._run(name, pid, "resume")
 
     def load(self, name: str, pid: PartitionId) -> MirrorProgress:
-        return progress_from(self.client.hgetall(self.keys.mirror(name, pid)))
+        return progress_from(self.client.hgetall(self._key(name, pid)))
 
     def held_through(self, names: list[str], pids: list[PartitionId]) -> list[int | None]:
         """Per partition, the newest LSN up to which every mirror named holds everything."""
@@ -63,7 +79,7 @@ class MirrorProgressStore:
     def load_many(self, name: str, pids: list[PartitionId]) -> list[MirrorProgress]:
         def fill(pipe: Any) -> None:
             for pid in pids:
-                pipe.hgetall(self.keys.mirror(name, pid))
+                pipe.hgetall(self._key(name, pid))
 
         return [progress_from(raw) for raw in self.scripts.pipelined(fill)] if pids else []
 

@@ -4,6 +4,7 @@ back. Every transition is one Lua script over one partition's keys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -48,6 +49,7 @@ class RedisStateStore:
         client: redis.Redis | redis.cluster.RedisCluster,
         keys: RedisKeys,
         script_prelude: str = "",
+        mirror_targets: Mapping[str, str] | None = None,
     ) -> None:
         self.client: Any = client
         self.keys = keys
@@ -58,7 +60,7 @@ class RedisStateStore:
         self.counters = Counters(client, keys)
         self.admin = AdminOperations(self.scripts, keys, self.due, self.server_time_ms)
         self.records = PartitionRecords(client, keys)
-        self.mirrors = MirrorProgressStore(client, self.scripts, keys)
+        self.mirrors = MirrorProgressStore(client, self.scripts, keys, mirror_targets)
 
     def server_time_ms(self) -> int:
         """Redis's clock, which every stored time was read from."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
 
 from archiver.archive.catalog import partition_archives
 from archiver.archive.mirroring import MirrorCopier
+from archiver.cli import main
 from archiver.config import Settings
 from archiver.core.encryption import Keyring, new_key_text
 from archiver.core.object_names import PartitionId
@@ -152,3 +156,61 @@ def test_with_ack_policy_all_the_copier_publishes_what_was_held_back(
         publish_held=held_acknowledgements(settings, store),
     ).run_pass()
     assert streams.newest_published("s", 1) == 3
+
+
+def test_a_primary_listing_that_shows_nothing_moves_no_progress(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    """The copier's host does not see the primary's objects (its bucket's volume not mounted
+    there): the mirror holds none of them, and its progress must say so."""
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 4))
+    unmounted = FilesystemSink(tmp_path / "not-mounted-here")
+    assert copier(store, unmounted, mirror).run_pass().copied == {"far": 0}
+    assert store.mirrors.load("far", PID).through is None
+    assert copier(store, primary, mirror).run_pass().copied == {"far": 3}
+    assert store.mirrors.load("far", PID).through == 3
+
+
+def test_a_sealed_object_on_the_mirror_without_its_metadata_is_not_accepted(
+    store: RedisStateStore, tmp_path: Path
+) -> None:
+    """The primary's bytes with no attributes (lost in a crash): it could never be opened,
+    so it is a conflict for an operator, not the mirror's copy."""
+    keyring = Keyring.parse(f"k1:{new_key_text()}")
+    primary = FilesystemSink(new_bucket(tmp_path / "primary").root, keyring)
+    mirror = FilesystemSink(new_bucket(tmp_path / "mirror").root, keyring)
+    archive_and_acknowledge(store, primary, tmp_path / "wal", "s", 1, range(1, 3))
+    key = partition_archives(primary, "s", 1)[0].key
+    (mirror.root / key).parent.mkdir(parents=True)
+    shutil.copyfile(primary.root / key, mirror.root / key)
+    done = copier(store, primary, mirror).run_pass()
+    assert done.conflicts == {"far": 1}
+    stopped = store.mirrors.load("far", PID)
+    assert stopped.through is None
+    assert "metadata does not open" in (stopped.conflict or "")
+
+
+def test_with_mirrors_prune_deletes_nothing_a_mirror_does_not_hold(
+    redis_url: str, redis_client: Any, keys: Any, tmp_path: Path
+) -> None:
+    primary = new_bucket(tmp_path / "primary")
+    mirror = new_bucket(tmp_path / "mirror")
+    env = {
+        "ARCHIVER_REDIS_URL": redis_url,
+        "ARCHIVER_SINK_URL": primary.root.as_uri(),
+        "ARCHIVER_MIRROR_URLS": f"far={mirror.root.as_uri()}",
+    }
+    settings = Settings.from_env(env)
+    bound = RedisStateStore(redis_client, keys, mirror_targets=settings.mirror_targets)
+    archive_and_acknowledge(bound, primary, tmp_path / "wal", "s", 1, range(1, 6))
+    assert bound.mirrors.claim("far", PID, "copier", 60_000)
+    assert bound.mirrors.advance("far", PID, "copier", 2, 60_000)
+    refused = CliRunner().invoke(main, ["prune", "s", "1", "--before", "5", "--yes"], env=env)
+    assert refused.exit_code == 1
+    assert "only through LSN 2" in refused.output
+    assert len(partition_archives(primary, "s", 1)) == 5
+    allowed = CliRunner().invoke(main, ["prune", "s", "1", "--before", "3", "--yes"], env=env)
+    assert allowed.exit_code == 0, allowed.output
+    assert [a.lsn for a in partition_archives(primary, "s", 1)] == [3, 4, 5]

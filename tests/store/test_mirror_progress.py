@@ -97,3 +97,15 @@ def test_extend_needs_the_mirror_to_hold_what_was_acknowledged_before(
     assert not mirrors.extend("m", PID, 9, previous=5)  # the mirror lacks 2 to 5
     assert mirrors.extend("m", PID, 2, previous=1)
     assert mirrors.load("m", PID).through == 2
+
+
+def test_progress_is_kept_per_mirror_location(redis_client: redis.Redis) -> None:
+    """A mirror name given to another bucket (or unnamed mirrors renumbered) starts from
+    nothing, never from the progress another bucket made."""
+    keys = RedisKeys("mirror-targets")
+    old = RedisStateStore(redis_client, keys, mirror_targets={"far": "aaaaaaaaaaaa"})
+    assert old.mirrors.claim("far", PID, "copier", 60_000)
+    assert old.mirrors.advance("far", PID, "copier", 100, 60_000)
+    moved = RedisStateStore(redis_client, keys, mirror_targets={"far": "bbbbbbbbbbbb"})
+    assert moved.mirrors.load("far", PID).through is None
+    assert old.mirrors.load("far", PID).through == 100
