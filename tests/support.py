@@ -27,6 +27,7 @@ import pytest
 import redis
 
 from archiver.archive.entry_match import existing_archive
+from archiver.config import Settings
 from archiver.core.encryption import Keyring
 from archiver.core.lsn import format_lsn
 from archiver.core.notification import Notification
@@ -311,7 +312,12 @@ class System:
         self.root.mkdir(parents=True, exist_ok=True)
         self.keys = RedisKeys(self.prefix)
         self.client = connect(self.redis_url)
-        self.store = RedisStateStore(self.client, self.keys)
+        mirrors = self.env_overrides.get("ARCHIVER_MIRROR_URLS")
+        targets = (
+            Settings.from_env({"ARCHIVER_MIRROR_URLS": mirrors}).mirror_targets if mirrors else None
+        )
+        # Where the processes keep each mirror's progress (under its name and location).
+        self.store = RedisStateStore(self.client, self.keys, mirror_targets=targets)
         self.streams = Streams(self.client, self.keys)
         keys = self.env_overrides.get("ARCHIVER_ENCRYPTION_KEYS")
         keyring = (
